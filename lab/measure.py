@@ -1,0 +1,200 @@
+"""Timers and sampling: how one step's duration is read, and how sides are interleaved.
+
+A *step* is a zero-argument callable that launches one unit of work and returns a handle; a
+*sync* turns that handle into a completed result (a no-op for synchronous CPU torch, `.numpy()`
+for TensorFlow, `block_until_ready()` for JAX). The CPU clock reads time around step + sync.
+On CUDA, events are recorded on the stream around the steps and read once per round, so the
+host never blocks on a tiny call (a bare synchronize per call would add its own latency).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+Step = Callable[[], object]
+Sync = Callable[[object], object]
+
+DEFAULT_MIN_SAMPLE_S = 0.002  # a sample shorter than this is dominated by clock/loop overhead
+
+
+def _identity(x):
+    return x
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a named step and how to complete it."""
+
+    name: str
+    step: Step
+    sync: Sync = _identity
+    samples_s: list[float] = field(default_factory=list)  # seconds per step, one per sample
+
+
+class HostTimer:
+    """perf_counter around `inner` completed steps; the per-step time is the mean."""
+
+    name = "perf_counter"
+
+    def time(self, side: Side, inner: int) -> float:
+        step, sync = side.step, side.sync
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            out = step()
+        sync(out)
+        return (time.perf_counter() - t0) / inner
+
+    def flush(self) -> None:
+        """Host timing needs no deferred readout."""
+
+
+def l2_flush_bytes(l2_cache_bytes: int) -> int:
+    """Size of the buffer written between samples to evict the card's L2.
+
+    Twice the L2 so that, whatever the replacement policy, no line of the previous sample's
+    working set can survive; at least 8 MiB so a card that reports 0 is still flushed.
+    """
+    return max(2 * int(l2_cache_bytes), 8 << 20)
+
+
+class CudaEventTimer:
+    """CUDA events around `inner` steps on the current stream; read back in `flush()`.
+
+    With `cold_l2`, a buffer of `l2_flush_bytes` is zeroed before each sample (outside the
+    events), so every sample starts with a cold L2 like the first step after a data load.
+    """
+
+    name = "cuda_event"
+
+    def __init__(self, torch_module, cold_l2: bool = False):
+        self.torch = torch_module
+        props = torch_module.cuda.get_device_properties(torch_module.cuda.current_device())
+        l2 = getattr(props, "L2_cache_size", 0)
+        self.flush_buffer = (
+            torch_module.empty(l2_flush_bytes(l2), dtype=torch_module.uint8, device="cuda")
+            if cold_l2 else None
+        )
+        self._pending: list[tuple[Side, object, object, int]] = []
+
+    def time(self, side: Side, inner: int) -> None:
+        cuda = self.torch.cuda
+        if self.flush_buffer is not None:
+            self.flush_buffer.zero_()
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            side.step()
+        end.record()
+        self._pending.append((side, start, end, inner))
+        return None
+
+    def flush(self) -> None:
+        """Wait once for the round, then turn event pairs into samples."""
+        if not self._pending:
+            return
+        self._pending[-1][2].synchronize()
+        for side, start, end, inner in self._pending:
+            side.samples_s.append(start.elapsed_time(end) / 1e3 / inner)
+        self._pending.clear()
+
+
+def calibrate_inner(timer, side: Side, min_sample_s: float, max_inner: int = 10_000) -> int:
+    """Steps per sample so that one sample lasts at least `min_sample_s` (after warm-up)."""
+    per_step = _time_once(timer, side, 1)
+    if per_step <= 0:
+        return max_inner
+    return max(1, min(max_inner, int(min_sample_s / per_step + 0.999)))
+
+
+def _time_once(timer, side: Side, inner: int) -> float:
+    if isinstance(timer, HostTimer):
+        return timer.time(side, inner)
+    before = len(side.samples_s)
+    timer.time(side, inner)
+    timer.flush()
+    value = side.samples_s.pop()
+    assert len(side.samples_s) == before
+    return value
+
+
+def warm_up(timer, sides: list[Side], min_steps: int = 3, min_seconds: float = 0.2,
+            max_seconds: float = 20.0, window: int = 5, tolerance: float = 0.10) -> dict:
+    """Run every side until its step time is steady, or `max_seconds` pass.
+
+    Steady means: the median of the last `window` steps is within `tolerance` of the median
+    of the `window` steps before, for every side. A compiler's background work (worker pools
+    starting, lazy initialisation) can slow the first seconds after a compile; sampling during
+    that would measure the machine's state, not the steady step.
+    """
+    import statistics
+
+    history: dict[str, list[float]] = {side.name: [] for side in sides}
+    t0 = time.perf_counter()
+
+    def steady() -> bool:
+        for times in history.values():
+            if len(times) < 2 * window:
+                return False
+            recent = statistics.median(times[-window:])
+            before = statistics.median(times[-2 * window:-window])
+            if abs(recent - before) > tolerance * before:
+                return False
+        return True
+
+    steps = 0
+    while True:
+        elapsed = time.perf_counter() - t0
+        if steps >= min_steps and elapsed >= min_seconds and steady():
+            return {"steps": steps, "seconds": elapsed, "converged": True}
+        if elapsed >= max_seconds:
+            return {"steps": steps, "seconds": elapsed, "converged": False}
+        for side in sides:
+            history[side.name].append(_time_once(timer, side, 1))
+        steps += 1
+
+
+def sample_interleaved(timer, sides: list[Side], repeats: int, inner: int,
+                       on_sample: Callable[[], None] | None = None, ranges=None) -> None:
+    """Collect `repeats` samples per side in ABBA order.
+
+    Interleaving makes slow drift (thermal, frequency, a neighbour process) hit every side
+    alike; reversing the order every other round cancels the advantage of going first or
+    second (caches warmed by the other side, allocator state).
+    """
+    for r in range(repeats):
+        order = sides if r % 2 == 0 else list(reversed(sides))
+        for side in order:
+            with ranges.phase("sample", payload=r) if ranges else contextlib.nullcontext():
+                value = timer.time(side, inner)
+            if value is not None:
+                side.samples_s.append(value)
+        timer.flush()
+        if on_sample is not None:
+            on_sample()
+
+
+def cuda_graph_step(torch_module, step: Step, warmup_steps: int = 3) -> Step:
+    """Capture `step` once in a CUDA graph and return a step that replays it.
+
+    Inputs must be static (the same tensors every call), which holds for the lab's cells.
+    Warm-up runs on a side stream first, as torch.cuda.graphs requires.
+    """
+    cuda = torch_module.cuda
+    stream = cuda.Stream()
+    stream.wait_stream(cuda.current_stream())
+    with cuda.stream(stream):
+        for _ in range(warmup_steps):
+            step()
+    cuda.current_stream().wait_stream(stream)
+    graph = cuda.CUDAGraph()
+    with cuda.graph(graph):
+        static_out = step()
+
+    def replay():
+        graph.replay()
+        return static_out
+
+    return replay

@@ -1,0 +1,238 @@
+"""Run folders, fingerprints and results.json in pytest-benchmark's schema.
+
+A run is `profiles/<machine-id>/<run-id>/` holding `results.json` (readable by
+`pytest-benchmark compare`), `fingerprint.json`, and whatever traces the run made. Every write
+goes to a temporary file in the same folder and is renamed into place, so a crash or Ctrl-C
+never leaves half a file. Knows no framework: versions are read from package metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+RESULTS = "results.json"
+FINGERPRINT = "fingerprint.json"
+PACKAGES = ("torch", "triton", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "keras",
+            "numpy", "scipy", "pytest-benchmark", "nvtx")
+ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCH", "TORCHINDUCTOR_", "TRITON_", "XLA_",
+                "TF_", "JAX_", "CUDA_", "NVIDIA_", "PYTORCH_")
+
+
+class StoreError(ValueError):
+    """A run folder or results file that cannot be used; the message is one line."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- fingerprint
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[dict]:
+    """GPUs as nvidia-smi reports them (no framework import); [] when there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2],
+                         "max_sm_clock": parts[3] if len(parts) > 3 else None})
+    return gpus
+
+
+def _package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _git_commit() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    try:
+        return {"id": git("rev-parse", "HEAD") or "unversioned",
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"id": "unversioned", "dirty": None}
+
+
+def hardware() -> dict:
+    """The part of the fingerprint that decides whether two runs are comparable."""
+    gpus = _gpus()
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "machine": platform.machine(),
+        "gpus": [{"name": g["name"], "memory": g["memory"]} for g in gpus],
+    }
+
+
+def fingerprint(threads: int | None = None) -> dict:
+    gpus = _gpus()
+    return {
+        "hardware": hardware(),
+        "gpu_drivers": sorted({g["driver"] for g in gpus}),
+        "gpu_max_sm_clock": [g["max_sm_clock"] for g in gpus],
+        "os": f"{platform.system()} {platform.release()}",
+        "versions": _package_versions(),
+        "threads": threads,
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "git": _git_commit(),
+    }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_id(hw: dict | None = None) -> str:
+    """A readable id for a class of machine: the GPU if any, else the CPU, and the core count."""
+    hw = hw or hardware()
+    if hw["gpus"]:
+        return f"{_slug(hw['gpus'][0]['name'])}-x{len(hw['gpus'])}"
+    return f"{_slug(hw['cpu_model'])}-{hw['cpu_count']}c"
+
+
+def new_run_id(label: str = "") -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{_slug(label)}" if label else stamp
+
+
+# ---------------------------------------------------------------- results.json
+
+def pytest_benchmark_stats(samples_s: list[float], iterations: int) -> dict:
+    """pytest-benchmark's own stats block (its Stats class), plus the raw samples."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for value in samples_s:
+        stats.update(value)
+    block = stats.as_dict()
+    block["data"] = list(samples_s)
+    block["iterations"] = iterations
+    return block
+
+
+def machine_info(fp: dict) -> dict:
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    info = pytest_benchmark_generate_machine_info()
+    info["lab_machine_id"] = machine_id(fp["hardware"])
+    info["lab_hardware"] = fp["hardware"]
+    return info
+
+
+def commit_info() -> dict:
+    from pytest_benchmark.utils import get_commit_info
+
+    cwd = os.getcwd()
+    try:  # pytest-benchmark reads git from the working directory: use the project's
+        os.chdir(Path(__file__).resolve().parent.parent)
+        return get_commit_info("perflab")
+    finally:
+        os.chdir(cwd)
+
+
+def results_document(fp: dict, benchmarks: list[dict], unmeasured: list[dict], run: dict,
+                     cached_info: dict | None = None) -> dict:
+    import pytest_benchmark
+
+    cached_info = cached_info or {}
+    return {
+        "machine_info": cached_info.get("machine_info") or machine_info(fp),
+        "commit_info": cached_info.get("commit_info") or commit_info(),
+        "benchmarks": benchmarks,
+        "datetime": run.get("started"),
+        "version": pytest_benchmark.__version__,
+        "lab": {**run, "unmeasured": unmeasured},
+    }
+
+
+def resolve_results(path: str | Path) -> Path:
+    """A run folder or a results.json path -> the results.json path (must exist)."""
+    path = Path(path)
+    candidate = path / RESULTS if path.is_dir() else path
+    if not candidate.is_file():
+        raise StoreError(f"no results at {path} (expected a run folder or its {RESULTS})")
+    return candidate
+
+
+def load_results(path: str | Path) -> dict:
+    """Read and validate a stored run; one-line StoreError for anything unusable."""
+    file = resolve_results(path)
+    text = file.read_text()
+    if not text.strip():
+        raise StoreError(f"{file} is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{file} is not valid JSON (truncated?): {exc.msg} at line {exc.lineno}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) \
+            or "machine_info" not in doc:
+        raise StoreError(f"{file} is not a pytest-benchmark results file "
+                         f"(needs machine_info and a benchmarks list)")
+    for i, bench in enumerate(doc["benchmarks"]):
+        stats = bench.get("stats") if isinstance(bench, dict) else None
+        if not isinstance(stats, dict) or not isinstance(stats.get("data"), list) \
+                or "name" not in bench:
+            raise StoreError(f"{file}: benchmark {i} lacks a name or raw samples (stats.data)")
+    return doc

@@ -1,0 +1,89 @@
+"""What a workload is: a model plus inputs that can be built for each framework.
+
+A workload knows its default shape per device, its flops per step, and how to build itself for
+each framework it supports. Builders return a framework *task* (model, inputs, target, loss);
+the backends in `lab.compile` turn a task into timed steps. Builders must be deterministic for a
+given seed so eager and compiled sides, and different frameworks, see the same weights and data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+MODES = ("infer", "train")
+
+
+@dataclass
+class TorchTask:
+    """A PyTorch workload instance. `loss_fn(output, target)` is used in train mode."""
+
+    model: Any  # torch.nn.Module
+    inputs: tuple  # positional tensors for model(*inputs)
+    target: Any = None
+    loss_fn: Callable | None = None
+    optimizer: str = "sgd"  # the train step's optimizer: "sgd" or "adam"
+
+
+@dataclass
+class TfTask:
+    """A TensorFlow/Keras workload instance."""
+
+    model: Any  # keras.Model or a callable with trainable_variables
+    inputs: tuple
+    target: Any = None
+    loss_fn: Callable | None = None
+    optimizer: str = "sgd"
+
+
+@dataclass
+class JaxTask:
+    """A JAX workload instance: a pure `apply(params, *inputs)` and its parameters."""
+
+    apply: Callable
+    params: Any
+    inputs: tuple
+    target: Any = None
+    loss_fn: Callable | None = None  # loss_fn(output, target) -> scalar
+    optimizer: str = "sgd"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    summary: str
+    # shape parameters by device ("cpu", "cuda"); every key can be overridden from the CLI
+    default_shape: Callable[[str], dict]
+    # flops of one step for a shape and mode (train counts forward + backward, ~3x forward)
+    flops: Callable[[dict, str], float]
+    # items processed per step for throughput (samples, images or tokens) and their unit
+    items_per_step: Callable[[dict], int]
+    throughput_unit: str
+    # framework name ("torch", "tf", "jax") -> builder(shape, mode, device, dtype, seed) -> task
+    builders: dict[str, Callable] = field(default_factory=dict)
+    source: str = "builtin"  # "builtin" or the path:factory of a user's workload
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return tuple(self.builders)
+
+    def shape_for(self, device: str, overrides: dict | None = None) -> dict:
+        shape = dict(self.default_shape(device))
+        for key, value in (overrides or {}).items():
+            if key not in shape:
+                raise ValueError(
+                    f"workload {self.name!r} has no shape parameter {key!r} "
+                    f"(it has: {', '.join(sorted(shape)) or 'none'})"
+                )
+            shape[key] = type(shape[key])(value)
+        return shape
+
+    def build(self, framework: str, shape: dict, mode: str, device: str, dtype: str, seed: int):
+        if framework not in self.builders:
+            raise KeyError(f"workload {self.name!r} has no {framework} version")
+        return self.builders[framework](shape, mode, device, dtype, seed)
+
+
+def shape_label(shape: dict) -> str:
+    """A short stable label for a shape, used in benchmark names: 'batch=32,seq=128'."""
+    return ",".join(f"{k}={shape[k]}" for k in sorted(shape))
