@@ -36,7 +36,7 @@ class CellSpec:
     seed: int = 0
     min_sample_s: float = measure.DEFAULT_MIN_SAMPLE_S
     warmup_steps: int = 3
-    warmup_seconds: float = 0.2
+    warmup_seconds: float = 1.0  # outlasts start-up transients seen after a compile
     cold_l2: bool = False
     cuda_graphs: bool = False
     first_call_only: bool = False  # only time the first call (the warm-cache compile pass)
@@ -149,7 +149,7 @@ def run(spec: CellSpec) -> dict:
                     side.step = measure.cuda_graph_step(torch, side.step)
         else:
             if spec.cold_l2 or spec.cuda_graphs:
-                raise CellFailure("skipped", "L2 flush and CUDA graphs need a CUDA device")
+                raise CellFailure("skipped", "no CUDA device (--cold-l2 and --cuda-graphs need one)")
             timer = measure.HostTimer()
         with ranges.phase("warmup"):
             result["warmup"] = measure.warm_up(timer, sides, spec.warmup_steps,

@@ -121,13 +121,16 @@ def _time_once(timer, side: Side, inner: int) -> float:
 
 
 def warm_up(timer, sides: list[Side], min_steps: int = 3, min_seconds: float = 0.2,
-            max_seconds: float = 20.0, window: int = 5, tolerance: float = 0.10) -> dict:
+            max_seconds: float = 10.0, window: int = 5, tolerance: float = 0.10,
+            max_spread: float = 0.5) -> dict:
     """Run every side until its step time is steady, or `max_seconds` pass.
 
-    Steady means: the median of the last `window` steps is within `tolerance` of the median
-    of the `window` steps before, for every side. A compiler's background work (worker pools
-    starting, lazy initialisation) can slow the first seconds after a compile; sampling during
-    that would measure the machine's state, not the steady step.
+    Steady means, for every side: the median of the last `window` steps is within `tolerance`
+    of the median of the `window` steps before, and those 2*window steps are not erratic
+    (interquartile range under `max_spread` of their median; sub-millisecond CPU steps show
+    IQRs of 15-60%, so the bound is loose). A compiler's background work (worker pools
+    starting, lazy initialisation) can make the first seconds after a compile slow and erratic;
+    sampling then would measure the machine's state, not the steady step.
     """
     import statistics
 
@@ -140,7 +143,8 @@ def warm_up(timer, sides: list[Side], min_steps: int = 3, min_seconds: float = 0
                 return False
             recent = statistics.median(times[-window:])
             before = statistics.median(times[-2 * window:-window])
-            if abs(recent - before) > tolerance * before:
+            q1, _, q3 = statistics.quantiles(times[-2 * window:], n=4)
+            if abs(recent - before) > tolerance * before or q3 - q1 > max_spread * recent:
                 return False
         return True
 

@@ -92,6 +92,11 @@ def render(doc: dict, console=None) -> None:
     for row in rows(doc):
         table.add_row(*table_cells(row))
     console.print(table)
+    hardware = doc.get("machine_info", {}).get("lab_hardware", {})
+    load = lab.get("load_avg_1m_at_start")
+    if load is not None and hardware.get("cpu_count") and load > 0.5 * hardware["cpu_count"]:
+        console.print(f"[bold]warning:[/] the machine was busy when the run started (load "
+                      f"{load:.1f} on {hardware['cpu_count']} cores): CPU timings are suspect")
     console.print("eager ms: median of the framework's eager step (for a compiled backend, "
                   "measured interleaved in the same process); speedup = eager / compiled "
                   "medians with a bootstrap 95% interval; break-even uses the cold compile.")

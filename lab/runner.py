@@ -210,7 +210,8 @@ class RunRecorder:
         self.outcomes: list[tuple[CellOutcome, object]] = []  # (outcome, its workload)
         self.run = {"run_id": self.run_dir.name, "complete": False, "argv": argv,
                     "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                    "finished": None, "fingerprint": store.FINGERPRINT}
+                    "finished": None, "fingerprint": store.FINGERPRINT,
+                    "load_avg_1m_at_start": fp.get("load_avg_1m_at_start")}
         self._cached = {"machine_info": store.machine_info(fp), "commit_info": store.commit_info()}
         store.atomic_write_json(self.run_dir / store.FINGERPRINT, fp)
 

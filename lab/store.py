@@ -135,6 +135,9 @@ def fingerprint(threads: int | None = None) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "versions": _package_versions(),
         "threads": threads,
+        # other work on the machine competes for cores: with every core busy, a multi-threaded
+        # step waits on descheduled threads and can be 100x slower; record it to explain that
+        "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
         "git": _git_commit(),
     }

@@ -160,3 +160,12 @@ def versions() -> dict:
     import torch
 
     return {"torch": torch.__version__, "cuda": torch.version.cuda}
+
+
+def cache_env(cache_dir: str) -> dict:
+    """Point Inductor's on-disk caches (FX graph, AOTAutograd, C++ and Triton builds) at
+    `cache_dir`: an empty folder gives a cold compile, the same folder again a warm one."""
+    import os
+
+    return {"TORCHINDUCTOR_CACHE_DIR": cache_dir,
+            "TRITON_CACHE_DIR": os.path.join(cache_dir, "triton")}

@@ -1,0 +1,28 @@
+"""Shared test set-up: the lab's tests run on the CPU, and lab subprocesses import this tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Cell subprocesses find `lab` through PYTHONPATH (the runner adds the tree too).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def run_lab(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    """Run the `lab` command as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def lab_cli():
+    return run_lab

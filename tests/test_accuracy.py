@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from lab import accuracy
+
+
+def test_equal_outputs_pass_allclose():
+    x = [np.arange(6.0).reshape(2, 3)]
+    result = accuracy.check(x, [x[0].copy()], "float32")
+    assert result["passed"] and result["method"] == "allclose"
+
+
+def test_small_rounding_difference_passes_via_fp64_reference():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(1000)
+    eager = ref + rng.standard_normal(1000) * 1e-3  # eager's own rounding error vs float64
+    compiled = ref + rng.standard_normal(1000) * 1e-3  # a different but equally good answer
+    result = accuracy.check([compiled], [eager], "float32", lambda: [ref])
+    assert result["method"] == "fp64_rmse" and result["passed"]
+
+
+def test_wrong_answer_fails_even_with_fp64_reference():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal(1000)
+    eager = ref + rng.standard_normal(1000) * 1e-6
+    compiled = ref * 1.01
+    result = accuracy.check([compiled], [eager], "float32", lambda: [ref])
+    assert not result["passed"]
+    assert result["rmse_candidate_vs_fp64"] > result["rmse_limit"]
+
+
+def test_shape_mismatch_and_nan_fail():
+    a = np.zeros((2, 3))
+    assert not accuracy.check([a], [np.zeros((3, 2))], "float32")["passed"]
+    b = a.copy()
+    b[0, 0] = np.nan
+    assert accuracy.check([b], [a], "float32")["method"] == "nonfinite"
+    assert not accuracy.check([a], [a, a], "float32")["passed"]
+
+
+def test_bf16_tolerance_is_looser_than_fp32():
+    a = np.ones(10)
+    b = a * (1 + 5e-3)
+    assert not accuracy.check([b], [a], "float32")["passed"]
+    assert accuracy.check([b], [a], "bfloat16")["passed"]
+
+
+def test_unknown_dtype_is_an_error():
+    with pytest.raises(ValueError, match="no tolerance"):
+        accuracy.tolerance("int4")

@@ -1,0 +1,128 @@
+"""The sampling logic, with fake steps and a fake CUDA module (no device needed)."""
+
+import itertools
+
+import pytest
+
+from lab import measure
+
+
+def test_abba_order_and_sample_counts():
+    calls = []
+    sides = [measure.Side(n, (lambda n=n: calls.append(n))) for n in ("A", "B")]
+    measure.sample_interleaved(measure.HostTimer(), sides, repeats=4, inner=2)
+    rounds = ["".join(calls[i:i + 4]) for i in range(0, len(calls), 4)]
+    assert rounds == ["AABB", "BBAA", "AABB", "BBAA"]
+    assert [len(s.samples_s) for s in sides] == [4, 4]
+    assert all(v >= 0 for s in sides for v in s.samples_s)
+
+
+def test_host_timer_completes_work_before_reading_the_clock():
+    completed = []
+    side = measure.Side("A", lambda: "handle", sync=lambda h: completed.append(h))
+    measure.HostTimer().time(side, 3)
+    assert completed == ["handle"]  # one sync after the inner steps, on the last handle
+
+
+def test_calibrate_inner_reaches_min_sample_time(monkeypatch):
+    clock = itertools.count(step=0.001)  # each perf_counter read advances 1 ms
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    side = measure.Side("A", lambda: None)
+    assert measure.calibrate_inner(measure.HostTimer(), side, min_sample_s=0.010) == 10
+
+
+def test_warm_up_waits_for_steady_state(monkeypatch):
+    # the step takes 10-30 ms, erratically, for its first 30 calls (a compiler's background
+    # work competing for the cores), then a steady 1 ms
+    now = [0.0]
+    durations = iter([0.010, 0.030, 0.015] * 10 + [0.001] * 1000)
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: now[0])
+
+    def step():
+        now[0] += next(durations)
+
+    info = measure.warm_up(measure.HostTimer(), [measure.Side("A", step)], min_steps=3,
+                           min_seconds=0.0, max_seconds=100, window=5)
+    assert info["converged"] and 35 <= info["steps"] <= 45  # not before the drop at 30
+
+
+def test_warm_up_gives_up_after_max_seconds(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: now[0])
+    durations = itertools.cycle([0.001, 0.010])  # never steady
+
+    def step():
+        now[0] += next(durations) * (1 + (now[0] % 0.7))
+
+    info = measure.warm_up(measure.HostTimer(), [measure.Side("A", step)], max_seconds=1.0,
+                           window=3, tolerance=0.01)
+    assert not info["converged"] and info["seconds"] >= 1.0
+
+
+def test_l2_flush_is_twice_the_l2():
+    assert measure.l2_flush_bytes(50 << 20) == 100 << 20  # an H100 reports 50 MiB
+    assert measure.l2_flush_bytes(0) == 8 << 20
+
+
+class _FakeEvent:
+    clock = 0.0
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        self.t = _FakeEvent.clock
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, other):  # milliseconds, like torch.cuda.Event
+        return (other.t - self.t) * 1e3
+
+
+class _FakeCuda:
+    Event = _FakeEvent
+
+    def __init__(self):
+        self.flushes = 0
+
+    def current_device(self):
+        return 0
+
+    def get_device_properties(self, index):
+        return type("Props", (), {"L2_cache_size": 50 << 20})()
+
+
+class _FakeBuffer:
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def zero_(self):
+        self.cuda.flushes += 1
+
+
+class _FakeTorch:
+    uint8 = "uint8"
+
+    def __init__(self):
+        self.cuda = _FakeCuda()
+        self.allocated = None
+
+    def empty(self, nbytes, dtype, device):
+        self.allocated = (nbytes, device)
+        return _FakeBuffer(self.cuda)
+
+
+def test_cuda_event_timer_defers_readout_and_flushes_l2():
+    torch = _FakeTorch()
+    timer = measure.CudaEventTimer(torch, cold_l2=True)
+    assert torch.allocated == (100 << 20, "cuda")
+
+    def step():
+        _FakeEvent.clock += 0.002  # 2 ms of "device time" per step
+
+    sides = [measure.Side("A", step), measure.Side("B", step)]
+    measure.sample_interleaved(timer, sides, repeats=3, inner=4)
+    assert [len(s.samples_s) for s in sides] == [3, 3]
+    assert all(v == pytest.approx(0.002) for s in sides for v in s.samples_s)
+    assert torch.cuda.flushes == 6  # one flush before every sample, outside the events
