@@ -94,8 +94,9 @@ def run(spec: CellSpec) -> dict:
         return {"status": "skipped", "reason": why}
     module.set_threads(spec.threads)
     result["versions"] = module.versions()
+    # trace annotations (lab::<phase>) only in the tracing pass: they cost more than NVTX
     ranges = Ranges(f"{spec.workload}/{spec.backend}/{spec.mode}",
-                    record_function=bool(spec.profile_dir) and info.framework == "torch")
+                    annotate=info.framework.value if spec.profile_dir else None)
 
     try:
         with ranges.phase("setup"):
@@ -121,6 +122,19 @@ def run(spec: CellSpec) -> dict:
     except Exception as exc:
         raise _failure(exc, "compile_error" if info.compiles else "run_error") from exc
     if spec.first_call_only:
+        return result
+    if spec.profile_dir:  # the tracing pass (lab.profile), a process apart from the timed one
+        from lab import profile
+
+        named = ([(info.baseline, sides[0])] if baseline else []) + [(spec.backend, cand_side)]
+        try:  # `sample` ranges stay top-level, as in the timed pass (ncu filters on them)
+            result["profile"] = profile.capture(
+                info.framework.value, spec.device, named, ranges, spec.profile_dir,
+                capture_mode=spec.extra.get("profile_capture", "trace"))
+        except Exception as exc:
+            raise _failure(exc, "run_error") from exc
+        if hasattr(candidate, "diagnostics"):
+            result["diagnostics"] = candidate.diagnostics()
         return result
     try:
         if baseline:

@@ -231,8 +231,10 @@ def cmd_run(args) -> int:
                     outcome = runner.CellOutcome(spec, choice.label, {
                         "status": "skipped",
                         "reason": f"workload {spec.workload} has no {fw} version"}, 0.0)
-                else:
-                    outcome = runner.run_cell(spec, choice.label, args.timeout)
+                else:  # --processes N: the gate compares runs through per-process medians
+                    from lab.verdict import run_cell_processes
+
+                    outcome = run_cell_processes(spec, choice.label, args.timeout, args.processes)
                 recorder.add(outcome, workload)
                 progress.advance(bar)
         except KeyboardInterrupt:
@@ -307,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CUDA: capture each infer step in a CUDA graph and replay it")
     p.add_argument("--profile", action="store_true",
                    help="after timing, capture a trace per cell in a separate pass")
+    p.add_argument("--processes", type=_positive_int, default=1,
+                   help="cell processes per cell; `lab gate` compares their medians")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("show", help="print a stored run's table")
@@ -321,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="verdicts on performance claims (TOML)")
     p.add_argument("claims", help="claim file, e.g. claims/seed.toml")
     p.add_argument("--run", help="stored run to read samples from (default: run what is needed)")
+    p.add_argument("--stored-only", dest="stored_only", action="store_true",
+                   help="judge only the cells of --run; never run missing cells")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.set_defaults(func=_delegate("lab.verdict", "cmd_check"))
 
@@ -330,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", default="5%")
     p.add_argument("--force", action="store_true", help="compare runs of different machines")
     p.add_argument("--markdown", help="also write the summary to this file")
+    p.add_argument("--noise-floor", dest="noise_floor", type=_positive_float, default=None,
+                   help="between-process sd of log step time on this machine (default: the "
+                        "lab's calibrated floor; bench/calibrate_gate.py measures yours)")
     p.set_defaults(func=_delegate("lab.verdict", "cmd_gate"))
 
     p = sub.add_parser("history", help="change points in a benchmark's stored series")

@@ -140,10 +140,158 @@ def min_detectable_ratio(a, b, alpha: float = 0.05, power: float = 0.8) -> float
 
 
 def break_even_steps(compile_seconds: float | None, eager_step_s: float, compiled_step_s: float):
-    """Steps after which a compile pays for itself, or None ("never") when compiled is not faster."""
+    """Steps after which a compile pays for itself; None ("never") when compiled is not faster."""
     if compile_seconds is None:
         return None
     saved = eager_step_s - compiled_step_s
     if saved <= 0:
         return None
     return max(compile_seconds, 0.0) / saved
+
+
+# ---------------------------------------------------------------- run-to-run comparisons
+# A run's samples are not independent of the run: the same code timed in back-to-back processes
+# moves far more between processes than within one (thread placement, frequency, neighbours).
+# So two runs are compared through their per-process medians, on the log scale (a slowdown is a
+# ratio), with the between-process spread estimated from the processes themselves and pulled
+# toward a floor measured on A/A pairs (docs/verdicts.md, "Calibration"). With one process per
+# side the floor is all there is, and the interval says so by being wide.
+
+RUN_TO_RUN_SD_LOG = 0.10  # between-process sd of log(median step time); see docs/verdicts.md
+FLOOR_DOF = 4  # weight of that floor, in degrees of freedom of prior evidence
+
+
+@dataclass(frozen=True)
+class ProcessRatio:
+    """Candidate over baseline (> 1: the candidate is slower), from per-process medians."""
+
+    ratio: float  # exp(mean log candidate - mean log baseline): a ratio of geometric means
+    ci: tuple[float, float]  # two-sided interval at `confidence`
+    confidence: float
+    p_value: float  # two-sided t test on the log medians, variance pulled toward the floor
+    rank_p_value: float | None  # Mann-Whitney U on the process medians (None: < 2 per side)
+    shift_ratio: float  # Hodges-Lehmann: exp(median of all pairwise log differences)
+    rank_p_slower: float  # one-sided Mann-Whitney: is the candidate slower?
+    rank_p_faster: float
+    rank_min_p: float  # smallest one-sided p these sizes allow: 1 / C(n_a + n_b, n_a)
+    min_detectable_ratio: float  # smallest slowdown this design finds with 80% power
+    n_baseline: int
+    n_candidate: int
+    sd_log: float  # between-process sd of log medians that the interval used
+    dof: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def process_ratio(baseline_medians, candidate_medians, floor_sd_log: float = RUN_TO_RUN_SD_LOG,
+                  floor_dof: float = FLOOR_DOF, confidence: float = 0.95) -> ProcessRatio:
+    """Compare two runs through the medians of their processes (seconds per step).
+
+    Pooled variance of the log medians with `floor_dof` pseudo-observations at
+    `floor_sd_log`: var = (SS_a + SS_b + k * floor^2) / (n_a + n_b - 2 + k), a t interval with
+    n_a + n_b - 2 + k degrees of freedom. It is a normal-prior (shrinkage) estimate: a few
+    processes cannot talk the gate into trusting a spread smaller than the machine has shown.
+    """
+    from scipy import stats
+
+    xa, xb = _as_array(baseline_medians), _as_array(candidate_medians)
+    if np.any(xa <= 0) or np.any(xb <= 0):
+        raise ValueError("process medians must be positive")
+    la, lb = np.log(xa), np.log(xb)
+    na, nb = la.size, lb.size
+    ss = float(((la - la.mean()) ** 2).sum() + ((lb - lb.mean()) ** 2).sum())
+    dof = na + nb - 2 + floor_dof
+    if dof <= 0:
+        raise ValueError("need a noise floor (floor_dof > 0) to compare one process per side")
+    var = (ss + floor_dof * floor_sd_log**2) / dof
+    se = math.sqrt(var * (1 / na + 1 / nb))
+    diff = float(lb.mean() - la.mean())
+    t_crit = float(stats.t.ppf(0.5 + confidence / 2, dof))
+    if se > 0:
+        p = float(2 * stats.t.sf(abs(diff) / se, dof))
+    else:
+        p = 1.0 if diff == 0 else 0.0
+    rank_p = None
+    if na >= 2 and nb >= 2:
+        rank_p = (1.0 if np.ptp(np.concatenate([la, lb])) == 0
+                  else float(stats.mannwhitneyu(la, lb, alternative="two-sided").pvalue))
+    # one-sided: a slowdown is found when the interval's low end clears 1
+    mde = math.exp((t_crit + float(stats.t.ppf(0.8, dof))) * se)
+    # distribution-free view of the same question: exchangeable processes (an A/A pair) give a
+    # one-sided Mann-Whitney p below alpha with probability <= alpha, however heavy the tails
+    if np.ptp(np.concatenate([la, lb])) == 0:
+        p_slower = p_faster = 1.0
+    else:
+        p_slower = float(stats.mannwhitneyu(lb, la, alternative="greater").pvalue)
+        p_faster = float(stats.mannwhitneyu(lb, la, alternative="less").pvalue)
+    shift = math.exp(float(np.median(np.subtract.outer(lb, la))))
+    return ProcessRatio(
+        ratio=math.exp(diff), ci=(math.exp(diff - t_crit * se), math.exp(diff + t_crit * se)),
+        confidence=confidence,
+        p_value=p, rank_p_value=rank_p, shift_ratio=shift, rank_p_slower=p_slower,
+        rank_p_faster=p_faster, rank_min_p=1 / math.comb(na + nb, na),
+        min_detectable_ratio=mde, n_baseline=na, n_candidate=nb,
+        sd_log=math.sqrt(var), dof=float(dof),
+    )
+
+
+def combine_log_intervals(*parts: tuple[float, tuple[float, float]],
+                          extra_sd_log: float = 0.0) -> tuple[float, tuple[float, float]]:
+    """Product of independent ratios, each given as (point, 95% interval), with an interval.
+
+    Each interval is read as a normal interval on the log scale (half-width / 1.96 = se); the
+    ses add in quadrature, plus `extra_sd_log` for variance none of the parts saw (run-to-run
+    drift between the processes the parts came from). Pass 1/x for a ratio in the denominator.
+    """
+    log_point, var = 0.0, extra_sd_log**2
+    for point, (lo, hi) in parts:
+        if not (point > 0 and lo > 0 and hi > 0):
+            raise ValueError("ratios and their intervals must be positive")
+        log_point += math.log(point)
+        var += ((math.log(hi) - math.log(lo)) / (2 * 1.959964)) ** 2
+    half = 1.959964 * math.sqrt(var)
+    return math.exp(log_point), (math.exp(log_point - half), math.exp(log_point + half))
+
+
+# ---------------------------------------------------------------- change points
+
+def change_points(values, alpha: float = 0.01, min_size: int = 2, min_shift: float = 0.0,
+                  permutations: int = 999, seed: int | None = 0) -> list[int]:
+    """Indices where a series' level shifts: binary segmentation with a permutation test.
+
+    On log values (a level shift in time is a ratio), the split statistic is the largest
+    standardized CUSUM |sum_{i<k}(x_i - mean)| / sqrt(k (n - k) / n) over k in
+    [min_size, n - min_size]. Its p value comes from `permutations` shuffles of the segment
+    (no distributional assumption: a series with no change point is exchangeable). A split is
+    kept when p < alpha and the two sides' geometric means differ by at least `min_shift`
+    (relative); then each side is searched again. Returns sorted split indices (a split at k
+    means values[k] is the first of the new level).
+    """
+    x = np.log(_as_array(values))
+    rng = _rng(seed)
+    found: list[int] = []
+
+    def best_split(seg: np.ndarray) -> tuple[int, float]:
+        n = seg.size
+        k = np.arange(min_size, n - min_size + 1)
+        cusum = np.cumsum(seg - seg.mean())[k - 1]
+        score = np.abs(cusum) / np.sqrt(k * (n - k) / n)
+        i = int(np.argmax(score))
+        return int(k[i]), float(score[i])
+
+    def search(lo: int, hi: int) -> None:
+        seg = x[lo:hi]
+        if seg.size < 2 * min_size or np.ptp(seg) == 0:
+            return
+        k, observed = best_split(seg)
+        exceed = sum(best_split(rng.permutation(seg))[1] >= observed for _ in range(permutations))
+        p = (1 + exceed) / (1 + permutations)
+        shift = abs(math.exp(seg[k:].mean() - seg[:k].mean()) - 1)
+        if p < alpha and shift >= min_shift:
+            found.append(lo + k)
+            search(lo, lo + k)
+            search(lo + k, hi)
+
+    search(0, x.size)
+    return sorted(found)

@@ -160,3 +160,17 @@ def test_train_cell_checks_loss_and_gradients():
                          dtype="float32", device="cpu", threads=1, repeats=3)
     result = cell.run(spec)
     assert result["status"] == "ok" and len(result["samples_s"]) == 3
+
+
+def test_out_of_memory_in_a_cell_is_status_oom(tmp_path, monkeypatch):
+    (tmp_path / "greedy.py").write_text(
+        "import torch\n"
+        "class Greedy(torch.nn.Module):\n"
+        "    def forward(self, x):\n        raise MemoryError('cannot allocate 1 TB')\n"
+        "def make():\n    return Greedy(), torch.ones(2)\n")
+    spec = cell.CellSpec(workload=f"{tmp_path}/greedy.py:make", backend="torch-eager",
+                         option=None, mode="infer", shape={}, dtype="float32", device="cpu",
+                         threads=1, repeats=2)
+    with pytest.raises(cell.CellFailure) as failure:
+        cell.run(spec)
+    assert failure.value.status == "oom" and "1 TB" in failure.value.reason

@@ -10,6 +10,7 @@ from .base import MODES, Workload, shape_label  # noqa: F401
 _BUILTIN = {
     "mlp": "lab.workloads.mlp",
     "transformer": "lab.workloads.transformer",
+    "resnet50": "lab.workloads.resnet",
 }
 
 

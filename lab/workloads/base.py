@@ -34,6 +34,9 @@ class TfTask:
     target: Any = None
     loss_fn: Callable | None = None
     optimizer: str = "sgd"
+    # dtype -> a fresh TfTask of the same model in that dtype (the float64 accuracy reference)
+    rebuild: Callable[[str], TfTask] | None = None
+    weights_source: str | None = None  # "torch" (copied), "numpy" or "keras" (its own init)
 
 
 @dataclass
@@ -46,6 +49,10 @@ class JaxTask:
     target: Any = None
     loss_fn: Callable | None = None  # loss_fn(output, target) -> scalar
     optimizer: str = "sgd"
+    # non-trained state such as BatchNorm running statistics; when set, the model is
+    # `apply(params, state, *inputs, train=bool) -> (output, new_state)`
+    state: Any = None
+    weights_source: str | None = None  # "torch" (copied) or "numpy"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import TorchTask, Workload
+from . import weights
+from .base import JaxTask, TfTask, TorchTask, Workload
 
 
 def _simple_net_class():
@@ -45,6 +46,82 @@ def build_torch(shape: dict, mode: str, device: str, dtype: str, seed: int) -> T
                      loss_fn=torch.nn.functional.cross_entropy, optimizer="sgd")
 
 
+# ---------------------------------------------------------------- TensorFlow and JAX
+# Both copy the torch SimpleNet's weights and data (lab.workloads.weights), so the three
+# frameworks compute the same function on the same numbers.
+
+def _param_specs(shape: dict) -> dict:
+    return {"fc1.weight": ((128, 784), "linear", 784), "fc1.bias": ((128,), "linear", 784),
+            "fc2.weight": ((10, 128), "linear", 128), "fc2.bias": ((10,), "linear", 128)}
+
+
+def _data(rng, shape: dict):
+    x = rng.standard_normal((shape["batch"], 784)).astype("float32")
+    return (x,), rng.integers(0, 10, shape["batch"])
+
+
+def _arrays(shape: dict, mode: str, seed: int) -> weights.Arrays:
+    return weights.arrays(build_torch, _param_specs, _data, shape, mode, seed)
+
+
+def keras_sequential():
+    """The seed's Keras model, verbatim ("TensorFlow - Keras API")."""
+    import warnings
+
+    from tensorflow import keras
+
+    with warnings.catch_warnings():
+        # Keras 3 prefers keras.Input over input_shape= and warns; the seed's form is kept on
+        # purpose (it is the code being measured) and builds the same model.
+        warnings.filterwarnings("ignore", message=".*input_shape.*")
+        model = keras.Sequential([
+            keras.layers.Dense(128, activation='relu', input_shape=(784,)),
+            keras.layers.Dense(10)
+        ])
+    return model
+
+
+def build_tf(shape: dict, mode: str, device: str, dtype: str, seed: int) -> TfTask:
+    import tensorflow as tf
+
+    from .losses import tf_cross_entropy
+
+    arr = _arrays(shape, mode, seed)
+    p = arr.params
+
+    def make(dt: str) -> TfTask:
+        with weights.keras_floatx(dt):
+            model = keras_sequential()
+        # torch's Linear keeps (out, in); Keras's Dense kernel is (in, out)
+        model.set_weights([p["fc1.weight"].T, p["fc1.bias"], p["fc2.weight"].T, p["fc2.bias"]])
+        x = tf.constant(arr.inputs[0], dtype=dt)
+        return TfTask(model=model, inputs=(x,), target=tf.constant(arr.target, tf.int32),
+                      loss_fn=tf_cross_entropy, optimizer="sgd", rebuild=make,
+                      weights_source=arr.source)
+
+    return make(dtype)
+
+
+def jax_apply(params, x):
+    import jax
+
+    h = jax.nn.relu(x @ params["fc1.weight"] + params["fc1.bias"])
+    return h @ params["fc2.weight"] + params["fc2.bias"]
+
+
+def build_jax(shape: dict, mode: str, device: str, dtype: str, seed: int) -> JaxTask:
+    import jax.numpy as jnp
+
+    from .losses import jax_cross_entropy
+
+    arr = _arrays(shape, mode, seed)
+    params = {k: (v.T if k.endswith(".weight") else v) for k, v in arr.params.items()}
+    return JaxTask(apply=jax_apply, params=weights.jax_cast(params, dtype),
+                   inputs=weights.jax_cast(arr.inputs, dtype),
+                   target=jnp.asarray(arr.target, jnp.int32), loss_fn=jax_cross_entropy,
+                   optimizer="sgd", weights_source=arr.source)
+
+
 WORKLOAD = Workload(
     name="mlp",
     summary="seed SimpleNet MLP 784-128-10 (batch 32)",
@@ -52,5 +129,5 @@ WORKLOAD = Workload(
     flops=flops,
     items_per_step=lambda shape: shape["batch"],
     throughput_unit="samples/s",
-    builders={"torch": build_torch},
+    builders={"torch": build_torch, "tf": build_tf, "jax": build_jax},
 )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import types
 
-from .base import TorchTask, Workload
+from . import weights
+from .base import JaxTask, TfTask, TorchTask, Workload
 
 
 def default_shape(device: str) -> dict:
@@ -87,6 +88,151 @@ def build_torch(shape: dict, mode: str, device: str, dtype: str, seed: int, ops=
                      loss_fn=torch.nn.functional.mse_loss, optimizer="adam")
 
 
+# ---------------------------------------------------------------- TensorFlow and JAX
+# The same block, op for op, with the torch block's weights and data copied in
+# (lab.workloads.weights). Linear weights are stored (in, out) as both frameworks prefer;
+# attention is written out (scores, causal mask, softmax, weighted sum) because neither
+# framework has a fused causal attention that runs on every device and version the lab
+# supports. LayerNorm eps 1e-5 and tanh-GELU match the torch block.
+LN_EPS = 1e-5
+_LINEARS = ("qkv", "proj", "up", "down")
+
+
+def _param_specs(shape: dict) -> dict:
+    c = shape["d_model"]
+    specs = {}
+    for name, (fan_out, fan_in) in {"ln1": (c, None), "qkv": (3 * c, c), "proj": (c, c),
+                                    "ln2": (c, None), "up": (4 * c, c),
+                                    "down": (c, 4 * c)}.items():
+        if fan_in is None:
+            specs[f"{name}.weight"] = ((fan_out,), "ones", 0)
+            specs[f"{name}.bias"] = ((fan_out,), "zeros", 0)
+        else:
+            specs[f"{name}.weight"] = ((fan_out, fan_in), "linear", fan_in)
+            specs[f"{name}.bias"] = ((fan_out,), "linear", fan_in)
+    return specs
+
+
+def _data(rng, shape: dict):
+    size = (shape["batch"], shape["seq"], shape["d_model"])
+    x, target = (rng.standard_normal(size).astype("float32") for _ in range(2))
+    return (x,), target
+
+
+def _arrays(shape: dict, mode: str, seed: int) -> dict:
+    arr = weights.arrays(build_torch, _param_specs, _data, shape, mode, seed)
+    arr.params = {k: (v.T if k.split(".")[0] in _LINEARS and k.endswith(".weight") else v)
+                  for k, v in arr.params.items()}
+    return arr
+
+
+def _keras_block_class():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    class TransformerBlock(keras.Model):
+        """The block as a Keras model whose weights are named and ordered as torch's."""
+
+        def __init__(self, d_model: int, heads: int, params: dict):
+            super().__init__()
+            if d_model % heads:
+                raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+            self.heads = heads
+            self.w = {}
+            for name, value in params.items():  # creation order = torch's parameter order
+                self.w[name] = self.add_weight(name=name.replace(".", "_"), shape=value.shape,
+                                               initializer=keras.initializers.Constant(value))
+
+        def _layer_norm(self, x, name):
+            mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+            return (x - mean) * tf.math.rsqrt(var + LN_EPS) * self.w[f"{name}.weight"] \
+                + self.w[f"{name}.bias"]
+
+        def _linear(self, x, name, bias=True):
+            y = tf.matmul(x, self.w[f"{name}.weight"])
+            return y + self.w[f"{name}.bias"] if bias else y
+
+        def call(self, x, training=False):
+            b, t, c = x.shape
+            hd = c // self.heads
+            h = self._layer_norm(x, "ln1")
+            q, k, v = tf.split(self._linear(h, "qkv"), 3, axis=-1)
+            q, k, v = (tf.transpose(tf.reshape(z, (b, t, self.heads, hd)), (0, 2, 1, 3))
+                       for z in (q, k, v))
+            scores = tf.matmul(q, k, transpose_b=True) / np.sqrt(hd).astype("float32")
+            causal = tf.linalg.band_part(tf.ones((t, t), tf.bool), -1, 0)
+            scores = tf.where(causal, scores, tf.constant(-np.inf, scores.dtype))
+            y = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+            y = tf.reshape(tf.transpose(y, (0, 2, 1, 3)), (b, t, c))
+            x = x + self._linear(y, "proj")
+            h = self._layer_norm(x, "ln2")
+            h = tf.nn.gelu(self._linear(h, "up", bias=False) + self.w["up.bias"],
+                           approximate=True)
+            return x + self._linear(h, "down")
+
+    return TransformerBlock
+
+
+def build_tf(shape: dict, mode: str, device: str, dtype: str, seed: int) -> TfTask:
+    import tensorflow as tf
+
+    from .losses import tf_mse
+
+    arr = _arrays(shape, mode, seed)
+
+    def make(dt: str) -> TfTask:
+        with weights.keras_floatx(dt):
+            model = _keras_block_class()(shape["d_model"], shape["heads"], arr.params)
+        x, target = tf.constant(arr.inputs[0], dt), tf.constant(arr.target, dt)
+        return TfTask(model=model, inputs=(x,), target=target, loss_fn=tf_mse,
+                      optimizer="adam", rebuild=make, weights_source=arr.source)
+
+    return make(dtype)
+
+
+def jax_apply(params, x, heads: int):
+    import jax
+    import jax.numpy as jnp
+
+    def layer_norm(x, name):
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * params[f"{name}.weight"] \
+            + params[f"{name}.bias"]
+
+    def linear(x, name):
+        return x @ params[f"{name}.weight"] + params[f"{name}.bias"]
+
+    b, t, c = x.shape
+    hd = c // heads
+    h = layer_norm(x, "ln1")
+    q, k, v = jnp.split(linear(h, "qkv"), 3, axis=-1)
+    q, k, v = (z.reshape(b, t, heads, hd).transpose(0, 2, 1, 3) for z in (q, k, v))
+    scores = (q @ k.transpose(0, 1, 3, 2)) / jnp.sqrt(jnp.asarray(hd, x.dtype))
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    scores = jnp.where(causal, scores, -jnp.inf)
+    y = (jax.nn.softmax(scores, axis=-1) @ v).transpose(0, 2, 1, 3).reshape(b, t, c)
+    x = x + linear(y, "proj")
+    h = jax.nn.gelu(linear(layer_norm(x, "ln2"), "up"), approximate=True)
+    return x + linear(h, "down")
+
+
+def build_jax(shape: dict, mode: str, device: str, dtype: str, seed: int) -> JaxTask:
+    import functools
+
+    from .losses import jax_mse
+
+    if shape["d_model"] % shape["heads"]:
+        raise ValueError(f"d_model={shape['d_model']} is not divisible by heads={shape['heads']}")
+    arr = _arrays(shape, mode, seed)
+    return JaxTask(apply=functools.partial(jax_apply, heads=shape["heads"]),
+                   params=weights.jax_cast(arr.params, dtype),
+                   inputs=weights.jax_cast(arr.inputs, dtype),
+                   target=weights.jax_cast(arr.target, dtype), loss_fn=jax_mse,
+                   optimizer="adam", weights_source=arr.source)
+
+
 WORKLOAD = Workload(
     name="transformer",
     summary="GPT block: pre-LN causal attention + GELU MLP (sizes: batch, seq, d_model, heads)",
@@ -94,5 +240,5 @@ WORKLOAD = Workload(
     flops=flops,
     items_per_step=lambda shape: shape["batch"] * shape["seq"],
     throughput_unit="tokens/s",
-    builders={"torch": build_torch},
+    builders={"torch": build_torch, "tf": build_tf, "jax": build_jax},
 )

@@ -1,0 +1,251 @@
+"""JAX backends: op-by-op dispatch (`jax-eager`) and `jax.jit` (XLA).
+
+`jax-eager` calls the very same functions as `jax-jit`, without `jax.jit` around them: JAX then
+dispatches each primitive on its own (each one a small cached executable), which is what a JAX
+program that never calls `jit` gets. It is not `jax.disable_jit()`, a debugging mode that also
+unrolls JAX's internally jitted library functions into Python and that no one measures in
+production.
+
+Both sides share the task's parameters and BatchNorm state (the task object is the holder, like
+the torch sides' shared module), and each has its own optimizer state. A train step returns the
+new parameters, which `sync` waits for with `block_until_ready`, so the clock never stops while
+an asynchronous dispatch is still running.
+
+Threads: XLA's CPU client sizes its thread pool from the CPUs this process may run on, and JAX
+0.10 has no flag to change it, so `set_threads` narrows the process's CPU affinity (before JAX
+starts its backend) when fewer threads than CPUs are asked for.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from lab.workloads.base import JaxTask
+
+# Same optimizer hyperparameters as lab.compile.torch (torch.optim.SGD / Adam defaults).
+SGD_LR = 1e-3
+ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8
+
+_SETTINGS: dict = {}
+
+
+def optimizer(kind: str):
+    """(init(params) -> state, update(params, grads, state) -> (params, state)) in plain
+    jax.numpy, matching torch.optim.SGD (no momentum) and torch.optim.Adam."""
+    import jax
+    import jax.numpy as jnp
+
+    tree_map = jax.tree_util.tree_map
+    if kind == "sgd":
+        def init(params):
+            return ()
+
+        def update(params, grads, state):
+            return tree_map(lambda p, g: p - SGD_LR * g, params, grads), state
+
+        return init, update
+
+    def adam_init(params):
+        zeros = tree_map(jnp.zeros_like, params)
+        return {"t": jnp.zeros((), jnp.int32), "m": zeros, "v": tree_map(jnp.zeros_like, params)}
+
+    def adam_update(params, grads, state):
+        t = state["t"] + 1
+        m = tree_map(lambda m, g: ADAM_BETA1 * m + (1 - ADAM_BETA1) * g, state["m"], grads)
+        v = tree_map(lambda v, g: ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g, state["v"], grads)
+        tf = t.astype(jnp.float32)
+        c1, c2 = 1 - ADAM_BETA1 ** tf, 1 - ADAM_BETA2 ** tf
+
+        def step(p, m, v):
+            return (p - ADAM_LR * (m / c1) / (jnp.sqrt(v / c2) + ADAM_EPS)).astype(p.dtype)
+
+        return tree_map(step, params, m, v), {"t": t, "m": m, "v": v}
+
+    if kind != "adam":
+        raise ValueError(f"unknown optimizer {kind!r}; valid: sgd, adam")
+    return adam_init, adam_update
+
+
+def _functions(task: JaxTask):
+    """Pure infer / loss-and-grads / train functions of (params, state, inputs, ...)."""
+    import jax
+
+    def forward(params, state, inputs, train):
+        if task.state is None:
+            return task.apply(params, *inputs), None
+        return task.apply(params, state, *inputs, train=train)
+
+    def infer(params, state, inputs):
+        return forward(params, state, inputs, False)[0]
+
+    def loss(params, state, inputs, target):
+        out, new_state = forward(params, state, inputs, True)
+        return task.loss_fn(out, target), new_state
+
+    def loss_and_grads(params, state, inputs, target):
+        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(
+            params, state, inputs, target)
+        return value, grads, new_state
+
+    return infer, loss_and_grads
+
+
+class JaxSide:
+    """One side of a JAX cell: the same functions, jitted or dispatched op by op."""
+
+    def __init__(self, task: JaxTask, mode: str, jit: bool):
+        import jax
+
+        self.jax, self.task, self.mode, self.jit = jax, task, mode, jit
+        infer, loss_and_grads = _functions(task)
+        opt_init, opt_update = optimizer(task.optimizer)
+        self.opt_state = opt_init(task.params) if mode == "train" else None
+
+        def train(params, opt_state, state, inputs, target):
+            value, grads, new_state = loss_and_grads(params, state, inputs, target)
+            params, opt_state = opt_update(params, grads, opt_state)
+            return value, params, opt_state, new_state
+
+        wrap = jax.jit if jit else (lambda f: f)
+        self._infer, self._loss_and_grads, self._train = (wrap(infer), wrap(loss_and_grads),
+                                                          wrap(train))
+        self._step_fn = self._infer if mode == "infer" else self._train
+
+    def step(self):
+        task = self.task
+        if self.mode == "infer":
+            return self._infer(task.params, task.state, task.inputs)
+        value, task.params, self.opt_state, new_state = self._train(
+            task.params, self.opt_state, task.state, task.inputs, task.target)
+        if new_state is not None:
+            task.state = new_state
+        return value, task.params, self.opt_state
+
+    def sync(self, out):
+        return self.jax.block_until_ready(out)
+
+    def outputs(self) -> list[np.ndarray]:
+        """Infer outputs, or train loss and every gradient; the task's state is not changed."""
+        task = self.task
+        return _outputs(self.jax, task, self.mode, self._infer, self._loss_and_grads)
+
+    def reference_fp64(self) -> list[np.ndarray]:
+        jax = self.jax
+        with _x64(jax):
+            import jax.numpy as jnp
+
+            def up(x):
+                x = jnp.asarray(np.asarray(x))
+                return x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+            tm = jax.tree_util.tree_map
+            task = self.task
+            task64 = JaxTask(apply=task.apply, params=tm(up, task.params),
+                             inputs=tm(up, task.inputs),
+                             target=None if task.target is None else up(task.target),
+                             loss_fn=task.loss_fn, optimizer=task.optimizer,
+                             state=None if task.state is None else tm(up, task.state))
+            infer, loss_and_grads = _functions(task64)
+            return _outputs(jax, task64, self.mode, infer, loss_and_grads)
+
+    def diagnostics(self) -> dict:
+        info = {"execution": "xla" if self.jit else "op-by-op",
+                "weights_from": self.task.weights_source}
+        cache_size = getattr(self._step_fn, "_cache_size", None)
+        if self.jit and cache_size is not None:
+            compiled = int(cache_size())
+            # more than one cached executable means the step was traced again (a recompile)
+            info.update(executables=compiled, recompiles=max(0, compiled - 1))
+        return info
+
+
+def _x64(jax):
+    if hasattr(jax, "enable_x64"):  # jax >= 0.7
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # jax 0.6
+
+    return enable_x64()
+
+
+def _as_numpy(x) -> np.ndarray:
+    a = np.asarray(x)
+    # kind "V" is ml_dtypes' bfloat16; accuracy is judged in float64 like the torch side
+    return a.astype(np.float64) if a.dtype.kind in "fV" else a
+
+
+def _outputs(jax, task: JaxTask, mode: str, infer, loss_and_grads) -> list[np.ndarray]:
+    if mode == "infer":
+        out = infer(task.params, task.state, task.inputs)
+        return [_as_numpy(x) for x in jax.tree_util.tree_leaves(out)]
+    value, grads, _ = loss_and_grads(task.params, task.state, task.inputs, task.target)
+    return [_as_numpy(value)] + [_as_numpy(g) for g in jax.tree_util.tree_leaves(grads)]
+
+
+def eager_side(task: JaxTask, mode: str, option=None) -> JaxSide:
+    return JaxSide(task, mode, jit=False)
+
+
+def jit_side(task: JaxTask, mode: str, option=None) -> JaxSide:
+    return JaxSide(task, mode, jit=True)
+
+
+SIDES = {"jax-eager": eager_side, "jax-jit": jit_side}
+
+
+def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
+    import jax
+
+    platform = "gpu" if device == "cuda" else "cpu"
+    with jax.default_device(jax.devices(platform)[0]):
+        task = workload.build("jax", shape, mode, device, dtype, seed)
+        put = jax.device_put
+        task.params, task.inputs = put(task.params), put(task.inputs)
+        task.target = None if task.target is None else put(task.target)
+        task.state = None if task.state is None else put(task.state)
+    return task
+
+
+def device_available(device: str) -> tuple[bool, str]:
+    import jax
+
+    if device == "cuda":
+        try:
+            if not jax.devices("gpu"):
+                raise RuntimeError
+        except RuntimeError:
+            return False, "no GPU visible to JAX (install jax[cuda12] on a CUDA machine)"
+    return True, ""
+
+
+def set_threads(threads: int) -> None:
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if allowed and threads < len(allowed):
+        os.sched_setaffinity(0, allowed[:threads])
+    cpus = len(os.sched_getaffinity(0)) if allowed else os.cpu_count()
+    _SETTINGS.update(requested_threads=threads, xla_cpu_threads=min(threads, cpus),
+                     how="process CPU affinity (XLA CPU pool = schedulable CPUs)")
+
+
+def versions() -> dict:
+    import jax
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "backend": jax.default_backend(), "threads": dict(_SETTINGS)}
+
+
+def process_env(threads: int, device: str) -> dict:
+    """Set before JAX loads: only the asked-for platform (no probing for accelerators), and
+    on a GPU allocate as needed instead of preallocating most of the card."""
+    return {"JAX_PLATFORMS": "cuda" if device == "cuda" else "cpu",
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def cache_env(cache_dir: str) -> dict:
+    """JAX's persistent compilation cache in `cache_dir`, keeping every executable however
+    small or quick to compile, so the second process's first call is a warm compile."""
+    return {"JAX_COMPILATION_CACHE_DIR": cache_dir,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

@@ -1,0 +1,284 @@
+"""Cross-entropy over a large vocabulary: log-softmax, loss and gradient in one kernel.
+
+Eager PyTorch writes log_softmax(logits) (a logits-sized tensor), reads it for the loss, and
+in the backward writes the gradient of the log-softmax and then the gradient of the logits:
+three logits-sized tensors beyond the logits. Here each row is streamed over the vocabulary in
+chunks twice in the forward: once for the running max and sum of exponentials (online
+softmax), once to write the gradient softmax(x) - onehot(target), already divided by the number
+of counted rows. The gradient buffer is the only logits-sized tensor produced; the backward
+scales it in place by the incoming gradient, and skips even that when the gradient is 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, check_device, check_tensor, new_output, num_warps_for, row_tile
+
+REDUCTIONS = ("mean", "sum", "none")
+
+# ------------------------------------------------------------------------------ reference
+
+
+def reference(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100,
+              reduction: str = "mean") -> torch.Tensor:
+    """F.cross_entropy, in logits' dtype.
+
+    Memory floor, logits n_rows x vocab of itemsize s: forward with gradient reads the logits
+    (twice when a row does not fit on chip, the second read usually from L2) and writes the
+    gradient once: 2 * n_rows * vocab * s (3 with the second read); forward alone reads once.
+    Flops per logit: about 6 (max, subtract, exp, sum, then exp and scale for the gradient).
+    """
+    return torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index,
+                                             reduction=reduction)
+
+
+# --------------------------------------------------------------------------------- kernels
+
+# Vocabulary chunk per step. A row is streamed in chunks, so any vocabulary size works; the
+# interpreter's is small so the tests stream several chunks with small shapes. Rows shorter
+# than a chunk are stacked so one program still covers ELEMENTS_PER_PROGRAM logits.
+MAX_BLOCK_VOCAB = 1024 if INTERPRET else 8192
+ELEMENTS_PER_PROGRAM = 16384 if INTERPRET else 8192
+
+
+@triton.jit
+def _cross_entropy_fwd_kernel(logits_ptr, target_ptr, loss_ptr, grad_ptr, grad_scale_ptr,
+                              n_rows, n_cols, ignore_index, BLOCK_ROWS: tl.constexpr,
+                              BLOCK_COLS: tl.constexpr, WRITE_GRAD: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = tl.arange(0, BLOCK_COLS)
+    row_ok = rows < n_rows
+    # int64: n_rows * vocab passes 2**31 for large batches
+    row_start = rows.to(tl.int64)[:, None] * n_cols
+    target = tl.load(target_ptr + rows, mask=row_ok, other=ignore_index)
+    counted = target != ignore_index
+    # Pass 1, online softmax: each lane keeps the running max m of what it has seen and the sum
+    # s of exp(x - m), rescaled as m grows; the target's logit is picked up on the way.
+    m = tl.full([BLOCK_ROWS, BLOCK_COLS], float("-inf"), tl.float32)
+    s = tl.zeros([BLOCK_ROWS, BLOCK_COLS], tl.float32)
+    x_target = tl.zeros([BLOCK_ROWS, BLOCK_COLS], tl.float32)
+    for start in range(0, n_cols, BLOCK_COLS):
+        c = start + cols
+        mask = row_ok[:, None] & (c[None, :] < n_cols)
+        x = tl.load(logits_ptr + row_start + c[None, :], mask=mask, other=float("-inf"))
+        x = x.to(tl.float32)
+        m_new = tl.maximum(m, x)
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # no exp(-inf - -inf) = NaN
+        s = s * tl.exp(m - shift) + tl.exp(x - shift)
+        m = m_new
+        x_target += tl.where(c[None, :] == target[:, None], x, 0.0)
+    # rows past the end saw only -inf: give them max 0 and sum 1 so they compute no NaN
+    row_max = tl.where(row_ok, tl.max(m, axis=1), 0.0)
+    row_sum = tl.sum(s * tl.exp(m - row_max[:, None]), axis=1)
+    # logsumexp = row_max + log_sum, kept apart: with logits near 1e4, rounding their sum to
+    # fp32 would cost 0.004 absolute (0.4% of every probability); x - row_max is exact.
+    log_sum = tl.log(tl.where(row_ok, row_sum, 1.0))
+    loss = tl.where(counted, (row_max - tl.sum(x_target, axis=1)) + log_sum, 0.0)
+    tl.store(loss_ptr + rows, loss, mask=row_ok)
+    if WRITE_GRAD:
+        # d loss / d x = (softmax(x) - onehot(target)) * scale, scale = 1 / counted rows for
+        # "mean", 1 otherwise; 0 for an ignored row.
+        scale = tl.where(counted, tl.load(grad_scale_ptr), 0.0)
+        for start in range(0, n_cols, BLOCK_COLS):
+            c = start + cols
+            mask = row_ok[:, None] & (c[None, :] < n_cols)
+            x = tl.load(logits_ptr + row_start + c[None, :], mask=mask, other=0.0)
+            p = tl.exp((x.to(tl.float32) - row_max[:, None]) - log_sum[:, None])
+            g = (p - tl.where(c[None, :] == target[:, None], 1.0, 0.0)) * scale[:, None]
+            tl.store(grad_ptr + row_start + c[None, :], g.to(grad_ptr.dtype.element_ty),
+                     mask=mask)
+
+
+@triton.jit
+def _scale_grad_kernel(grad_ptr, scale_ptr, n_rows, n_cols, BLOCK_ROWS: tl.constexpr,
+                       BLOCK_COLS: tl.constexpr, PER_ROW: tl.constexpr):
+    # grad *= d(out)/d(loss), in place: a scalar, or one value per row for reduction="none".
+    # The usual backward starts from exactly 1; the program then leaves its tile alone, so the
+    # check costs one small load instead of a read and a write of the whole gradient, and the
+    # host never has to look at the value (no sync).
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    row_ok = rows < n_rows
+    if PER_ROW:
+        scale = tl.load(scale_ptr + rows, mask=row_ok, other=1.0).to(tl.float32)
+    else:
+        scale = tl.zeros([BLOCK_ROWS], tl.float32) + tl.load(scale_ptr).to(tl.float32)
+    if tl.max(tl.abs(scale - 1.0), axis=0) != 0.0:
+        mask = row_ok[:, None] & (cols < n_cols)[None, :]
+        offs = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
+        g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32) * scale[:, None]
+        tl.store(grad_ptr + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------- launchers
+
+
+def _check_inputs(logits, target, ignore_index, reduction) -> None:
+    check_tensor("logits", logits, ndim=2)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"target has dtype {target.dtype}; class indices must be int64 or int32")
+    if target.dim() != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target must have shape ({logits.shape[0]},) to match logits "
+                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+    if not target.is_contiguous():
+        raise ValueError("target must be contiguous; call .contiguous() first")
+    check_device("target", target)
+    if target.device != logits.device:
+        raise ValueError(f"target is on {target.device}, logits on {logits.device}")
+    if logits.shape[1] == 0 and logits.shape[0] > 0:
+        raise ValueError("logits has 0 classes (shape (n_rows, 0))")
+    if not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r}; choose one of {REDUCTIONS}")
+
+
+def cross_entropy_fwd(logits, target, ignore_index: int, reduction: str,
+                      grad: torch.Tensor | None) -> torch.Tensor:
+    """Return the loss (reduced as asked, logits' dtype); if `grad` (logits' shape and dtype)
+    is given, also write d loss / d logits into it.
+
+    A target outside [0, vocab) that is not `ignore_index` is not checked (that would cost a
+    device sync): its row's loss is logsumexp(row) and its gradient softmax(row)."""
+    _check_inputs(logits, target, ignore_index, reduction)
+    if grad is not None:
+        check_tensor("grad", grad)
+        if grad.shape != logits.shape or grad.dtype != logits.dtype:
+            raise ValueError(f"grad must match logits {tuple(logits.shape)} {logits.dtype}, got "
+                             f"{tuple(grad.shape)} {grad.dtype}")
+    n_rows, n_cols = logits.shape
+    loss_rows = new_output((n_rows,), dtype=torch.float32, device=logits.device)
+    # Counted rows as a device tensor: the kernel reads 1/count from memory, so no sync.
+    n_counted = (target != ignore_index).sum().to(torch.float32)
+    grad_scale = (1.0 / n_counted if reduction == "mean"
+                  else torch.ones((), dtype=torch.float32, device=logits.device)).reshape(1)
+    if n_rows:
+        block_rows, block_cols = row_tile(n_cols, max_block_cols=MAX_BLOCK_VOCAB,
+                                          elements_per_program=ELEMENTS_PER_PROGRAM)
+        _cross_entropy_fwd_kernel[(triton.cdiv(n_rows, block_rows),)](
+            logits, target, loss_rows, grad if grad is not None else logits, grad_scale, n_rows,
+            n_cols, ignore_index, BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
+            WRITE_GRAD=grad is not None, num_warps=num_warps_for(block_rows * block_cols))
+    if reduction == "none":
+        return loss_rows.to(logits.dtype)
+    total = loss_rows.sum()
+    return (total / n_counted if reduction == "mean" else total).to(logits.dtype)
+
+
+def scale_grad_(grad: torch.Tensor, scale: torch.Tensor) -> None:
+    """grad (n_rows, vocab) *= scale in place; scale is a scalar or has one value per row."""
+    check_tensor("grad", grad, ndim=2)
+    check_tensor("scale", scale)
+    if scale.numel() not in (1, grad.shape[0]):
+        raise ValueError(f"scale has {scale.numel()} elements; expected 1 or {grad.shape[0]} "
+                         f"(one per row of grad)")
+    if grad.numel() == 0:
+        return
+    n_rows, n_cols = grad.shape
+    block_cols = min(triton.next_power_of_2(n_cols), 4096)
+    block_rows = max(1, min(ELEMENTS_PER_PROGRAM // block_cols, triton.next_power_of_2(n_rows)))
+    grid = (triton.cdiv(n_rows, block_rows), triton.cdiv(n_cols, block_cols))
+    _scale_grad_kernel[grid](grad, scale, n_rows, n_cols, BLOCK_ROWS=block_rows,
+                             BLOCK_COLS=block_cols, PER_ROW=scale.numel() > 1,
+                             num_warps=num_warps_for(block_rows * block_cols))
+
+
+# ----------------------------------------------------- torch.library ops and the autograd rule
+# `custom_op` + `register_fake` lets torch.compile trace the op; `register_autograd` is the
+# custom-op form of an autograd.Function. The forward returns the gradient it wrote as a second,
+# non-differentiable output; the backward scales it in place by d(out)/d(loss) (a custom op
+# that declares the mutation, so torch.compile keeps it in place) and returns it.
+
+
+@torch.library.custom_op("lab::cross_entropy", mutates_args=())
+def _cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
+                      reduction: str, compute_grad: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    if compute_grad:
+        grad = new_output(logits.shape, dtype=logits.dtype, device=logits.device)
+    else:
+        grad = logits.new_empty((0,))
+    loss = cross_entropy_fwd(logits, target, ignore_index, reduction,
+                             grad if compute_grad else None)
+    return loss, grad
+
+
+@_cross_entropy_op.register_fake
+def _(logits, target, ignore_index, reduction, compute_grad):
+    _check_inputs(logits, target, ignore_index, reduction)
+    loss_shape = (logits.shape[0],) if reduction == "none" else ()
+    grad = torch.empty_like(logits) if compute_grad else logits.new_empty((0,))
+    return logits.new_empty(loss_shape), grad
+
+
+@torch.library.custom_op("lab::cross_entropy_scale_grad_", mutates_args=("grad",))
+def _scale_grad_op(grad: torch.Tensor, scale: torch.Tensor) -> None:
+    scale_grad_(grad, scale)
+
+
+@_scale_grad_op.register_fake
+def _(grad, scale):
+    return None
+
+
+def _setup_context(ctx, inputs, output):
+    _logits, _target, _ignore_index, reduction, compute_grad = inputs
+    _loss, grad = output
+    ctx.mark_non_differentiable(grad)
+    ctx.reduction = reduction
+    ctx.compute_grad = compute_grad
+    ctx.save_for_backward(grad)
+
+
+def _backward(ctx, dloss, _dgrad):
+    if not ctx.compute_grad:
+        raise RuntimeError("lab::cross_entropy ran without compute_grad=True, so it kept no "
+                           "gradient; call it with logits that require grad")
+    (grad,) = ctx.saved_tensors
+    # In place: the gradient stays the one logits-sized buffer. A second backward through the
+    # same graph (retain_graph=True) is refused by autograd's version check on `grad`.
+    _scale_grad_op(grad, dloss.contiguous())
+    return grad, None, None, None, None
+
+
+_cross_entropy_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------------- public op
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of `logits` against class indices `target`, as F.cross_entropy.
+
+    logits: (n_rows, vocab) contiguous, fp32/fp16/bf16; target: (n_rows,) int64 or int32, a
+    row whose target is `ignore_index` counts for nothing. reduction "mean" (over counted rows),
+    "sum" or "none" (per row, shape (n_rows,)). Returns the loss in logits' dtype; when logits
+    require grad, the forward also writes their gradient (one logits-sized buffer).
+    """
+    _check_inputs(logits, target, ignore_index, reduction)
+    compute_grad = torch.is_grad_enabled() and logits.requires_grad
+    return _cross_entropy_op(logits, target, ignore_index, reduction, compute_grad)[0]
+
+
+def flops(shape, *, backward: bool = False) -> int:
+    """shape = (n_rows, vocab). The gradient is computed in the forward (when the logits require
+    grad); the backward's scaling is free when d(out)/d(loss) is 1, as in loss.backward()."""
+    n_rows, vocab = shape
+    return 0 if backward else 6 * n_rows * vocab
+
+
+def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False,
+                with_grad: bool = True) -> int:
+    """Minimum bytes. Forward: logits read once, plus the gradient written once when
+    `with_grad`; targets and per-row losses counted too. Backward: nothing when d(out)/d(loss)
+    is 1 (otherwise the scaling reads and writes the gradient once more)."""
+    n_rows, vocab = shape
+    if backward:
+        return 0
+    return n_rows * vocab * dtype.itemsize * (2 if with_grad else 1) + n_rows * (8 + 4)

@@ -1,0 +1,471 @@
+"""Profiles beside the results: a traced pass per cell, hot-kernel tables, Nsight wrappers.
+
+Profiling never touches the timing numbers: every cell is traced in its own process, after
+(`lab run --profile`) or instead of (`lab profile`) the timed pass. Each cell's artifacts live in
+`<run folder>/traces/<cell>/` and are linked from that cell's `extra_info["profile"]`
+(paths relative to the run folder):
+
+    traces/<cell>/<backend>/trace.json[.gz]   Chrome trace (Perfetto, chrome://tracing, HTA)
+    traces/<cell>/<backend>/hot.csv, hot.json  the hot-kernel table of that trace
+    traces/<cell>/inductor/*.py                Inductor's output code (torch-compile)
+    traces/<cell>/xla_dump/*.txt               optimised HLO (jax-jit, tf-xla)
+    traces/<cell>/ncu/report.ncu-rep, .csv     Nsight Compute over the measured range (CUDA)
+    traces/<cell>/nsys/report.nsys-rep         Nsight Systems timeline (CUDA)
+    traces/<cell>/profile.json                 this cell's entry, also in extra_info
+
+The capture half (`capture`) runs inside the cell process (`lab.cell` calls it when the spec has
+a `profile_dir`); the rest runs in the `lab` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lab import hotkernels
+
+PROFILED_STEPS = 7  # medians over 7 steps survive a preempted step; traces stay small
+WARMUP_STEPS = 3  # the baseline's first call and allocator growth happen before the trace
+WARMUP_SECONDS = 0.5  # CPU: the same steadiness test as the timed pass, shorter
+GZIP_ABOVE_BYTES = 4 * 2**20  # larger traces are stored gzipped (Perfetto and HTA read both)
+NCU_MAX_KERNELS = 200  # ncu replays each kernel tens of times; the measured range is enough
+TRACES = "traces"
+TOOL_TIMEOUT_S = 1800.0
+
+
+# ---------------------------------------------------------------- capture (in the cell process)
+
+def capture(framework: str, device: str, sides: list, ranges, profile_dir: str,
+            steps: int = PROFILED_STEPS, capture_mode: str = "trace") -> dict:
+    """Trace each `(backend_name, measure.Side)` under its framework's profiler, every step
+    inside the lab's `sample` range; returns {"steps", "traces": {backend: path}} with paths
+    relative to `profile_dir`.
+
+    `capture_mode="nvtx"`: no framework profiler, NVTX ranges only, the candidate side only:
+    the pass an external profiler (ncu, nsys) wraps. Two CUPTI clients at once would collide,
+    and one side keeps the eager and compiled kernels of a report apart.
+    """
+    out = Path(profile_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wait = _device_wait(framework, device)
+    if capture_mode == "nvtx":
+        sides = sides[-1:]
+    traces = {}
+    for name, side in sides:
+        def one_step(i, side=side):
+            with ranges.phase("sample", payload=i):
+                wait(side.sync(side.step()))
+
+        with ranges.phase("warmup"):
+            _warm_up(side, device, wait)
+        if capture_mode == "nvtx":
+            for i in range(steps):
+                one_step(i)
+            continue
+        side_dir = out / name
+        side_dir.mkdir(parents=True, exist_ok=True)
+        path = _CAPTURE[framework](one_step, steps, side_dir, device)
+        traces[name] = str(path.relative_to(out))
+    return {"steps": steps, "traces": traces, "capture_mode": capture_mode}
+
+
+def _warm_up(side, device: str, wait) -> None:
+    from lab import measure
+
+    if device == "cpu":  # the timed pass's steadiness test: traces of a transient mislead
+        measure.warm_up(measure.HostTimer(), [side], WARMUP_STEPS, WARMUP_SECONDS,
+                        max_seconds=5.0)
+        return
+    for _ in range(WARMUP_STEPS):
+        wait(side.sync(side.step()))
+
+
+def _device_wait(framework: str, device: str):
+    """Torch sides return without waiting for CUDA; a trace needs each step finished inside
+    its own range, so the tracing pass waits for the device (the timed pass never does)."""
+    if framework == "torch" and device == "cuda":
+        import torch
+
+        return lambda _: torch.cuda.synchronize()
+    return lambda _: None
+
+
+def _torch_trace(one_step, steps: int, side_dir: Path, device: str) -> Path:
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, record_shapes=False) as prof:
+        for i in range(steps):
+            one_step(i)
+    path = side_dir / "trace.json"
+    prof.export_chrome_trace(str(path))
+    doc = json.loads(path.read_text())
+    doc.setdefault("distributedInfo", {"rank": 0})  # HTA keys traces by rank, one per folder
+    return _write_trace(doc, path)
+
+
+def _jax_trace(one_step, steps: int, side_dir: Path, device: str) -> Path:
+    import jax.profiler
+
+    with tempfile.TemporaryDirectory(dir=side_dir) as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for i in range(steps):
+                one_step(i)
+        found = sorted(Path(tmp).rglob("perfetto_trace.json.gz"))
+        if not found:
+            raise RuntimeError("jax.profiler wrote no perfetto_trace.json.gz")
+        path = side_dir / "trace.json.gz"
+        shutil.move(str(found[-1]), path)
+    return path
+
+
+def _tf_trace(one_step, steps: int, side_dir: Path, device: str) -> Path:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(dir=side_dir) as tmp:
+        tf.profiler.experimental.start(tmp)
+        try:
+            for i in range(steps):
+                one_step(i)
+        finally:
+            tf.profiler.experimental.stop()
+        xspaces = sorted(str(p) for p in Path(tmp).rglob("*.xplane.pb"))
+        if not xspaces:
+            raise RuntimeError("the TensorFlow profiler wrote no .xplane.pb")
+        try:
+            from xprof.convert import raw_to_tool_data
+        except ImportError:  # keep the raw XSpace: TensorBoard's profile plugin opens it
+            path = side_dir / "trace.xplane.pb"
+            shutil.move(xspaces[-1], path)
+            return path
+        data, _ = raw_to_tool_data.xspace_to_tool_data(xspaces[-1:], "trace_viewer", {})
+    path = side_dir / "trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(data if isinstance(data, str) else data.decode())
+    return path
+
+
+def _write_trace(doc: dict, path: Path) -> Path:
+    text = json.dumps(doc)
+    if len(text) > GZIP_ABOVE_BYTES:
+        path.unlink(missing_ok=True)
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+_CAPTURE = {"torch": _torch_trace, "jax": _jax_trace, "tf": _tf_trace}
+
+
+# ---------------------------------------------------------------- one cell (in the lab process)
+
+def cell_folder_name(spec, label: str) -> str:
+    from lab.runner import benchmark_name
+
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", benchmark_name(spec, label)).strip("-")
+
+
+def _profile_env(framework: str, compiles: bool, device: str, cell_dir: Path) -> dict:
+    """Environment of the tracing pass only."""
+    env = {}
+    if framework == "torch" and device == "cpu":
+        # Inductor's C++ kernels then appear in the trace as `cpp_fused_*` ops; without it a
+        # compiled graph is one opaque call. It adds a record_function per kernel call, which
+        # is why it is on only here and never in the timed pass.
+        env["TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"] = "1"
+    if framework in ("jax", "tf") and compiles:
+        flags = os.environ.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = (f"{flags} --xla_dump_to={cell_dir / 'xla_dump'} "
+                            "--xla_dump_hlo_as_text").strip()
+    return env
+
+
+@contextlib.contextmanager
+def _environ(extra: dict):
+    """The runner builds a cell's environment from this process's: set `extra` around it."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_KERNEL_DEF = re.compile(r"^(cpp_fused_\w+|triton_\w+) = async_compile\.", re.M)
+
+
+def _keep_inductor_code(cache_dir: str, cell_dir: Path) -> list[Path]:
+    """Inductor's output code (the module whose `call()` ran) from the pass's fresh cache."""
+    kept = []
+    for path in sorted(Path(cache_dir).rglob("*.py")):
+        text = path.read_text(errors="replace")
+        if "def call(" in text and "async_compile" in text:
+            target = cell_dir / "inductor" / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            kept.append(target)
+    return kept
+
+
+def _keep_hlo(cell_dir: Path, keep: int = 20) -> list[Path]:
+    """The optimised HLO of the largest modules (the model's, not the small helpers')."""
+    dump = cell_dir / "xla_dump"
+    if not dump.is_dir():
+        return []
+    final = sorted(dump.glob("*after_optimizations.txt"), key=lambda p: p.stat().st_size,
+                   reverse=True)[:keep]
+    for path in dump.iterdir():
+        if path not in final and path.is_file():
+            path.unlink()
+    return sorted(final)
+
+
+def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
+    """Trace one cell in its own process and store everything; returns its profile entry
+    (paths relative to `run_dir`). Failures are recorded in the entry, never raised."""
+    from lab.cell import CellSpec
+    from lab.compile import BACKENDS
+    from lab.runner import run_cell_process
+
+    info = BACKENDS[spec.backend]
+    framework = info.framework.value
+    rel = Path(TRACES) / cell_folder_name(spec, label)
+    cell_dir = Path(run_dir) / rel
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)
+    cell_dir.mkdir(parents=True)
+    pspec = CellSpec(**{**spec.__dict__, "profile_dir": str(cell_dir.resolve()),
+                        "first_call_only": False})
+    entry: dict = {"dir": str(rel), "status": None, "reason": None, "sides": {}}
+    with tempfile.TemporaryDirectory(prefix="lab-profile-cache-") as cache:
+        with _environ(_profile_env(framework, info.compiles, spec.device, cell_dir)):
+            result = run_cell_process(pspec, timeout_s, cache if info.compiles else None)
+        generated = _keep_inductor_code(cache, cell_dir) if framework == "torch" else []
+    generated += _keep_hlo(cell_dir)
+    entry.update(status=result.get("status"), reason=result.get("reason"),
+                 versions=result.get("versions"), diagnostics=result.get("diagnostics"))
+    captured = result.get("profile") or {}
+    entry["steps"] = captured.get("steps")
+    for backend, trace in (captured.get("traces") or {}).items():
+        entry["sides"][backend] = _side_entry(cell_dir / trace, run_dir)
+    if generated:
+        entry["generated_code"] = [str(p.relative_to(run_dir)) for p in generated]
+        entry["generated_kernels"] = sum(len(_KERNEL_DEF.findall(p.read_text(errors="replace")))
+                                         for p in generated if p.suffix == ".py") or None
+    entry["ncu"] = run_ncu(pspec, cell_dir, run_dir, timeout_s)
+    entry["nsys"] = run_nsys(pspec, cell_dir, run_dir, timeout_s)
+    (cell_dir / "profile.json").write_text(json.dumps(entry, indent=1, default=str) + "\n")
+    return entry
+
+
+def _side_entry(trace: Path, run_dir: Path) -> dict:
+    side = {"trace": str(trace.relative_to(run_dir))}
+    try:
+        table = hotkernels.table_from_trace(trace)
+    except hotkernels.TraceError as exc:
+        side["hot_error"] = str(exc)
+        return side
+    paths = hotkernels.write(table, trace.parent)
+    side.update(hot_csv=str(paths["csv"].relative_to(run_dir)),
+                hot_json=str(paths["json"].relative_to(run_dir)),
+                kernels_per_step=table["kernels_per_step"], kernel_unit=table["kernel_unit"],
+                traced_step_us=table["step_us"])
+    return side
+
+
+# ---------------------------------------------------------------- Nsight Compute / Systems
+
+def _nsight_command(tool: str, exe: str, report_base: Path) -> list[str]:
+    if tool == "ncu":
+        # --nvtx-include "lab@sample/": kernels launched inside the push/pop range `sample` of
+        # domain `lab`, i.e. the measured steps only. --clock-control none keeps the boost
+        # clocks the timed pass ran at (ncu locks to base clocks by default).
+        return [exe, "--nvtx", "--nvtx-include", "lab@sample/", "--clock-control", "none",
+                "--target-processes", "all", "--launch-count", str(NCU_MAX_KERNELS),
+                "--force-overwrite", "-o", str(report_base)]
+    return [exe, "profile", "--trace", "cuda,nvtx,osrt", "--force-overwrite", "true",
+            "-o", str(report_base)]
+
+
+def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float) -> dict:
+    """Wrap the cell's NVTX-only pass in `tool`; a missing tool or device is a status."""
+    from lab.cell import CellSpec
+    from lab.runner import _cell_env
+
+    if spec.device != "cuda":
+        return {"status": "skipped: needs CUDA"}
+    exe = shutil.which(tool)
+    if exe is None:
+        return {"status": f"skipped: {tool} not installed"}
+    folder = cell_dir / tool
+    folder.mkdir(parents=True, exist_ok=True)
+    nspec = CellSpec(**{**spec.__dict__, "profile_dir": str(folder / "cell"),
+                        "extra": {**spec.extra, "profile_capture": "nvtx"}})
+    base = folder / "report"
+    with tempfile.TemporaryDirectory(prefix=f"lab-{tool}-") as tmp:
+        spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
+        spec_path.write_text(nspec.to_json())
+        command = _nsight_command(tool, exe, base) + [
+            sys.executable, "-m", "lab.cell", str(spec_path), str(result_path)]
+        try:
+            proc = subprocess.run(command, env=_cell_env(nspec, tmp), capture_output=True,
+                                  text=True, timeout=min(timeout_s, TOOL_TIMEOUT_S))
+        except subprocess.TimeoutExpired:
+            return {"status": f"failed: {tool} ran past {timeout_s:.0f} s"}
+        (folder / "log.txt").write_text(proc.stdout[-20000:] + proc.stderr[-20000:])
+    suffix = ".ncu-rep" if tool == "ncu" else ".nsys-rep"
+    report = base.with_suffix(suffix)
+    if proc.returncode != 0 or not report.is_file():
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return {"status": f"failed: {tool} exited {proc.returncode}: "
+                          f"{lines[-1] if lines else 'no output'}"[:300],
+                "log": str((folder / "log.txt").relative_to(run_dir))}
+    entry = {"status": "ok", "report": str(report.relative_to(run_dir))}
+    if tool == "ncu":  # the raw page as CSV: one row per kernel, every collected metric
+        csv_path = folder / "report.csv"
+        export = subprocess.run([exe, "--import", str(report), "--csv", "--page", "raw"],
+                                capture_output=True, text=True, timeout=600)
+        if export.returncode == 0:
+            csv_path.write_text(export.stdout)
+            entry["csv"] = str(csv_path.relative_to(run_dir))
+        else:
+            entry["csv_error"] = (export.stderr.strip().splitlines() or ["?"])[-1][:300]
+    return entry
+
+
+def run_ncu(spec, cell_dir: Path, run_dir: Path, timeout_s: float) -> dict:
+    return _run_nsight("ncu", spec, cell_dir, run_dir, timeout_s)
+
+
+def run_nsys(spec, cell_dir: Path, run_dir: Path, timeout_s: float) -> dict:
+    return _run_nsight("nsys", spec, cell_dir, run_dir, timeout_s)
+
+
+# ---------------------------------------------------------------- printing
+
+def print_tables(entry: dict, title: str, console, top: int = 10) -> None:
+    """The hot-kernel table of each side, then kernels per step side by side."""
+    from rich.table import Table
+
+    if entry.get("status") != "ok":
+        console.print(f"{title}: not profiled ({entry.get('status')}: {entry.get('reason')})")
+        return
+    sides = entry.get("sides", {})
+    for backend, side in sides.items():
+        if "hot_json" not in side:
+            console.print(f"{title} {backend}: no table ({side.get('hot_error')})")
+            continue
+        table_doc = json.loads((Path(entry["_run_dir"]) / side["hot_json"]).read_text())
+        table = Table(title=f"{title}: {backend}, hottest by self time "
+                            f"(median traced step {table_doc['step_us']:.0f} us, "
+                            f"{table_doc['steps']} steps)")
+        for column in ("op / kernel", "counted", "calls/step", "self us/step", "% of step",
+                       "mean us/call"):
+            table.add_column(column, overflow="fold")
+        for row in table_doc["rows"][:top]:
+            table.add_row(row["name"][:90], "yes" if row["kind"] == "kernel" else "",
+                          f"{row['count_per_step']:g}", f"{row['self_us_per_step']:.1f}",
+                          f"{100 * row['share_of_step']:.1f}", f"{row['mean_us']:.1f}")
+        console.print(table)
+        console.print(f"  trace: {side['trace']}  table: {side['hot_csv']}")
+    counts = {b: s for b, s in sides.items() if "kernels_per_step" in s}
+    if counts:
+        table = Table(title=f"{title}: kernels per step (what fusion bought)")
+        for column in ("backend", "kernels/step", "counted"):
+            table.add_column(column, overflow="fold")
+        for backend, side in counts.items():
+            table.add_row(backend, f"{side['kernels_per_step']:g}", side["kernel_unit"])
+        console.print(table)
+    if entry.get("generated_code"):
+        kernels = entry.get("generated_kernels")
+        count = f" ({kernels} generated kernels)" if kernels else ""
+        console.print(f"  generated code{count}: {', '.join(entry['generated_code'][:4])}")
+    console.print(f"  ncu: {entry['ncu']['status']}; nsys: {entry['nsys']['status']}")
+
+
+def _print_entry(entry: dict, title: str, run_dir: Path, console) -> None:
+    print_tables({**entry, "_run_dir": str(run_dir)}, title, console)
+
+
+# ---------------------------------------------------------------- commands
+
+def links(entry: dict) -> dict:
+    """What goes into a cell's extra_info: the entry less what the cell already records."""
+    return {k: v for k, v in entry.items() if k not in ("versions", "diagnostics")}
+
+
+def profile_recorded_cells(recorder, console, timeout_s: float | None = None) -> None:
+    """`lab run --profile`: trace every measured cell of the run, after its timing, and link
+    the traces into the recorded cells' extra_info (saved after each cell)."""
+    from lab.cli import DEFAULT_TIMEOUT_S
+
+    for outcome, _workload in recorder.outcomes:
+        if outcome.status not in ("ok", "fail_accuracy"):
+            continue
+        console.print(f"profiling {outcome.spec.workload} {outcome.spec.mode} {outcome.label}")
+        entry = profile_cell(outcome.spec, outcome.label, recorder.run_dir,
+                             timeout_s or DEFAULT_TIMEOUT_S)
+        outcome.extra["profile"] = links(entry)
+        recorder.save()
+        _print_entry(entry, f"{outcome.spec.workload} {outcome.spec.mode} {outcome.label}",
+                     recorder.run_dir, console)
+
+
+def cmd_profile(args) -> int:
+    """`lab profile`: the same selection as `lab run`, traced instead of timed. The run folder
+    gets a results.json whose cells carry only their profile (no samples, so they sit in
+    `lab.unmeasured` and `pytest-benchmark compare` sees no timings from a traced pass)."""
+    from lab import report, runner, store
+    from lab.cli import _backends_for, plan
+
+    cells, device = plan(args)
+    console = report.make_console()
+    fp = store.fingerprint(threads=cells[0][0].threads if cells else None)
+    run_dir = Path(args.out) / store.machine_id(fp["hardware"]) / store.new_run_id(
+        f"{device}-profile")
+    recorder = runner.RunRecorder(run_dir, fp, sys.argv[1:])
+    recorder.run["kind"] = "profile"
+    try:
+        for spec, choice, workload in cells:
+            title = f"{spec.workload} {spec.mode} {choice.label}"
+            if spec.backend not in _backends_for(workload):
+                result = {"status": "skipped",
+                          "reason": f"workload {spec.workload} has no "
+                                    f"{choice.info.framework.value} version"}
+                recorder.add(runner.CellOutcome(spec, choice.label, result, 0.0), workload)
+                console.print(f"{title}: skipped ({result['reason']})")
+                continue
+            console.print(f"profiling {title}")
+            t0 = time.perf_counter()
+            entry = profile_cell(spec, choice.label, run_dir, args.timeout)
+            result = {"status": entry["status"], "reason": entry["reason"],
+                      "versions": entry.get("versions"),
+                      "diagnostics": entry.get("diagnostics")}
+            recorder.add(runner.CellOutcome(spec, choice.label, result, time.perf_counter() - t0,
+                                            extra={"profile": links(entry)}), workload)
+            _print_entry(entry, title, run_dir, console)
+    except KeyboardInterrupt:
+        path = recorder.save()
+        console.print(f"interrupted; stored: {path}")
+        return 130
+    path = recorder.save(complete=True)
+    console.print(f"stored: {path}")
+    return 0

@@ -1,0 +1,77 @@
+"""A stored run as a markdown throughput table: `python -m lab.throughput RUN [WORKLOAD]`.
+
+One row per cell, in run order: throughput (the workload's unit, e.g. images/s) with the 95%
+interval that maps the median step time's bootstrap interval, ms/step, and for a compiled
+backend its speedup over its own framework's eager mode and its compile seconds (cold / warm
+cache). Cells without samples show their status and reason instead of numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lab import store
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _row(info: dict) -> str:
+    backend = info.get("backend", "?")
+    status = info.get("status", "?")
+    if info.get("throughput") is None:
+        reason = (info.get("reason") or "").replace("|", "/")[:120]
+        return (f"| {info.get('framework', '?')} | {backend} | {info.get('mode')} | - | - | - | - "
+                f"| - | "
+                f"{status}: {reason} |")
+    lo, hi = info["throughput_ci95"]
+    speedup = "-"
+    if info.get("speedup") is not None:
+        s_lo, s_hi = info["speedup_ci95"]
+        speedup = f"{info['speedup']:.2f}x [{s_lo:.2f}, {s_hi:.2f}]"
+    compile_s = "-"
+    if info.get("compile_s_cold") is not None:
+        warm = info.get("compile_s_warm")
+        compile_s = f"{info['compile_s_cold']:.1f} / {'-' if warm is None else f'{warm:.1f}'}"
+    noisy = " (noisy)" if info.get("noisy") else ""
+    return (f"| {info['framework']} | {backend} | {info['mode']} | {_fmt(info['throughput'])} | "
+            f"[{_fmt(lo)}, {_fmt(hi)}] | {info['median_s'] * 1e3:.1f} | {speedup} | "
+            f"{compile_s} | {status}{noisy} |")
+
+
+def markdown_table(doc: dict, workload: str | None = None) -> str:
+    entries = [*doc["benchmarks"], *doc.get("lab", {}).get("unmeasured", [])]
+    order = {name: i for i, name in enumerate(doc.get("lab", {}).get("order", []))}
+    entries.sort(key=lambda e: order.get(e.get("name"), len(order)))
+    rows = [e["extra_info"] for e in entries
+            if not workload or e["extra_info"].get("workload") == workload]
+    unit = next((r["throughput_unit"] for r in rows if r.get("throughput_unit")), "items/s")
+    head = (f"| framework | backend | mode | {unit} | 95% interval | ms/step "
+            f"| speedup over own eager [95% CI] | compile s (cold / warm) | status |")
+    rule = "|---|---|---|--:|--:|--:|--:|--:|---|"
+    return "\n".join([head, rule, *(_row(r) for r in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not 1 <= len(argv) <= 2:
+        print("usage: python -m lab.throughput RUN_DIR_OR_RESULTS_JSON [WORKLOAD]",
+              file=sys.stderr)
+        return 2
+    try:
+        doc = store.load_results(argv[0])
+    except (store.StoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    workload = argv[1] if len(argv) > 1 else None
+    if workload and not any(b["extra_info"].get("workload") == workload
+                            for b in doc["benchmarks"]):
+        print(f"error: no measured {workload!r} cells in {argv[0]}", file=sys.stderr)
+        return 2
+    print(markdown_table(doc, workload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

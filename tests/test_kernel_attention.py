@@ -1,0 +1,111 @@
+"""Flash attention forward kernel (and the op's PyTorch backward) against its reference,
+F.scaled_dot_product_attention, on the CPU under the Triton interpreter."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton", reason="the kernel tests need Triton")
+if os.environ["TRITON_INTERPRET"] != "1":
+    pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1",
+                allow_module_level=True)
+
+from kernel_helpers import (  # noqa: E402
+    DTYPES,
+    check_against_reference,
+    check_compiled_matches_eager,
+    dtype_id,
+    fresh_generator,
+    randn,
+)
+
+from lab.kernels import attention as K  # noqa: E402
+
+NAMES = ("q", "k", "v", "causal")
+SEQ = 37  # not a multiple of either block (32 queries, 16 keys under the interpreter)
+
+
+def _qkv(shape_q, seq_k, dtype, gen, scale=1.0):
+    batch, heads, _seq_q, head_dim = shape_q
+    shape_k = (batch, heads, seq_k, head_dim)
+    return [randn(shape_q, dtype, gen, scale=scale), randn(shape_k, dtype, gen),
+            randn(shape_k, dtype, gen)]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_forward_backward(dtype, head_dim, causal):
+    gen = fresh_generator()
+    args = _qkv((2, 3, SEQ, head_dim), SEQ, dtype, gen) + [causal]
+    check_against_reference(K.attention, K.reference, args, dtype, gen, grad_args=(0, 1, 2),
+                            names=NAMES)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("seq_q, seq_k", [(1, 1), (1, SEQ), (20, 45), (45, 20)], ids=str)
+def test_sequence_lengths(seq_q, seq_k, causal):
+    # seq_q != seq_k: causal is top-left aligned (query i sees keys 0..i), as in SDPA
+    gen = fresh_generator()
+    args = _qkv((1, 2, seq_q, 64), seq_k, torch.float32, gen) + [causal]
+    check_against_reference(K.attention, K.reference, args, torch.float32, gen,
+                            grad_args=(0, 1, 2), names=NAMES)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_strided_inputs(dtype):
+    # (batch, seq, heads, head_dim) transposed to (batch, heads, seq, head_dim): no copy
+    gen = fresh_generator()
+    q, k, v = (randn((2, SEQ, 3, 64), dtype, gen).transpose(1, 2) for _ in range(3))
+    assert not q.is_contiguous()
+    check_against_reference(K.attention, K.reference, [q, k, v, True], dtype, gen,
+                            grad_args=(0, 1, 2), names=NAMES)
+
+
+@pytest.mark.parametrize("scale", [30.0, 1e-6], ids=["large", "small"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_extreme_values(dtype, scale):
+    # large: scores up to ~1e4, softmax is one-hot and needs the running max; small: uniform
+    gen = fresh_generator()
+    args = _qkv((1, 2, SEQ, 64), SEQ, dtype, gen, scale=scale) + [True]
+    check_against_reference(K.attention, K.reference, args, dtype, gen, grad_args=(0, 1, 2),
+                            names=NAMES)
+
+
+def test_empty():
+    gen = fresh_generator()
+    args = _qkv((0, 2, SEQ, 64), SEQ, torch.float32, gen) + [True]
+    out = check_against_reference(K.attention, K.reference, args, torch.float32, gen,
+                                  grad_args=(0, 1, 2), names=NAMES)
+    assert out.shape == (0, 2, SEQ, 64)
+
+
+def test_inside_torch_compile():
+    gen = fresh_generator()
+    q, k, v = _qkv((1, 2, 17, 64), 17, torch.float32, gen)
+    check_compiled_matches_eager(lambda q, k, v: K.attention(q * 2.0, k, v, True) + 1.0,
+                                 [q, k, v], grad_args=(0, 1, 2))
+
+
+def test_rejects_bad_input():
+    q = torch.randn(1, 2, 8, 64)
+    with pytest.raises(ValueError, match="head_dim 48"):
+        K.attention(*(torch.randn(1, 2, 8, 48),) * 3)
+    with pytest.raises(ValueError, match="k has shape .* v has"):
+        K.attention(q, q, torch.randn(1, 2, 9, 64))
+    with pytest.raises(ValueError, match="must share batch, heads and head_dim"):
+        K.attention(q, torch.randn(1, 3, 8, 64), torch.randn(1, 3, 8, 64))
+    with pytest.raises(TypeError, match="v has dtype"):
+        K.attention(q, q, q.half())
+    with pytest.raises(ValueError, match="q must have 4 dimensions"):
+        K.attention(q[0], q, q)
+    with pytest.raises(ValueError, match="stride 1 in its last"):
+        K.attention(torch.randn(1, 2, 64, 8).transpose(-1, -2), q, q)
+
+
+def test_cost_model():
+    assert K.flops((1, 1, 4, 4, 64)) == 4 * 16 * 64
+    assert K.flops((1, 1, 4, 4, 64), causal=True) == 4 * 10 * 64

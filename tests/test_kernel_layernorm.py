@@ -1,0 +1,101 @@
+"""LayerNorm kernel (forward; input, weight and bias gradients) against its reference, on the
+CPU under the Triton interpreter."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton", reason="the kernel tests need Triton")
+if os.environ["TRITON_INTERPRET"] != "1":
+    pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1",
+                allow_module_level=True)
+
+from kernel_helpers import (  # noqa: E402
+    DTYPES,
+    cases,
+    check_against_reference,
+    check_compiled_matches_eager,
+    dtype_id,
+    fresh_generator,
+    randn,
+)
+
+from lab.kernels import layernorm as K  # noqa: E402
+
+NAMES = ("x", "weight", "bias", "eps")
+
+
+def _args(shape, dtype, gen, scale=1.0, bias=True):
+    n = shape[-1]
+    return [randn(shape, dtype, gen, scale=scale), randn((n,), dtype, gen),
+            randn((n,), dtype, gen) if bias else None, 1e-5]
+
+
+@pytest.mark.parametrize("shape, dtype", cases(
+    ((1823, 781), (torch.float32,)),
+    ((37, 781), (torch.float16, torch.bfloat16)),
+    ((1, 1), DTYPES),
+    ((1, 5), DTYPES),
+    ((3, 7, 129), DTYPES),
+    ((5, 3000), DTYPES),  # a long row: 4096-wide block, one row per program
+))
+def test_forward_backward(shape, dtype):
+    gen = fresh_generator()
+    check_against_reference(K.layernorm, K.reference, _args(shape, dtype, gen), dtype, gen,
+                            grad_args=(0, 1, 2), names=NAMES)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_without_bias(dtype):
+    gen = fresh_generator()
+    check_against_reference(K.layernorm, K.reference, _args((67, 45), dtype, gen, bias=False),
+                            dtype, gen, grad_args=(0, 1), names=NAMES)
+
+
+@pytest.mark.parametrize("scale", [1e4, 1e-6], ids=["large", "small"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_extreme_values(dtype, scale):
+    # large: the variance is formed from centred values, not E[x^2] - E[x]^2, which would
+    # cancel catastrophically; small: the variance is far below eps
+    gen = fresh_generator()
+    check_against_reference(K.layernorm, K.reference, _args((9, 781), dtype, gen, scale=scale),
+                            dtype, gen, grad_args=(0, 1, 2), names=NAMES)
+
+
+def test_empty():
+    gen = fresh_generator()
+    out = check_against_reference(K.layernorm, K.reference, _args((0, 64), torch.float32, gen),
+                                  torch.float32, gen, grad_args=(0, 1, 2), names=NAMES)
+    assert out.shape == (0, 64)
+
+
+def test_inside_torch_compile():
+    gen = fresh_generator()
+    x, w, b, eps = _args((5, 33), torch.float32, gen)
+    check_compiled_matches_eager(lambda x, w, b: K.layernorm(x + 1.0, w, b, eps) * 2.0,
+                                 [x, w, b], grad_args=(0, 1, 2))
+
+
+def test_rejects_bad_input():
+    x, w = torch.randn(4, 8), torch.randn(8)
+    with pytest.raises(ValueError, match="weight has 7 elements"):
+        K.layernorm(x, torch.randn(7), None)
+    with pytest.raises(ValueError, match="bias has 9 elements"):
+        K.layernorm(x, w, torch.randn(9))
+    with pytest.raises(TypeError, match="weight has dtype"):
+        K.layernorm(x, w.half(), None)
+    with pytest.raises(ValueError, match="x must be contiguous"):
+        K.layernorm(torch.randn(8, 4).t(), torch.randn(4), None)
+    with pytest.raises(ValueError, match="weight must have 1 dimensions"):
+        K.layernorm(x, torch.randn(1, 8), None)
+    with pytest.raises(ValueError, match="at most 65536"):
+        K.layernorm(torch.randn(1, 65537), torch.randn(65537), None)
+
+
+def test_cost_model():
+    n_rows, n_cols = 4, 8
+    assert K.bytes_moved((n_rows, n_cols), torch.float32) == \
+        2 * n_rows * n_cols * 4 + 2 * n_cols * 4 + 8 * n_rows

@@ -1,0 +1,127 @@
+"""ResNet-50: torchvision's parameter count without torchvision, Keras's own count, the
+analytic flops, and the JAX network computing the torch network's numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from lab.workloads import get, resnet
+
+torch = pytest.importorskip("torch")
+
+TORCHVISION_RESNET50_PARAMS = 25_557_032  # torchvision.models.resnet50(), 1000 classes
+# keras.applications.ResNet50(weights=None).count_params(): + 26,560 conv biases + 53,120
+# BatchNorm moving statistics (Keras counts them; torch keeps them as buffers)
+KERAS_RESNET50_PARAMS = 25_636_712
+KERAS_RESNET50_TRAINABLE = TORCHVISION_RESNET50_PARAMS + 26_560
+SMALL = {"batch": 2, "image_size": 32}
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    torch.manual_seed(0)
+    return resnet.torch_resnet50()
+
+
+def test_torch_resnet50_matches_torchvision_parameter_count(torch_model):
+    assert sum(p.numel() for p in torch_model.parameters()) == TORCHVISION_RESNET50_PARAMS
+    # v1.5: the stride-2 of a stage's first block is on its 3x3 conv, not its first 1x1
+    block = torch_model.layer2[0]
+    assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
+    assert block.downsample[0].stride == (2, 2)
+
+
+def test_layer_table_names_every_torch_tensor(torch_model):
+    """The table that drives the JAX network and the flop count has exactly torch's tensors
+    (names and shapes), so the three cannot drift apart."""
+    torch_shapes = {n: tuple(t.shape) for n, t in
+                    [*torch_model.named_parameters(), *torch_model.named_buffers()]
+                    if t.is_floating_point()}
+    table = {n: tuple(spec[0]) for n, spec in resnet._param_specs(SMALL).items()}
+    assert table == torch_shapes
+
+
+def test_flops_match_the_known_4_1_gmac_per_image():
+    macs = resnet.flops({"batch": 1, "image_size": 224}, "infer") / 2
+    assert macs == pytest.approx(4.09e9, rel=0.01)
+    assert resnet.flops({"batch": 4, "image_size": 224}, "train") == pytest.approx(
+        3 * 4 * 2 * macs)
+
+
+@pytest.mark.slow
+def test_keras_resnet50_parameter_count():
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow not installed")
+    from xla_cases import tf_results  # TensorFlow runs in a child process (see there)
+
+    assert int(tf_results()["keras_resnet50_params"]) == KERAS_RESNET50_PARAMS
+    assert int(tf_results()["keras_resnet50_trainable"]) == KERAS_RESNET50_TRAINABLE
+
+
+@pytest.fixture(scope="module")
+def jax_side():
+    pytest.importorskip("jax")
+    from lab.compile.jax import JaxSide
+
+    def make(mode: str):
+        task = get("resnet50").build("jax", SMALL, mode, "cpu", "float32", 0)
+        return task, JaxSide(task, mode, jit=False)
+
+    return make
+
+
+def test_jax_resnet50_has_the_same_parameters(jax_side):
+    task, _ = jax_side("infer")
+    assert sum(int(np.prod(v.shape)) for v in task.params.values()) == \
+        TORCHVISION_RESNET50_PARAMS
+
+
+@pytest.mark.slow
+def test_torch_and_jax_resnet50_agree():
+    """Same weights and images: logits with running statistics (infer), logits with batch
+    statistics and the updated running statistics (train), in float64 so that a difference in
+    any layer shows far above rounding. Gradients follow by autodiff of this same forward.
+    Image 64, not 32: at 32 the last stage sees 1x1 maps, and batch statistics over two
+    values amplify rounding a billionfold."""
+    jax = pytest.importorskip("jax")
+    from lab.compile.jax import _x64
+
+    shape = {"batch": 2, "image_size": 64}
+    ref = resnet.build_torch(shape, "train", "cpu", "float64", 0)
+    with torch.no_grad():
+        ref.model.eval()
+        want_infer = ref.model(*ref.inputs).numpy()
+        ref.model.train()
+        want_train = ref.model(*ref.inputs).numpy()
+    want_state = {n: b.numpy() for n, b in ref.model.named_buffers() if b.is_floating_point()}
+
+    task = get("resnet50").build("jax", shape, "train", "cpu", "float32", 0)
+    with _x64(jax):
+        def up(tree):
+            return jax.tree_util.tree_map(lambda x: np.asarray(x).astype(np.float64), tree)
+
+        @jax.jit
+        def both(params, state, x):
+            return task.apply(params, state, x, train=False)[0], task.apply(params, state, x,
+                                                                             train=True)
+
+        infer, (train, state) = both(up(task.params), up(task.state), up(task.inputs[0]))
+    np.testing.assert_allclose(np.asarray(infer), want_infer, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(train), want_train, rtol=1e-9, atol=1e-9)
+    assert sorted(state) == sorted(want_state)
+    for name, value in state.items():
+        np.testing.assert_allclose(np.asarray(value), want_state[name], rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+
+
+def test_image_size_flag_reaches_the_resnet_shape():
+    from lab.cli import build_parser, plan
+
+    args = build_parser().parse_args(["run", "--workload", "resnet50", "--backend", "jax-jit",
+                                      "--device", "cpu", "--batch", "3", "--image-size", "48"])
+    cells, _ = plan(args)
+    assert [c[0].shape for c in cells] == [{"batch": 3, "image_size": 48}]
+    assert get("resnet50").throughput_unit == "images/s"
