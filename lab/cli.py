@@ -242,7 +242,8 @@ def cmd_run(args) -> int:
     if args.profile and not interrupted:
         from lab.profile import profile_recorded_cells
 
-        profile_recorded_cells(recorder, console)  # a separate pass: timing is already stored
+        # a separate pass: timing is already stored
+        profile_recorded_cells(recorder, console, timeout_s=args.timeout)
     path = recorder.save(complete=not interrupted)
     report.render(store.load_results(path), console)
     console.print(f"stored: {path}")
@@ -360,4 +361,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m lab.cli`: run the imported module's main, so that UsageError raised by the
+    # commands (which import lab.cli) is the class main() catches, not a __main__ copy
+    from lab.cli import main as _main
+
+    sys.exit(_main())

@@ -15,8 +15,6 @@ measured step: torch `record_function`, `jax.profiler.TraceAnnotation`, or
 
 from __future__ import annotations
 
-import contextlib
-
 PHASES = ("setup", "first_call", "warmup", "sample", "accuracy", "profile")
 DOMAIN = "lab"
 ANNOTATORS = ("torch", "jax", "tf")
@@ -65,22 +63,36 @@ class Ranges:
         else:
             self._domain = None
 
-    @contextlib.contextmanager
-    def phase(self, name: str, payload: int | None = None):
+    def phase(self, name: str, payload: int | None = None) -> _Phase:
+        """A context manager around one phase (a class, not a generator: contextlib's
+        generator machinery costs several times the NVTX calls themselves)."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}; phases: {', '.join(PHASES)}")
-        domain = self._domain
+        return _Phase(self, name, payload)
+
+
+class _Phase:
+    __slots__ = ("_ranges", "_name", "_payload", "_annotation")
+
+    def __init__(self, ranges: Ranges, name: str, payload: int | None):
+        self._ranges, self._name, self._payload = ranges, name, payload
+        self._annotation = None
+
+    def __enter__(self):
+        ranges = self._ranges
+        domain = ranges._domain
         if domain is not None:
-            attrs = self._attrs[name] if payload is None else domain.get_event_attributes(
-                message=name, category=self._category, payload=payload)
+            attrs = ranges._attrs[self._name] if self._payload is None else \
+                domain.get_event_attributes(message=self._name, category=ranges._category,
+                                            payload=self._payload)
             domain.push_range(attrs)
-        annotation = self._annotation(f"lab::{name}") if self._annotation else None
-        if annotation is not None:
-            annotation.__enter__()
-        try:
-            yield
-        finally:
-            if annotation is not None:
-                annotation.__exit__(None, None, None)
-            if domain is not None:
-                domain.pop_range()
+        if ranges._annotation is not None:
+            self._annotation = ranges._annotation(f"lab::{self._name}")
+            self._annotation.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._annotation is not None:
+            self._annotation.__exit__(None, None, None)
+        if self._ranges._domain is not None:
+            self._ranges._domain.pop_range()

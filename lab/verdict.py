@@ -113,6 +113,9 @@ class GateRow:
     min_detectable_ratio: float | None = None
     processes: tuple[int, int] = (0, 0)
     reason: str = ""
+    rank_decides: bool = False  # enough processes for the rank test (see gate_decision)
+    shift_ratio: float | None = None
+    rank_p_slower: float | None = None
 
 
 def parse_threshold(text: str) -> float:
@@ -183,13 +186,22 @@ def compare_runs(base: dict, cand: dict, threshold: float,
         missing = [f"{side}: {'absent' if cell is None else cell.get('status')}"
                    for side, cell in (("baseline", b), ("candidate", c))
                    if cell is None or cell.get("status") != "ok" or not cell.get("samples_s")]
+        broke = (b is not None and b.get("status") == "ok" and c is not None
+                 and c.get("status") not in ("ok", "skipped"))
+        if broke:  # worked before, fails now (wrong answer, crash, OOM): worse than slower
+            rows.append(GateRow(name, "regressed",
+                                reason=f"candidate {c.get('status')}: {c.get('reason')} "
+                                       f"(baseline ok)"))
+            continue
         if missing:
             rows.append(GateRow(name, "missing", reason="; ".join(missing)))
             continue
         pr = gate_statistic(process_medians(b), process_medians(c), floor_sd_log)
         rows.append(GateRow(name, gate_decision(pr, threshold), pr.ratio, pr.ci, pr.p_value,
                             pr.rank_p_value, pr.min_detectable_ratio,
-                            (pr.n_baseline, pr.n_candidate)))
+                            (pr.n_baseline, pr.n_candidate),
+                            rank_decides=pr.rank_min_p < GATE_FALSE_ALARM,
+                            shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower))
     return rows
 
 
@@ -203,11 +215,13 @@ def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_l
              f"| processes | note |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (VERDICT_ORDER.index(r.verdict), r.name)):
+        name = r.name.replace("|", "\\|")  # benchmark names hold '|'; a table cell may not
         if r.ratio is None:
-            lines.append(f"| `{r.name}` | {r.verdict} | - | - | - | - | {r.reason} |")
+            lines.append(f"| `{name}` | {r.verdict} | - | - | - | - | {r.reason} |")
             continue
-        mde = f"detects >= {r.min_detectable_ratio:.2f}x"
-        lines.append(f"| `{r.name}` | {r.verdict} | {r.ratio:.3f}x | "
+        mde = (f"rank test: shift {r.shift_ratio:.3f}x, p(slower) {r.rank_p_slower:.3g}"
+               if r.rank_decides else f"t interval: detects >= {r.min_detectable_ratio:.2f}x")
+        lines.append(f"| `{name}` | {r.verdict} | {r.ratio:.3f}x | "
                      f"{r.ci[0]:.3f}-{r.ci[1]:.3f} | {r.p_value:.3g} | "
                      f"{r.processes[0]} vs {r.processes[1]} | {mde} |")
     lines += ["", ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER)]
