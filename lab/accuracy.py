@@ -9,7 +9,7 @@ A candidate that fails both is `fail_accuracy`, and no speedup is reported for i
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,8 +31,20 @@ def tolerance(dtype: str) -> tuple[float, float]:
 
 def _rmse(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     diffs = np.concatenate([(np.asarray(x, np.float64) - np.asarray(y, np.float64)).ravel()
-                            for x, y in zip(a, b)])
+                            for x, y in zip(a, b, strict=True)])
     return float(np.sqrt(np.mean(diffs ** 2))) if diffs.size else 0.0
+
+
+def describe_failure(result: dict) -> str:
+    """One line saying why a candidate failed, with the numbers that decided it."""
+    if result["method"] == "fp64_rmse":
+        return (f"compiled output differs from eager: RMSE vs float64 "
+                f"{result['rmse_candidate_vs_fp64']:.3g} > limit {result['rmse_limit']:.3g} "
+                f"({FP64_MULTIPLIER:g}x eager's {result['rmse_eager_vs_fp64']:.3g})")
+    if result["method"] == "allclose":
+        return (f"compiled output differs from eager: max abs error "
+                f"{result['max_abs_err']:.3g} (rtol {result['rtol']:g}, atol {result['atol']:g})")
+    return f"compiled output differs from eager: {result.get('detail', result['method'])}"
 
 
 def check(candidate: list[np.ndarray], baseline: list[np.ndarray], dtype: str,
@@ -42,7 +54,7 @@ def check(candidate: list[np.ndarray], baseline: list[np.ndarray], dtype: str,
     if len(candidate) != len(baseline):
         return {"passed": False, "method": "structure",
                 "detail": f"{len(candidate)} outputs vs {len(baseline)} from eager"}
-    for i, (c, b) in enumerate(zip(candidate, baseline)):
+    for i, (c, b) in enumerate(zip(candidate, baseline, strict=True)):
         if np.shape(c) != np.shape(b):
             return {"passed": False, "method": "structure",
                     "detail": f"output {i}: shape {np.shape(c)} vs eager {np.shape(b)}"}
@@ -50,9 +62,9 @@ def check(candidate: list[np.ndarray], baseline: list[np.ndarray], dtype: str,
             return {"passed": False, "method": "nonfinite",
                     "detail": f"output {i}: NaN/inf where eager has none (or the reverse)"}
     max_abs = max((float(np.max(np.abs(np.nan_to_num(c) - np.nan_to_num(b)), initial=0.0))
-                   for c, b in zip(candidate, baseline)), default=0.0)
+                   for c, b in zip(candidate, baseline, strict=True)), default=0.0)
     close = all(np.allclose(c, b, rtol=rtol, atol=atol, equal_nan=True)
-                for c, b in zip(candidate, baseline))
+                for c, b in zip(candidate, baseline, strict=True))
     result = {"passed": close, "method": "allclose", "rtol": rtol, "atol": atol,
               "max_abs_err": max_abs}
     if close or reference_fp64 is None:

@@ -44,7 +44,7 @@ class CellSpec:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, text: str) -> "CellSpec":
+    def from_json(cls, text: str) -> CellSpec:
         return cls(**json.loads(text))
 
     def to_json(self) -> str:
@@ -76,6 +76,25 @@ def _timed_first_call(side: measure.Side) -> float:
     t0 = time.perf_counter()
     side.sync(side.step())
     return time.perf_counter() - t0
+
+
+def _timer(spec: CellSpec, info, sides: list[measure.Side]):
+    """CUDA events for torch on CUDA (they see torch's stream); otherwise the host clock
+    around steps whose sync completes them (JAX's and TensorFlow's GPU work is invisible to
+    torch's events, and their syncs block until it is done)."""
+    if spec.device == "cuda" and info.framework == "torch":
+        import torch
+
+        if spec.cuda_graphs:
+            if spec.mode != "infer":
+                raise CellFailure("skipped", "cuda graphs: only infer cells")
+            for side in sides:
+                side.step = measure.cuda_graph_step(torch, side.step)
+        return measure.CudaEventTimer(torch, cold_l2=spec.cold_l2)
+    if spec.cold_l2 or spec.cuda_graphs:
+        why = "no CUDA device" if spec.device != "cuda" else f"not for {info.framework} cells"
+        raise CellFailure("skipped", f"{why} (--cold-l2 and --cuda-graphs time torch on CUDA)")
+    return measure.HostTimer()
 
 
 def run(spec: CellSpec) -> dict:
@@ -145,26 +164,13 @@ def run(spec: CellSpec) -> dict:
                                                     spec.dtype, candidate.reference_fp64)
                 if not result["accuracy"]["passed"]:
                     result.update(status="fail_accuracy",
-                                  reason=f"compiled output differs from eager "
-                                         f"({result['accuracy']['method']})")
+                                  reason=accuracy.describe_failure(result["accuracy"]))
         if hasattr(candidate, "diagnostics"):
             result["diagnostics"] = candidate.diagnostics()
         if result["status"] != "ok":
             return result
 
-        if spec.device == "cuda":
-            import torch
-
-            timer = measure.CudaEventTimer(torch, cold_l2=spec.cold_l2)
-            if spec.cuda_graphs:
-                if spec.mode != "infer" or info.framework != "torch":
-                    raise CellFailure("skipped", "cuda graphs: only torch infer cells")
-                for side in sides:
-                    side.step = measure.cuda_graph_step(torch, side.step)
-        else:
-            if spec.cold_l2 or spec.cuda_graphs:
-                raise CellFailure("skipped", "no CUDA device (--cold-l2 and --cuda-graphs need one)")
-            timer = measure.HostTimer()
+        timer = _timer(spec, info, sides)
         with ranges.phase("warmup"):
             result["warmup"] = measure.warm_up(timer, sides, spec.warmup_steps,
                                                spec.warmup_seconds)

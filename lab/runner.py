@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lab import stats, store
 from lab.cell import CellSpec
-from lab.compile import BACKENDS, BackendChoice
+from lab.compile import BACKENDS
 from lab.workloads import shape_label
 
 STATUSES = ("ok", "fail_accuracy", "compile_error", "run_error", "timeout", "oom", "skipped")
@@ -130,7 +130,8 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         "mode": spec.mode, "device": spec.device, "dtype": spec.dtype, "shape": spec.shape,
         "threads": spec.threads, "status": outcome.status, "reason": result.get("reason"),
         "baseline_backend": info.baseline, "timer": result.get("timer"),
-        "inner_steps": result.get("inner_steps"), "warmup": result.get("warmup"), "cold_l2": spec.cold_l2,
+        "inner_steps": result.get("inner_steps"), "warmup": result.get("warmup"),
+        "cold_l2": spec.cold_l2,
         "cuda_graphs": spec.cuda_graphs, "cell_wall_s": round(outcome.wall_s, 3),
         "versions": result.get("versions"), "accuracy": result.get("accuracy"),
         "diagnostics": result.get("diagnostics"), "first_call_s": result.get("first_call_s"),

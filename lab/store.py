@@ -228,7 +228,8 @@ def load_results(path: str | Path) -> dict:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StoreError(f"{file} is not valid JSON (truncated?): {exc.msg} at line {exc.lineno}")
+        raise StoreError(f"{file} is not valid JSON (truncated?): {exc.msg} at line "
+                         f"{exc.lineno}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) \
             or "machine_info" not in doc:
         raise StoreError(f"{file} is not a pytest-benchmark results file "

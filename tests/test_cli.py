@@ -1,7 +1,6 @@
 """Bad input: one clear line on stderr, exit 2, and nothing written that looks like a result."""
 
 import pytest
-
 from conftest import run_lab
 
 BAD_RUNS = [

@@ -125,3 +125,25 @@ def test_image_size_flag_reaches_the_resnet_shape():
     cells, _ = plan(args)
     assert [c[0].shape for c in cells] == [{"batch": 3, "image_size": 48}]
     assert get("resnet50").throughput_unit == "images/s"
+
+
+def test_throughput_table_lists_measured_and_failed_cells_in_run_order():
+    from lab.throughput import main, markdown_table
+
+    measured = {"name": "resnet50[tf-xla|train]", "extra_info": {
+        "workload": "resnet50", "framework": "tf", "backend": "tf-xla", "mode": "train",
+        "status": "ok", "throughput": 12.5, "throughput_ci95": (11.0, 13.0), "median_s": 0.32,
+        "throughput_unit": "images/s", "speedup": 3.0, "speedup_ci95": (2.8, 3.1),
+        "compile_s_cold": 15.7, "compile_s_warm": 8.2, "noisy": False}}
+    failed = {"name": "resnet50[jax-jit|train]", "extra_info": {
+        "workload": "resnet50", "framework": "jax", "backend": "jax-jit", "mode": "train",
+        "status": "fail_accuracy", "reason": "compiled output differs | from eager"}}
+    doc = {"benchmarks": [measured], "lab": {"unmeasured": [failed],
+                                             "order": [failed["name"], measured["name"]]}}
+    lines = markdown_table(doc, "resnet50").splitlines()
+    assert "images/s" in lines[0] and len(lines) == 4
+    assert lines[2].startswith("| jax | jax-jit | train | - |") and "fail_accuracy" in lines[2]
+    assert lines[2].count("|") == lines[0].count("|")  # a '|' in a reason cannot add a column
+    assert lines[3] == ("| tf | tf-xla | train | 12.5 | [11.0, 13.0] | 320.0 | "
+                        "3.00x [2.80, 3.10] | 15.7 / 8.2 | ok |")
+    assert main(["/nonexistent/run"]) == 2

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_lab
+
 from lab import cell, store
 
 
@@ -40,7 +40,8 @@ def test_run_stores_eager_and_compiled_cells(mlp_run):
     doc = _results(out)
     assert doc["lab"]["complete"] is True
     cells = _by_backend(doc)
-    eager, compiled = cells[("mlp", "torch-eager", "infer")], cells[("mlp", "torch-compile", "infer")]
+    eager = cells[("mlp", "torch-eager", "infer")]
+    compiled = cells[("mlp", "torch-compile", "infer")]
     assert eager["status"] == compiled["status"] == "ok"
     assert compiled["accuracy"]["passed"]
     assert compiled["diagnostics"]["graph_count"] >= 1

@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip("triton")
 
 from conftest import run_lab  # noqa: E402
+
 from lab import store  # noqa: E402
 
 

@@ -141,7 +141,7 @@ _TF_CACHE: dict = {}
 
 
 def tf_results(timeout_s: float = 600.0) -> dict:
-    """The child's results, computed once per test session."""
+    """The child's results, computed once per pytest run."""
     if "results" not in _TF_CACHE:
         import numpy as np
 

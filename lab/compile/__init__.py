@@ -9,10 +9,10 @@ over its own framework's eager mode, measured in the same process.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Framework(str, Enum):
+class Framework(StrEnum):
     TORCH = "torch"
     TF = "tf"
     JAX = "jax"

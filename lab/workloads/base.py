@@ -8,8 +8,9 @@ given seed so eager and compiled sides, and different frameworks, see the same w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 MODES = ("infer", "train")
 

@@ -40,7 +40,8 @@ def build_torch(shape: dict, mode: str, device: str, dtype: str, seed: int) -> T
     torch.manual_seed(seed)
     model = _simple_net_class()().to(device=device, dtype=getattr(torch, dtype))
     gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(shape["batch"], 784, generator=gen).to(device=device, dtype=model.fc1.weight.dtype)
+    x = torch.randn(shape["batch"], 784, generator=gen)
+    x = x.to(device=device, dtype=model.fc1.weight.dtype)
     target = torch.randint(0, 10, (shape["batch"],), generator=gen).to(device)
     return TorchTask(model=model, inputs=(x,), target=target,
                      loss_fn=torch.nn.functional.cross_entropy, optimizer="sgd")

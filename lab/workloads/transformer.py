@@ -40,7 +40,6 @@ def torch_ops():
 
 
 def _block_class():
-    import torch
     import torch.nn as nn
 
     class TransformerBlock(nn.Module):

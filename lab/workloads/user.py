@@ -47,7 +47,8 @@ def _call_factory(spec: str):
     try:
         made = factory()
     except Exception as exc:
-        raise UserWorkloadError(f"workload factory {spec} raised {type(exc).__name__}: {exc}") from exc
+        raise UserWorkloadError(
+            f"workload factory {spec} raised {type(exc).__name__}: {exc}") from exc
     loss_fn = None
     if isinstance(made, dict):
         model, inputs, loss_fn = made.get("model"), made.get("inputs"), made.get("loss_fn")
