@@ -55,30 +55,45 @@ def test_step(benchmark, workload, mode, backend):
 
 def test_lab_eager_median_agrees_with_torch_utils_benchmark_timer(benchmark):
     """The lab's sampling (warm-up, calibrated inner steps, per-sample means) against
-    torch.utils.benchmark.Timer on the same eager MLP step, in this one process. The two
-    methods alternate five times so that drift hits both alike."""
+    torch.utils.benchmark.Timer on the same eager MLP step, in this one process.
+
+    The step time of a sub-100 us call drifts by 10-20% over seconds on a small machine, more
+    than the 5% being checked, so the two methods are measured in adjacent pairs (in ABBA
+    order) and compared through the median of the per-pair ratios: drift moves both members
+    of a pair alike and cancels in their ratio."""
     from torch.utils.benchmark import Timer
 
     _, _, side = _side("mlp", "infer", "torch-eager")
     call = _completed(side)
     threads = torch.get_num_threads()
-    lab_medians, timer_medians = [], []
-    for _ in range(5):
+
+    def lab_median() -> float:
         lab_side, timer = measure.Side("lab", call), measure.HostTimer()
         measure.warm_up(timer, [lab_side])
         inner = measure.calibrate_inner(timer, lab_side, measure.DEFAULT_MIN_SAMPLE_S)
         measure.sample_interleaved(timer, [lab_side], repeats=30, inner=inner)
-        lab_medians.append(statistics.median(lab_side.samples_s))
+        return statistics.median(lab_side.samples_s)
+
+    def timer_median() -> float:
         # Timer defaults to one thread: give it the lab's thread count, or it measures
         # something else
         reference = Timer(stmt="call()", globals={"call": call}, num_threads=threads)
-        timer_medians.append(reference.blocked_autorange(min_run_time=0.5).median)
-    lab_s, timer_s = statistics.median(lab_medians), statistics.median(timer_medians)
-    ratio = lab_s / timer_s
-    benchmark.extra_info.update(lab_median_s=lab_s, timer_median_s=timer_s, ratio=ratio,
-                                lab_medians_s=lab_medians, timer_medians_s=timer_medians,
-                                threads=threads, device=DEVICE)
+        return reference.blocked_autorange(min_run_time=0.3).median
+
+    pairs = []
+    for i in range(20):
+        if i % 2 == 0:
+            lab_s, timer_s = lab_median(), timer_median()
+        else:
+            timer_s, lab_s = timer_median(), lab_median()
+        pairs.append((lab_s, timer_s))
+    ratio = statistics.median(lab_s / timer_s for lab_s, timer_s in pairs)
+    lab_s = statistics.median(p[0] for p in pairs)
+    timer_s = statistics.median(p[1] for p in pairs)
+    benchmark.extra_info.update(lab_median_s=lab_s, timer_median_s=timer_s,
+                                median_pair_ratio=ratio, pairs_s=pairs, threads=threads,
+                                device=DEVICE)
     print(f"\nlab median {lab_s * 1e6:.1f} us, torch Timer median {timer_s * 1e6:.1f} us, "
-          f"ratio {ratio:.3f}")
-    benchmark.pedantic(call, rounds=10, iterations=inner)
+          f"median of paired ratios lab/Timer {ratio:.3f} over {len(pairs)} pairs")
+    benchmark.pedantic(call, rounds=10, iterations=100)
     assert abs(ratio - 1) <= 0.05, f"lab/Timer = {ratio:.3f}, outside 5%"
