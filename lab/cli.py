@@ -232,9 +232,8 @@ def cmd_run(args) -> int:
                         "status": "skipped",
                         "reason": f"workload {spec.workload} has no {fw} version"}, 0.0)
                 else:  # --processes N: the gate compares runs through per-process medians
-                    from lab.verdict import run_cell_processes
-
-                    outcome = run_cell_processes(spec, choice.label, args.timeout, args.processes)
+                    outcome = runner.run_cell_processes(spec, choice.label, args.timeout,
+                                                        args.processes)
                 recorder.add(outcome, workload)
                 progress.advance(bar)
         except KeyboardInterrupt:

@@ -67,39 +67,6 @@ def hardware_label(doc: dict) -> str:
     return "unknown hardware"
 
 
-def run_cell_processes(spec, label: str, timeout_s: float, processes: int = 1):
-    """run_cell, then `processes - 1` more processes of the same cell; the outcome keeps every
-    sample and each process's median (`process_medians_s`), which the gate compares.
-
-    The extra processes skip the cold/warm compile-cache passes (the first process measured
-    those); if any process does not end `ok`, the cell takes that process's status.
-    """
-    import statistics
-
-    from lab import runner
-
-    first = runner.run_cell(spec, label, timeout_s)
-    if first.status != "ok":
-        return first
-    results = [first.result]
-    for k in range(2, processes + 1):
-        result = runner.run_cell_process(spec, timeout_s)
-        if result.get("status") != "ok":
-            reason = f"process {k}/{processes}: {result.get('reason')}"
-            return runner.CellOutcome(spec, label, {**result, "reason": reason}, first.wall_s)
-        results.append(result)
-    merged = dict(first.result)
-    merged["samples_s"] = [s for r in results for s in r["samples_s"]]
-    first.extra["processes"] = processes
-    first.extra["process_medians_s"] = [statistics.median(r["samples_s"]) for r in results]
-    if first.result.get("baseline_samples_s"):
-        merged["baseline_samples_s"] = [s for r in results for s in r["baseline_samples_s"]]
-        first.extra["process_baseline_medians_s"] = [
-            statistics.median(r["baseline_samples_s"]) for r in results]
-    first.result = merged
-    return first
-
-
 # ---------------------------------------------------------------- the gate
 
 @dataclass(frozen=True)

@@ -163,11 +163,11 @@ def test_processes_keep_every_sample_and_each_process_median(monkeypatch):
     monkeypatch.setattr(runner, "run_cell",
                         lambda spec, label, t: runner.CellOutcome(spec, label, next(results), 1.0))
     monkeypatch.setattr(runner, "run_cell_process", lambda spec, t: next(results))
-    outcome = verdict.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
+    outcome = runner.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
     assert outcome.result["samples_s"] == [1.0, 3.0, 5.0, 7.0]
     assert outcome.result["baseline_samples_s"] == [2.0, 2.0, 4.0, 6.0]
     assert outcome.result["first_call_s"] == 9.0  # the cold compile is the first process's
     assert outcome.extra == {"processes": 2, "process_medians_s": [2.0, 6.0],
                              "process_baseline_medians_s": [2.0, 5.0]}
-    failed = verdict.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
+    failed = runner.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
     assert failed.status == "timeout" and failed.result["reason"] == "process 2/2: slow"

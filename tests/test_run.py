@@ -175,3 +175,16 @@ def test_out_of_memory_in_a_cell_is_status_oom(tmp_path, monkeypatch):
     with pytest.raises(cell.CellFailure) as failure:
         cell.run(spec)
     assert failure.value.status == "oom" and "1 TB" in failure.value.reason
+
+
+def test_a_backend_module_that_fails_to_import_ends_only_its_cell(monkeypatch):
+    from lab import runner
+
+    def broken(name):
+        raise ImportError(f"cannot import {name}")
+
+    monkeypatch.setattr(runner.importlib, "import_module", broken)
+    spec = cell.CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
+                         shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
+    result = runner.run_cell_process(spec, timeout_s=30)
+    assert result["status"] == "run_error" and "cannot import lab.compile.torch" in result["reason"]

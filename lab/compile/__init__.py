@@ -90,6 +90,16 @@ def resolve(text: str) -> BackendChoice:
     return BackendChoice(info, option or (info.options[0] if info.options else None))
 
 
+def flatten_outputs(out) -> list:
+    """A model's outputs (nested tuples, lists, dicts) as a flat list in a stable order, so
+    accuracy compares output i with output i whatever the framework's container."""
+    if isinstance(out, (tuple, list)):
+        return [y for x in out for y in flatten_outputs(x)]
+    if isinstance(out, dict):
+        return [y for k in sorted(out) for y in flatten_outputs(out[k])]
+    return [out]
+
+
 def missing_packages(info: BackendInfo) -> list[str]:
     """Packages this backend needs that are not installed (checked without importing them)."""
     import importlib.util

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lab.compile import flatten_outputs
 from lab.workloads.base import TfTask
 
 # Same optimizer hyperparameters as lab.compile.torch: SGD without momentum, lr 1e-3; Adam
@@ -39,14 +40,6 @@ def _to_numpy(t) -> np.ndarray:
     if t.dtype.is_floating:
         return tf.cast(t, tf.float64).numpy()
     return t.numpy()
-
-
-def _flatten(out):
-    if isinstance(out, (tuple, list)):
-        return [y for x in out for y in _flatten(x)]
-    if isinstance(out, dict):
-        return [y for k in sorted(out) for y in _flatten(out[k])]
-    return [out]
 
 
 class TfSide:
@@ -87,7 +80,7 @@ class TfSide:
     @staticmethod
     def sync(out):
         # .numpy() copies the result to the host, which waits for the step to finish
-        for t in _flatten(out):
+        for t in flatten_outputs(out):
             t.numpy()
         return out
 
@@ -121,7 +114,7 @@ class TfSide:
 
 def _outputs(task: TfTask, mode: str, infer, loss_and_grads) -> list[np.ndarray]:
     if mode == "infer":
-        return [_to_numpy(t) for t in _flatten(infer())]
+        return [_to_numpy(t) for t in flatten_outputs(infer())]
     frozen = [v.numpy() for v in task.model.non_trainable_variables]
     loss, grads = loss_and_grads()
     result = [_to_numpy(loss)] + [_to_numpy(g) for g in grads if g is not None]

@@ -12,6 +12,7 @@ import copy
 
 import numpy as np
 
+from lab.compile import flatten_outputs
 from lab.workloads.base import TorchTask
 
 
@@ -70,19 +71,11 @@ def _to_numpy(t) -> np.ndarray:
         else t.detach().cpu().numpy()
 
 
-def _flatten(out):
-    if isinstance(out, (tuple, list)):
-        return [y for x in out for y in _flatten(x)]
-    if isinstance(out, dict):
-        return [y for k in sorted(out) for y in _flatten(out[k])]
-    return [out]
-
-
 def _outputs(torch, fn, task: TorchTask, mode: str) -> list[np.ndarray]:
     model = task.model
     if mode == "infer":
         with torch.no_grad():
-            return [_to_numpy(t) for t in _flatten(fn(*task.inputs))]
+            return [_to_numpy(t) for t in flatten_outputs(fn(*task.inputs))]
     for p in model.parameters():
         p.grad = None
     loss = task.loss_fn(fn(*task.inputs), task.target)
