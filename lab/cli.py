@@ -1,4 +1,4 @@
-"""The `lab` command: list, run, show, profile, check, gate, history.
+"""The `lab` command: list, run, show, report, profile, check, gate, history.
 
 Bad input ends with one line on stderr and exit status 2, before anything that looks like a
 result is written.
@@ -283,6 +283,24 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from lab import store
+    from lab.throughput import markdown_table
+
+    try:
+        doc = store.load_results(find_run(args.run, args.out))
+    except store.StoreError as exc:
+        raise UsageError(str(exc)) from None
+    cells = [*doc["benchmarks"], *doc.get("lab", {}).get("unmeasured", [])]
+    names = list(dict.fromkeys(c["extra_info"].get("workload") for c in cells))
+    if args.workload and args.workload not in names:
+        raise UsageError(f"no {args.workload!r} cells in {args.run}")
+    # one table per workload: each has its own throughput unit
+    print("\n\n".join(f"### {name}\n\n{markdown_table(doc, name)}"
+                      for name in ([args.workload] if args.workload else names)))
+    return 0
+
+
 def _delegate(module: str, function: str):
     def run(args) -> int:
         import importlib
@@ -317,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder, results.json or run id")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("report", help="a stored run as a markdown throughput table")
+    p.add_argument("run", help="run folder, results.json or run id")
+    p.add_argument("--workload", help="only this workload's cells")
+    p.add_argument("--out", default=DEFAULT_OUT)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("profile", help="trace cells in a pass apart from timing")
     add_selection_arguments(p)

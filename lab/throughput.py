@@ -1,4 +1,4 @@
-"""A stored run as a markdown throughput table: `python -m lab.throughput RUN [WORKLOAD]`.
+"""A stored run as a markdown throughput table (`lab report RUN [--workload W]`).
 
 One row per cell, in run order: throughput (the workload's unit, e.g. images/s) with the 95%
 interval that maps the median step time's bootstrap interval, ms/step, and for a compiled
@@ -8,13 +8,13 @@ cache). Cells without samples show their status and reason instead of numbers.
 
 from __future__ import annotations
 
-import sys
-
-from lab import store
-
 
 def _fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"  # sub-millisecond steps keep 3 digits
 
 
 def _row(info: dict) -> str:
@@ -36,7 +36,7 @@ def _row(info: dict) -> str:
         compile_s = f"{info['compile_s_cold']:.1f} / {'-' if warm is None else f'{warm:.1f}'}"
     noisy = " (noisy)" if info.get("noisy") else ""
     return (f"| {info['framework']} | {backend} | {info['mode']} | {_fmt(info['throughput'])} | "
-            f"[{_fmt(lo)}, {_fmt(hi)}] | {info['median_s'] * 1e3:.1f} | {speedup} | "
+            f"[{_fmt(lo)}, {_fmt(hi)}] | {_ms(info['median_s'] * 1e3)} | {speedup} | "
             f"{compile_s} | {status}{noisy} |")
 
 
@@ -51,27 +51,3 @@ def markdown_table(doc: dict, workload: str | None = None) -> str:
             f"| speedup over own eager [95% CI] | compile s (cold / warm) | status |")
     rule = "|---|---|---|--:|--:|--:|--:|--:|---|"
     return "\n".join([head, rule, *(_row(r) for r in rows)])
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not 1 <= len(argv) <= 2:
-        print("usage: python -m lab.throughput RUN_DIR_OR_RESULTS_JSON [WORKLOAD]",
-              file=sys.stderr)
-        return 2
-    try:
-        doc = store.load_results(argv[0])
-    except (store.StoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    workload = argv[1] if len(argv) > 1 else None
-    if workload and not any(b["extra_info"].get("workload") == workload
-                            for b in doc["benchmarks"]):
-        print(f"error: no measured {workload!r} cells in {argv[0]}", file=sys.stderr)
-        return 2
-    print(markdown_table(doc, workload))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

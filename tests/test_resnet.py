@@ -128,7 +128,8 @@ def test_image_size_flag_reaches_the_resnet_shape():
 
 
 def test_throughput_table_lists_measured_and_failed_cells_in_run_order():
-    from lab.throughput import main, markdown_table
+    from lab.cli import main
+    from lab.throughput import markdown_table
 
     measured = {"name": "resnet50[tf-xla|train]", "extra_info": {
         "workload": "resnet50", "framework": "tf", "backend": "tf-xla", "mode": "train",
@@ -146,4 +147,4 @@ def test_throughput_table_lists_measured_and_failed_cells_in_run_order():
     assert lines[2].count("|") == lines[0].count("|")  # a '|' in a reason cannot add a column
     assert lines[3] == ("| tf | tf-xla | train | 12.5 | [11.0, 13.0] | 320.0 | "
                         "3.00x [2.80, 3.10] | 15.7 / 8.2 | ok |")
-    assert main(["/nonexistent/run"]) == 2
+    assert main(["report", "/nonexistent/run"]) == 2
