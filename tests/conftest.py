@@ -10,6 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Triton picks its interpreter when a kernel is defined, so the CPU kernel tests need this set
+# before any test module imports Triton; cell subprocesses inherit it (Inductor's CPU backend
+# does not use Triton).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Cell subprocesses find `lab` through PYTHONPATH (the runner adds the tree too).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 

@@ -1,7 +1,8 @@
 """Shared pieces of the kernel tests: fresh seeds, inputs, the poisoned run, the comparison.
 
-Each kernel test module sets TRITON_INTERPRET=1 before importing Triton (the interpreter is
-chosen when a kernel is defined), then imports this module and its kernel. The kernels compute
+conftest.py sets TRITON_INTERPRET=1 before any test imports Triton (the interpreter is chosen
+when a kernel is defined); importing this module skips the importing test module when Triton
+is missing or the interpreter is off. The kernels compute
 in fp32 and round once; every comparison is against the kernel file's `reference` run in
 float64 on the same values, rounded to the dtype, within `lab.kernels._common.TOLERANCES`.
 """
@@ -13,6 +14,11 @@ import secrets
 
 import pytest
 import torch
+
+pytest.importorskip("triton", reason="the kernel tests need Triton")
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1",
+                allow_module_level=True)
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -1,19 +1,9 @@
 """Flash attention forward kernel (and the op's PyTorch backward) against its reference,
 F.scaled_dot_product_attention, on the CPU under the Triton interpreter."""
 
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-pytest.importorskip("triton", reason="the kernel tests need Triton")
-if os.environ["TRITON_INTERPRET"] != "1":
-    pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1",
-                allow_module_level=True)
-
-from kernel_helpers import (  # noqa: E402
+import pytest
+import torch
+from kernel_helpers import (
     DTYPES,
     check_against_reference,
     check_compiled_matches_eager,
@@ -22,7 +12,7 @@ from kernel_helpers import (  # noqa: E402
     randn,
 )
 
-from lab.kernels import attention as K  # noqa: E402
+from lab.kernels import attention as K
 
 NAMES = ("q", "k", "v", "causal")
 SEQ = 37  # not a multiple of either block (32 queries, 16 keys under the interpreter)

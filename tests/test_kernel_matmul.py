@@ -1,19 +1,9 @@
 """Matmul kernel with its fused epilogue (bias, activation), forward and backward, against
 its reference, on the CPU under the Triton interpreter."""
 
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-pytest.importorskip("triton", reason="the kernel tests need Triton")
-if os.environ["TRITON_INTERPRET"] != "1":
-    pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1",
-                allow_module_level=True)
-
-from kernel_helpers import (  # noqa: E402
+import pytest
+import torch
+from kernel_helpers import (
     DTYPES,
     cases,
     check_against_reference,
@@ -23,7 +13,7 @@ from kernel_helpers import (  # noqa: E402
     randn,
 )
 
-from lab.kernels import matmul as K  # noqa: E402
+from lab.kernels import matmul as K
 
 NAMES = ("a", "b", "bias", "activation")
 

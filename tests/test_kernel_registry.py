@@ -1,17 +1,14 @@
 """The kernel registry and the transformer block's drop-ins, on the CPU under the interpreter."""
 
+import importlib
 import os
+import subprocess
+import sys
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported
+import pytest
+import torch
 
-import importlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import lab.kernels  # noqa: E402
+import lab.kernels
 
 
 def test_descriptions_need_neither_torch_nor_triton():
