@@ -79,6 +79,16 @@ def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> No
         raise ValueError(f"{name_b} is on {b.device}, {name_a} on {a.device}; they must match")
 
 
+def check_like(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor, **kw) -> None:
+    """`b` is a valid tensor (check_tensor's `kw`) with `a`'s device, dtype and shape: an
+    output or gradient buffer that the kernel indexes with `a`'s strides."""
+    check_tensor(name_b, b, **kw)
+    check_same(name_a, a, name_b, b)
+    if b.shape != a.shape:
+        raise ValueError(f"{name_b} has shape {tuple(b.shape)}, {name_a} has {tuple(a.shape)}; "
+                         f"they must match")
+
+
 # ---------------------------------------------------------------------- output allocation
 
 _POISON = {"on": False}

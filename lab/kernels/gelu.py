@@ -15,6 +15,7 @@ import triton.language as tl
 
 from ._common import (
     INTERPRET,
+    check_like,
     check_same,
     check_tensor,
     new_output,
@@ -139,10 +140,7 @@ def _tile(n_cols: int) -> tuple[int, int]:
 def bias_gelu_fwd(x, bias, approximate: str, y) -> torch.Tensor:
     """Write gelu(x + bias) into y. x, y: (..., n_cols) contiguous; bias: (n_cols,)."""
     _check_inputs(x, bias, approximate)
-    check_tensor("y", y)
-    check_same("x", x, "y", y)
-    if y.shape != x.shape:
-        raise ValueError(f"y has shape {tuple(y.shape)}, x has {tuple(x.shape)}; they must match")
+    check_like("x", x, "y", y)
     if x.numel() == 0:
         return y
     n_cols = x.shape[-1]
@@ -158,11 +156,7 @@ def bias_gelu_fwd(x, bias, approximate: str, y) -> torch.Tensor:
 def bias_gelu_bwd(dy, x, bias, approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (dx, dbias) for y = gelu(x + bias) given dy (x's shape, contiguous)."""
     _check_inputs(x, bias, approximate)
-    check_tensor("dy", dy)
-    check_same("x", x, "dy", dy)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy has shape {tuple(dy.shape)}, x has {tuple(x.shape)}; they must "
-                         f"match")
+    check_like("x", x, "dy", dy)
     n_cols = x.shape[-1]
     dx = new_output(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:

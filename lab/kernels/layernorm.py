@@ -14,6 +14,7 @@ import triton.language as tl
 
 from ._common import (
     INTERPRET,
+    check_like,
     check_same,
     check_tensor,
     new_output,
@@ -148,10 +149,7 @@ def norm_fwd(x, weight, bias, eps: float, y, mean, rstd, *, rms: bool) -> None:
     """Write y = norm(x) * weight (+ bias), and per-row mean (LayerNorm only) and 1/std in
     fp32. x: (..., n_cols); y like x; mean, rstd: (n_rows,) with n_rows = x.numel() / n_cols."""
     check_norm_inputs(x, weight, bias, what="rmsnorm" if rms else "layernorm")
-    check_tensor("y", y)
-    check_same("x", x, "y", y)
-    if y.shape != x.shape:
-        raise ValueError(f"y has shape {tuple(y.shape)}, x has {tuple(x.shape)}; they must match")
+    check_like("x", x, "y", y)
     if x.numel() == 0:
         return
     n_cols = x.shape[-1]
@@ -170,11 +168,7 @@ def norm_bwd(dy, x, weight, mean, rstd, *, rms: bool):
     """Return (dx, dw, db) for the forward above; db is the bias gradient (sum of dy over rows),
     computed in the same pass whether or not there is a bias (it costs n_programs x n_cols)."""
     check_norm_inputs(x, weight, what="rmsnorm" if rms else "layernorm")
-    check_tensor("dy", dy)
-    check_same("x", x, "dy", dy)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy has shape {tuple(dy.shape)}, x has {tuple(x.shape)}; they must "
-                         f"match")
+    check_like("x", x, "dy", dy)
     n_cols = x.shape[-1]
     dx = new_output(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:

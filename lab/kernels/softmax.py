@@ -13,7 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_same, check_tensor, new_output, num_warps_for, row_tile
+from ._common import (
+    INTERPRET,
+    check_like,
+    check_tensor,
+    new_output,
+    num_warps_for,
+    row_tile,
+)
 
 # ------------------------------------------------------------------------------ reference
 
@@ -139,10 +146,7 @@ def _launch_meta(n_cols: int) -> dict:
 def softmax_fwd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Write softmax(x) over the last dim into `y` (same shape and dtype, contiguous)."""
     _check_input(x)
-    check_tensor("y", y)
-    check_same("x", x, "y", y)
-    if y.shape != x.shape:
-        raise ValueError(f"y has shape {tuple(y.shape)}, x has {tuple(x.shape)}; they must match")
+    check_like("x", x, "y", y)
     if x.numel() == 0:
         return y
     n_cols = x.shape[-1]
@@ -156,11 +160,7 @@ def softmax_fwd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def softmax_bwd(y: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """Write the input gradient of softmax into `dx`, given its output `y` and `dy`."""
     for name, t in (("y", y), ("dy", dy), ("dx", dx)):
-        check_tensor(name, t, min_ndim=1)
-        check_same("y", y, name, t)
-        if t.shape != y.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, y has {tuple(y.shape)}; "
-                             f"they must match")
+        check_like("y", y, name, t, min_ndim=1)
     if y.numel() == 0:
         return dx
     n_cols = y.shape[-1]

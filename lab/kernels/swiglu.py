@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_same, check_tensor, new_output, sigmoid
+from ._common import INTERPRET, check_like, check_same, check_tensor, new_output, sigmoid
 
 # ------------------------------------------------------------------------------ reference
 
@@ -67,11 +67,7 @@ def _swiglu_bwd_kernel(dy_ptr, gate_ptr, up_ptr, dgate_ptr, dup_ptr, n_elements,
 
 def _check_inputs(gate, up) -> None:
     check_tensor("gate", gate)
-    check_tensor("up", up)
-    check_same("gate", gate, "up", up)
-    if gate.shape != up.shape:
-        raise ValueError(f"up has shape {tuple(up.shape)}, gate has {tuple(gate.shape)}; "
-                         f"they must match")
+    check_like("gate", gate, "up", up)
 
 
 def swiglu_fwd(gate, up, y) -> torch.Tensor:
