@@ -99,7 +99,7 @@ def _timer(spec: CellSpec, info, sides: list[measure.Side]):
 
 def run(spec: CellSpec) -> dict:
     """Run the cell; returns the result dict (never raises for the cell's own failures)."""
-    from lab import compile as backends
+    from lab import backends
     from lab import workloads
 
     result: dict = {"status": "ok", "reason": None}

@@ -106,7 +106,7 @@ def _number(value, what: str) -> float:
 
 def _parse_one(table: dict) -> Claim:
     """Validate one claim table; ValueError(reason, key) on the first problem."""
-    from lab import compile as backends
+    from lab import backends
     from lab import workloads
 
     def fail(key: str, reason: str):

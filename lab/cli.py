@@ -121,7 +121,7 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
 
 def plan(args) -> tuple[list, str]:
     """Validate the selection and return (cells, device); UsageError on anything unknown."""
-    from lab import compile as backends
+    from lab import backends
     from lab import workloads
     from lab.cell import CellSpec
     from lab.workloads.user import UserWorkloadError
@@ -167,7 +167,7 @@ def cmd_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lab import compile as backends
+    from lab import backends
     from lab import workloads
 
     console = Console()
@@ -253,7 +253,7 @@ def cmd_run(args) -> int:
 
 
 def _backends_for(workload) -> set[str]:
-    from lab import compile as backends
+    from lab import backends
 
     return {name for name, info in backends.BACKENDS.items()
             if info.framework.value in workload.frameworks}

@@ -242,7 +242,7 @@ def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
     """Trace one cell in its own process and store everything; returns its profile entry
     (paths relative to `run_dir`). Failures are recorded in the entry, never raised."""
     from lab.cell import CellSpec
-    from lab.compile import BACKENDS
+    from lab.backends import BACKENDS
     from lab.runner import run_cell_process
 
     info = BACKENDS[spec.backend]

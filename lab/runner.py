@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lab import stats, store
 from lab.cell import CellSpec
-from lab.compile import BACKENDS
+from lab.backends import BACKENDS
 from lab.workloads import shape_label
 
 STATUSES = ("ok", "fail_accuracy", "compile_error", "run_error", "timeout", "oom", "skipped")

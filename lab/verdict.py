@@ -344,7 +344,7 @@ def decide(claim, cells: list[CellRatio], hardware: str) -> ClaimResult:
 
 
 def _backend_label(name: str) -> str:
-    from lab import compile as backends
+    from lab import backends
 
     return backends.resolve(name).label
 
@@ -374,7 +374,7 @@ def _run_missing(claims, stored: dict, device: str, out: str) -> tuple[dict, str
     """Run the cells that the claims need and `stored` lacks; returns (cells, run folder)."""
     import sys
 
-    from lab import compile as backends
+    from lab import backends
     from lab import runner, workloads
     from lab.cell import CellSpec
     from lab.cli import DEFAULT_REPEATS, DEFAULT_TIMEOUT_S, default_threads

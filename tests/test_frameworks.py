@@ -17,7 +17,7 @@ HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 
 from xla_cases import TINY, _in_torch_layout, tf_results  # noqa: E402
 
-from lab.compile import jax as lab_jax  # noqa: E402
+from lab.backends import jax as lab_jax  # noqa: E402
 
 # float32, different kernels per framework (oneDNN, Eigen, XLA): sums reassociate
 RTOL, ATOL = 2e-4, 2e-5

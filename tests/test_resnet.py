@@ -64,7 +64,7 @@ def test_keras_resnet50_parameter_count():
 @pytest.fixture(scope="module")
 def jax_side():
     pytest.importorskip("jax")
-    from lab.compile.jax import JaxSide
+    from lab.backends.jax import JaxSide
 
     def make(mode: str):
         task = get("resnet50").build("jax", SMALL, mode, "cpu", "float32", 0)
@@ -87,7 +87,7 @@ def test_torch_and_jax_resnet50_agree():
     Image 64, not 32: at 32 the last stage sees 1x1 maps, and batch statistics over two
     values amplify rounding a billionfold."""
     jax = pytest.importorskip("jax")
-    from lab.compile.jax import _x64
+    from lab.backends.jax import _x64
 
     shape = {"batch": 2, "image_size": 64}
     ref = resnet.build_torch(shape, "train", "cpu", "float64", 0)

@@ -130,7 +130,7 @@ def test_wrong_compiled_answer_is_fail_accuracy_with_no_speedup(monkeypatch):
     """A compiler that returns something else is caught on the timed inputs."""
     import numpy as np
 
-    from lab.compile import torch as torch_backend
+    from lab.backends import torch as torch_backend
 
     class WrongSide(torch_backend.TorchSide):
         def outputs(self):
@@ -187,4 +187,4 @@ def test_a_backend_module_that_fails_to_import_ends_only_its_cell(monkeypatch):
     spec = cell.CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
                          shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
     result = runner.run_cell_process(spec, timeout_s=30)
-    assert result["status"] == "run_error" and "cannot import lab.compile.torch" in result["reason"]
+    assert result["status"] == "run_error" and "cannot import lab.backends.torch" in result["reason"]

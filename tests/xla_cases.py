@@ -106,8 +106,8 @@ def _dump_tf(path: str) -> None:
     """Child process: every TF side's outputs (torch names and layouts) and Keras facts."""
     import numpy as np
 
-    from lab.compile import tf as lab_tf
-    from lab.compile.tf import TfSide
+    from lab.backends import tf as lab_tf
+    from lab.backends.tf import TfSide
     from lab.workloads import get
     from lab.workloads.mlp import keras_sequential
     from lab.workloads.resnet import keras_resnet50

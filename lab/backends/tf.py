@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from lab.compile import flatten_outputs
+from lab.backends import flatten_outputs
 from lab.workloads.base import TfTask
 
-# Same optimizer hyperparameters as lab.compile.torch: SGD without momentum, lr 1e-3; Adam
+# Same optimizer hyperparameters as lab.backends.torch: SGD without momentum, lr 1e-3; Adam
 # lr 1e-4 with torch's eps (Keras's default eps is 1e-7, which would change the update).
 SGD_LR = 1e-3
 ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8

@@ -24,7 +24,7 @@ import numpy as np
 
 from lab.workloads.base import JaxTask
 
-# Same optimizer hyperparameters as lab.compile.torch (torch.optim.SGD / Adam defaults).
+# Same optimizer hyperparameters as lab.backends.torch (torch.optim.SGD / Adam defaults).
 SGD_LR = 1e-3
 ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8
 

@@ -12,7 +12,7 @@ import copy
 
 import numpy as np
 
-from lab.compile import flatten_outputs
+from lab.backends import flatten_outputs
 from lab.workloads.base import TorchTask
 
 

@@ -22,7 +22,7 @@ class Framework(StrEnum):
 class BackendInfo:
     name: str
     framework: Framework
-    module: str  # lab.compile.<module> implements it
+    module: str  # lab.backends.<module> implements it
     summary: str
     baseline: str | None = None  # eager backend of the same framework; None for eager itself
     options: tuple[str, ...] = ()  # valid values after ':'; the first is the default
@@ -36,21 +36,21 @@ class BackendInfo:
 BACKENDS: dict[str, BackendInfo] = {
     b.name: b
     for b in (
-        BackendInfo("torch-eager", Framework.TORCH, "lab.compile.torch", "PyTorch eager"),
-        BackendInfo("torch-compile", Framework.TORCH, "lab.compile.torch",
+        BackendInfo("torch-eager", Framework.TORCH, "lab.backends.torch", "PyTorch eager"),
+        BackendInfo("torch-compile", Framework.TORCH, "lab.backends.torch",
                     "torch.compile (Inductor)", baseline="torch-eager",
                     options=("default", "reduce-overhead", "max-autotune",
                              "max-autotune-no-cudagraphs")),
-        BackendInfo("torch-triton", Framework.TORCH, "lab.compile.triton",
+        BackendInfo("torch-triton", Framework.TORCH, "lab.backends.triton",
                     "PyTorch eager with the lab's Triton kernels swapped in",
                     baseline="torch-eager", requires=("triton",)),
-        BackendInfo("tf-eager", Framework.TF, "lab.compile.tf", "TensorFlow eager execution"),
-        BackendInfo("tf-graph", Framework.TF, "lab.compile.tf", "tf.function (graph)",
+        BackendInfo("tf-eager", Framework.TF, "lab.backends.tf", "TensorFlow eager execution"),
+        BackendInfo("tf-graph", Framework.TF, "lab.backends.tf", "tf.function (graph)",
                     baseline="tf-eager"),
-        BackendInfo("tf-xla", Framework.TF, "lab.compile.tf",
+        BackendInfo("tf-xla", Framework.TF, "lab.backends.tf",
                     "tf.function(jit_compile=True) (XLA)", baseline="tf-eager"),
-        BackendInfo("jax-eager", Framework.JAX, "lab.compile.jax", "JAX op-by-op dispatch"),
-        BackendInfo("jax-jit", Framework.JAX, "lab.compile.jax", "jax.jit (XLA)",
+        BackendInfo("jax-eager", Framework.JAX, "lab.backends.jax", "JAX op-by-op dispatch"),
+        BackendInfo("jax-jit", Framework.JAX, "lab.backends.jax", "jax.jit (XLA)",
                     baseline="jax-eager"),
     )
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from lab.cell import CellFailure
-from lab.compile.torch import (  # noqa: F401  (the shared parts of a torch backend)
+from lab.backends.torch import (  # noqa: F401  (the shared parts of a torch backend)
     TorchSide,
     build_task,
     cache_env,
