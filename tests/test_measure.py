@@ -65,13 +65,17 @@ def test_l2_flush_is_twice_the_l2():
 
 
 class _FakeEvent:
+    """Records the fake device clock; `log` keeps the order of everything put on the stream."""
+
     clock = 0.0
+    log: list = []
 
     def __init__(self, enable_timing=False):
         self.t = None
 
     def record(self):
         self.t = _FakeEvent.clock
+        _FakeEvent.log.append("record")
 
     def synchronize(self):
         pass
@@ -94,11 +98,15 @@ class _FakeCuda:
 
 
 class _FakeBuffer:
+    FLUSH_S = 0.005  # the flush takes device time too: it must not show in any sample
+
     def __init__(self, cuda):
         self.cuda = cuda
 
     def zero_(self):
         self.cuda.flushes += 1
+        _FakeEvent.clock += self.FLUSH_S
+        _FakeEvent.log.append("flush")
 
 
 class _FakeTorch:
@@ -113,16 +121,60 @@ class _FakeTorch:
         return _FakeBuffer(self.cuda)
 
 
-def test_cuda_event_timer_defers_readout_and_flushes_l2():
+@pytest.fixture
+def fake_stream():
+    _FakeEvent.clock, _FakeEvent.log = 0.0, []
+    return _FakeEvent.log
+
+
+def _step(seconds_per_call):
+    """A step whose successive calls take the given device times, cycling."""
+    durations = itertools.cycle(seconds_per_call)
+
+    def step():
+        _FakeEvent.clock += next(durations)
+        _FakeEvent.log.append("step")
+
+    return step
+
+
+def test_cold_l2_flushes_before_every_timed_step_outside_its_events(fake_stream):
     torch = _FakeTorch()
     timer = measure.CudaEventTimer(torch, cold_l2=True)
     assert torch.allocated == (100 << 20, "cuda")
-
-    def step():
-        _FakeEvent.clock += 0.002  # 2 ms of "device time" per step
-
-    sides = [measure.Side("A", step), measure.Side("B", step)]
+    sides = [measure.Side("A", _step([0.002])), measure.Side("B", _step([0.003]))]
     measure.sample_interleaved(timer, sides, repeats=3, inner=4)
+    assert torch.cuda.flushes == 3 * 4 * 2  # every timed step of every sample of both sides
+    assert fake_stream[:8] == ["flush", "record", "step", "record"] * 2  # own pair per step
     assert [len(s.samples_s) for s in sides] == [3, 3]
-    assert all(v == pytest.approx(0.002) for s in sides for v in s.samples_s)
-    assert torch.cuda.flushes == 6  # one flush before every sample, outside the events
+    # a 5 ms flush before each 2 ms / 3 ms step, and not a microsecond of it in the samples
+    assert all(v == pytest.approx(0.002) for v in sides[0].samples_s)
+    assert all(v == pytest.approx(0.003) for v in sides[1].samples_s)
+
+
+def test_cold_l2_sample_is_the_mean_of_its_steps(fake_stream):
+    timer = measure.CudaEventTimer(_FakeTorch(), cold_l2=True)
+    side = measure.Side("A", _step([0.001, 0.002, 0.006]))  # a cold first step, then others
+    timer.time(side, 3)
+    timer.time(side, 3)
+    timer.flush()
+    assert side.samples_s == [pytest.approx(0.003), pytest.approx(0.003)]
+
+
+def test_warm_l2_keeps_one_event_pair_per_sample_and_no_flush(fake_stream):
+    torch = _FakeTorch()
+    timer = measure.CudaEventTimer(torch, cold_l2=False)
+    assert torch.allocated is None
+    side = measure.Side("A", _step([0.001, 0.003]))
+    timer.time(side, 4)
+    timer.flush()
+    assert torch.cuda.flushes == 0
+    assert fake_stream == ["record"] + ["step"] * 4 + ["record"]
+    assert side.samples_s == [pytest.approx(0.002)]
+
+
+def test_calibrate_and_warm_up_read_cold_steps_through_the_same_timer(fake_stream):
+    timer = measure.CudaEventTimer(_FakeTorch(), cold_l2=True)
+    side = measure.Side("A", _step([0.0005]))
+    assert measure.calibrate_inner(timer, side, min_sample_s=0.002) == 4  # flush not counted
+    assert side.samples_s == []  # calibration leaves no sample behind
