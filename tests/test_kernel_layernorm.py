@@ -14,6 +14,7 @@ from kernel_helpers import (
 )
 
 from lab.kernels import layernorm as K
+from lab.kernels._common import tolerance
 
 NAMES = ("x", "weight", "bias", "eps")
 
@@ -53,6 +54,32 @@ def test_extreme_values(dtype, scale):
     gen = fresh_generator()
     check_against_reference(K.layernorm, K.reference, _args((9, 781), dtype, gen, scale=scale),
                             dtype, gen, grad_args=(0, 1, 2), names=NAMES)
+
+
+@pytest.mark.parametrize("n_rows", [70, 113])
+def test_backward_programs_with_uneven_and_empty_row_blocks(n_rows):
+    # 781 columns stack 16 rows a tile under the interpreter, which runs 4 programs: 70 rows
+    # are 5 tiles, so blocks of 2, 2, 1 and an empty one (its partial row must be zeros, not
+    # the poison); 113 rows end in a partial tile inside a full block
+    gen = fresh_generator()
+    meta = K._bwd_launch_meta(781)
+    assert meta["BLOCK_ROWS"] == 16
+    check_against_reference(K.layernorm, K.reference, _args((n_rows, 781), torch.float32, gen),
+                            torch.float32, gen, grad_args=(0, 1, 2), names=NAMES)
+
+
+@pytest.mark.parametrize("n_parts, n_cols", [(1, 1), (33, 300), (132, 129)])
+def test_sum_partial_rows(n_parts, n_cols):
+    # the second kernel of the backward: fp32 partial rows -> their column sums, rounded once
+    from lab.kernels._common import poisoned_outputs, sum_partial_rows
+
+    gen = fresh_generator()
+    partials = randn((n_parts, n_cols), torch.float32, gen)
+    with poisoned_outputs():
+        for dtype in DTYPES:
+            out = sum_partial_rows(partials, dtype)
+            torch.testing.assert_close(out, partials.double().sum(0).to(dtype),
+                                       **tolerance(dtype))
 
 
 def test_empty():

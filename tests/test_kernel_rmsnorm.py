@@ -43,6 +43,14 @@ def test_extreme_values(dtype, scale):
                             dtype, gen, grad_args=(0, 1), names=NAMES)
 
 
+def test_backward_with_an_empty_row_block():
+    # 70 rows of 781 are 5 tiles over 4 programs under the interpreter: the last program's
+    # block is empty, and RMSNorm writes no bias partials at all
+    gen = fresh_generator()
+    check_against_reference(K.rmsnorm, K.reference, _args((70, 781), torch.float32, gen),
+                            torch.float32, gen, grad_args=(0, 1), names=NAMES)
+
+
 def test_empty():
     gen = fresh_generator()
     out = check_against_reference(K.rmsnorm, K.reference, _args((0, 64), torch.float32, gen),

@@ -165,3 +165,42 @@ def sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
     e = tl.exp(-tl.abs(x))
     return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# ------------------------------------------------------------ partial sums of a reduction
+# A backward that reduces over rows (a weight or bias gradient) lets each program sum its own
+# block of rows in registers and write one fp32 partial row; this adds the partial rows and
+# rounds once to the parameter's dtype, in one small kernel (torch's `.sum(0).to(dtype)` would
+# launch two and write an fp32 row in between).
+
+PARTIAL_BLOCK_ROWS = 32
+PARTIAL_BLOCK_COLS = 128
+
+
+@triton.jit
+def _sum_partial_rows_kernel(part_ptr, out_ptr, n_parts, n_cols, BLOCK_ROWS: tl.constexpr,
+                             BLOCK_COLS: tl.constexpr):
+    cols = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    col_ok = cols < n_cols
+    acc = tl.zeros([BLOCK_ROWS, BLOCK_COLS], tl.float32)
+    for start in range(0, n_parts, BLOCK_ROWS):
+        rows = start + tl.arange(0, BLOCK_ROWS)
+        mask = (rows < n_parts)[:, None] & col_ok[None, :]
+        acc += tl.load(part_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :],
+                       mask=mask, other=0.0)
+    tl.store(out_ptr + cols, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=col_ok)
+
+
+def sum_partial_rows(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(n_parts, n_cols) fp32 partial sums -> their column sums, (n_cols,) in `dtype`."""
+    check_tensor("partials", partials, ndim=2, dtypes=(torch.float32,))
+    n_parts, n_cols = partials.shape
+    out = new_output((n_cols,), dtype=dtype, device=partials.device)
+    if n_cols == 0:
+        return out
+    if n_parts == 0:
+        return out.zero_()
+    _sum_partial_rows_kernel[(triton.cdiv(n_cols, PARTIAL_BLOCK_COLS),)](
+        partials, out, n_parts, n_cols, BLOCK_ROWS=PARTIAL_BLOCK_ROWS,
+        BLOCK_COLS=PARTIAL_BLOCK_COLS, num_warps=4)
+    return out

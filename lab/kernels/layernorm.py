@@ -21,6 +21,7 @@ from ._common import (
     num_warps_for,
     persistent_programs,
     row_tile,
+    sum_partial_rows,
 )
 
 # ------------------------------------------------------------------------------ reference
@@ -74,22 +75,25 @@ def _norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, n_rows, n_c
 
 @triton.jit
 def _norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_part_ptr,
-                     db_part_ptr, n_rows, n_cols, BLOCK_ROWS: tl.constexpr,
+                     db_part_ptr, n_rows, n_cols, tiles_per_program, BLOCK_ROWS: tl.constexpr,
                      BLOCK_COLS: tl.constexpr, RMS: tl.constexpr):
-    # With xhat = (x - mean) * rstd and g = w * dy, per row:
+    # One pass: x and dy are read once and dx written once. With xhat = (x - mean) * rstd and
+    # g = w * dy, per row:
     #   dx = rstd * (g - xhat * mean(g * xhat) - mean(g))   (LayerNorm)
     #   dx = rstd * (g - xhat * mean(g * xhat))             (RMSNorm: no mean term)
-    # dw = sum over rows of dy * xhat and db = sum over rows of dy. Each program walks the row
-    # tiles pid, pid + n_programs, ... and keeps dw, db in registers; it writes one partial row
-    # of each (zeros if it got no tiles), and the launcher adds the n_programs partials.
+    # dw = sum over rows of dy * xhat and db = sum over rows of dy (LayerNorm only). Program
+    # `pid` owns the contiguous block of row tiles [pid * tiles_per_program, + tiles_per_program)
+    # and keeps its dw (db) in registers; it writes one fp32 partial row of each (zeros if its
+    # block is empty) and `sum_partial_rows` adds the partials in a second, small kernel.
     pid = tl.program_id(0)
-    n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_COLS)
     col_ok = cols < n_cols
     w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     dw_acc = tl.zeros([BLOCK_ROWS, BLOCK_COLS], tl.float32)
     db_acc = tl.zeros([BLOCK_ROWS, BLOCK_COLS], tl.float32)
-    for tile in range(pid, tl.cdiv(n_rows, BLOCK_ROWS), n_programs):
+    first_tile = pid * tiles_per_program
+    end_tile = tl.minimum(first_tile + tiles_per_program, tl.cdiv(n_rows, BLOCK_ROWS))
+    for tile in range(first_tile, end_tile):
         rows = tile * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         row_ok = rows < n_rows
         mask = row_ok[:, None] & col_ok[None, :]
@@ -109,12 +113,13 @@ def _norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_part_p
         else:
             c2 = tl.sum(g, axis=1) / n_cols
             dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            db_acc += dy
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
         dw_acc += dy * xhat
-        db_acc += dy
     part = pid.to(tl.int64) * n_cols + cols
     tl.store(dw_part_ptr + part, tl.sum(dw_acc, axis=0), mask=col_ok)
-    tl.store(db_part_ptr + part, tl.sum(db_acc, axis=0), mask=col_ok)
+    if not RMS:  # RMSNorm has no bias: no db registers, no db partials to write and add
+        tl.store(db_part_ptr + part, tl.sum(db_acc, axis=0), mask=col_ok)
 
 
 # ------------------------------------------------------------------------------- launchers
@@ -164,24 +169,44 @@ def norm_fwd(x, weight, bias, eps: float, y, mean, rstd, *, rms: bool) -> None:
                            n_rows, n_cols, eps, RMS=rms, HAS_BIAS=bias is not None, **meta)
 
 
+def _bwd_launch_meta(n_cols: int) -> dict:
+    meta = _launch_meta(n_cols)
+    # One program per SM, so its warps are all the SM has to hide memory latency: 8 values of
+    # each row tensor per thread (32 warps for an 8192-wide row). Compiled for sm_90 that is
+    # 126 registers for LayerNorm at 4096 columns and 64 (RMSNorm, no spill) or 64 + 112 bytes
+    # of spill (LayerNorm) at 8192, where the forward's 8 warps needed 255 registers and left
+    # the SM 8 warps (docs/kernels.md, "Resources").
+    meta["num_warps"] = max(4, min(32, meta["BLOCK_ROWS"] * meta["BLOCK_COLS"] // 256))
+    return meta
+
+
 def norm_bwd(dy, x, weight, mean, rstd, *, rms: bool):
-    """Return (dx, dw, db) for the forward above; db is the bias gradient (sum of dy over rows),
-    computed in the same pass whether or not there is a bias (it costs n_programs x n_cols)."""
+    """Return (dx, dw, db) for the forward above; db is the bias gradient (sum of dy over rows)
+    for LayerNorm and None for RMSNorm (`rms=True`).
+
+    One pass over x and dy; each of the n_programs programs (one per SM) writes a fp32 partial
+    row of dw (and db) for its block of rows, and `sum_partial_rows` adds them: 2 x n_programs
+    x n_cols x 4 bytes each, 1-2% of the traffic at 16384 x 8192 bf16."""
     check_norm_inputs(x, weight, what="rmsnorm" if rms else "layernorm")
     check_like("x", x, "dy", dy)
     n_cols = x.shape[-1]
     dx = new_output(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:
         zeros = torch.zeros(n_cols, dtype=weight.dtype, device=x.device)
-        return dx, zeros, zeros.clone()
+        return dx, zeros, None if rms else zeros.clone()
     n_rows = x.numel() // n_cols
-    meta = _launch_meta(n_cols)
-    n_programs = persistent_programs(x.device, triton.cdiv(n_rows, meta["BLOCK_ROWS"]))
+    meta = _bwd_launch_meta(n_cols)
+    n_tiles = triton.cdiv(n_rows, meta["BLOCK_ROWS"])
+    n_programs = persistent_programs(x.device, n_tiles)
+    tiles_per_program = triton.cdiv(n_tiles, n_programs)
     dw_part = new_output((n_programs, n_cols), dtype=torch.float32, device=x.device)
-    db_part = new_output((n_programs, n_cols), dtype=torch.float32, device=x.device)
+    # RMSNorm's kernel never touches the db pointer; dw_part stands in for it
+    db_part = dw_part if rms else new_output((n_programs, n_cols), dtype=torch.float32,
+                                             device=x.device)
     _norm_bwd_kernel[(n_programs,)](dy, x, weight, mean, rstd, dx, dw_part, db_part, n_rows,
-                                    n_cols, RMS=rms, **meta)
-    return dx, dw_part.sum(0).to(weight.dtype), db_part.sum(0).to(weight.dtype)
+                                    n_cols, tiles_per_program, RMS=rms, **meta)
+    dw = sum_partial_rows(dw_part, weight.dtype)
+    return dx, dw, None if rms else sum_partial_rows(db_part, weight.dtype)
 
 
 # ----------------------------------------------------- torch.library ops and the autograd rule

@@ -54,7 +54,7 @@ def _(x, weight, eps):
 @torch.library.custom_op("lab::rmsnorm_backward", mutates_args=())
 def _rmsnorm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                          rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dx, dw, _db = norm_bwd(dy, x, weight, rstd, rstd, rms=True)
+    dx, dw, _no_db = norm_bwd(dy, x, weight, rstd, rstd, rms=True)
     return dx, dw
 
 
