@@ -6,20 +6,29 @@
 First the ceilings of this run are measured on this GPU: copy bandwidth (a 1 GiB
 device-to-device copy, counted as 2 GiB moved) and bf16 matmul throughput (8192^3
 torch.matmul). Then, for each op and size of its sweep, the same seeded bf16 inputs run
-through `torch.compile(reference)`, eager `reference` and the lab's op, forward only and, for
-ops with a Triton backward, forward + backward (`torch.autograd.grad`, so no `.grad`
-accumulation is timed). The reference is the one in the kernel file; for attention eager is
-SDPA restricted to its flash backend. Before the lab's op is timed, its output on those inputs
-is checked against the reference in fp32 within the kernels' tolerance table: a fast wrong
-answer fails the test and reports no speed.
+through `torch.compile(reference)`, eager `reference`, Liger-Kernel's version of the op (for
+the ops Liger has: softmax, layernorm, rmsnorm, swiglu, cross_entropy) and the lab's op,
+forward only and, for ops with a Triton backward, forward + backward (`torch.autograd.grad`,
+so no `.grad` accumulation is timed). The reference is the one in the kernel file; for
+attention eager is SDPA restricted to its flash backend. Before the lab's op (or Liger's) is
+timed, its output on those inputs is checked against the reference in fp32 within the
+kernels' tolerance table: a fast wrong answer fails the test and reports no speed.
+
+Liger-Kernel is optional: without `liger_kernel` importable its rows are skipped with
+"skipped: liger-kernel not installed". Liger's cross-entropy writes the logits gradient into
+the logits (its memory saving), and its RMSNorm runs with `in_place=False` so it leaves the
+shared d(out) alone; Liger's RMSNorm casts x * rstd to the input dtype before the weight
+("llama" casting), one rounding more than the reference, within the bf16 tolerance.
 
 Timing: device time from CUDA events. Each sample is one round of back-to-back calls sized to
 about ROUND_MS of device time, with one wait at the end of the round (not per call); L2 is warm,
 and the large sizes are far beyond an H100's 50 MB of L2. pytest-benchmark's own stats are the
 host-clock seconds of each round (calls_per_round calls plus one wait); the per-call numbers
 are in `extra_info`: `ms` (median), `device_ms_samples`, `GBps`, `TFLOPs`,
-`fraction_of_copy_bandwidth`, `fraction_of_matmul_peak`, the `ceilings`, and on the lab's rows
-`speedup_vs_eager` / `speedup_vs_torch_compile` (times of the same inputs in the same run).
+`fraction_of_copy_bandwidth`, `fraction_of_matmul_peak`, the `ceilings`,
+`peak_extra_memory_MB` (the most memory one call allocated beyond its inputs, from
+`torch.cuda.max_memory_allocated`), and on the lab's rows `speedup_vs_eager` /
+`speedup_vs_torch_compile` / `speedup_vs_liger` (times of the same inputs in the same run).
 
 Without CUDA every test is skipped: "skipped: needs CUDA".
 """
@@ -70,9 +79,18 @@ SWEEPS: dict[str, list[tuple]] = {
 }
 WITH_BACKWARD = ("softmax", "layernorm", "rmsnorm", "bias_gelu", "swiglu", "cross_entropy")
 COMPUTE_BOUND = ("matmul", "attention")
-IMPLS = ("torch-compile", "torch-eager", "lab")  # the lab's last, so its speedups can be filled
+# the lab's last, so its speedups can be filled
+IMPLS = ("torch-compile", "torch-eager", "liger", "lab")
+# Liger-Kernel's function for each op it has (liger_kernel.transformers.functional, 0.8.5)
+LIGER_FUNCTIONS = {"softmax": "liger_softmax", "layernorm": "liger_layer_norm",
+                   "rmsnorm": "liger_rms_norm", "swiglu": "liger_swiglu",
+                   "cross_entropy": "liger_cross_entropy"}
+LIGER_MISSING = "skipped: liger-kernel not installed"
 TARGETS = {
-    "memory": ">= 0.90 of copy bandwidth at large sizes; geomean >= 1.2x torch.compile",
+    "memory": ">= 0.85 of copy bandwidth at large sizes, forward and forward+backward; geomean "
+              ">= 1.2x torch.compile; never slower than Liger-Kernel",
+    "cross_entropy": ">= 1.5x torch.compile forward+backward at 8192 x 128256 bf16; peak "
+                     "memory no higher than Liger-Kernel's",
     "matmul": ">= 0.95x torch.matmul at 4096^3 bf16",
     "attention": ">= 0.90x SDPA flash (forward)",
 }
@@ -227,10 +245,29 @@ def _problem(op: str, size: tuple, backward: bool) -> Problem:
     return Problem(args, grads if backward else (), flops, moved)
 
 
+def _liger(op: str):
+    """Liger-Kernel's version of `op`, taking the reference's arguments; skips when Liger is
+    not installed (it is optional: a pure-Python wheel, see docs/kernels.md)."""
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        pytest.skip(LIGER_MISSING)
+    from liger_kernel.transformers import functional
+
+    fn = getattr(functional, LIGER_FUNCTIONS[op])
+    if op == "rmsnorm":
+        return lambda x, w, eps: fn(x, w, eps, in_place=False)
+    if op == "cross_entropy":
+        return lambda logits, target: fn(logits, target)
+    return fn
+
+
 def _implementation(op: str, impl: str):
     module = KERNELS[op]
     if impl == "lab":
         return getattr(module, op)
+    if impl == "liger":
+        return _liger(op)
     if impl == "torch-compile":
         torch._dynamo.reset()  # a fresh cache per case: no recompile limit, no stale graph
         return torch.compile(module.reference, dynamic=False)
@@ -242,6 +279,18 @@ def _implementation(op: str, impl: str):
                 return module.reference(*args)
         return sdpa_flash
     return module.reference
+
+
+def _peak_extra_bytes(step) -> int:
+    """The most memory one call of `step` allocates beyond what was live before it (its inputs
+    and d(out)); the first call compiles and autotunes, so this is the second."""
+    step()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
 def _step(fn, problem: Problem):
@@ -260,17 +309,19 @@ def _step(fn, problem: Problem):
     return forward_backward
 
 
-def _check_accuracy(op: str, problem: Problem) -> float:
-    """The lab's forward output on the timed inputs against the reference run in fp32."""
+def _check_accuracy(op: str, problem: Problem, fn) -> float:
+    """`fn`'s forward output on the timed inputs against the reference run in fp32. `fn` sees
+    copies: Liger's cross-entropy overwrites logits that require grad with their gradient."""
     module = KERNELS[op]
     with torch.no_grad():
-        out = getattr(module, op)(*problem.args)
+        copies = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in problem.args]
+        out = fn(*copies)
         wide = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                 for a in problem.args]
         expected = module.reference(*wide).to(DTYPE)
     torch.testing.assert_close(out, expected, **tolerance(DTYPE),
-                               msg=lambda m: f"fail_accuracy: {op} disagrees with its "
-                                             f"reference: {m}")
+                               msg=lambda m: f"fail_accuracy: {op} ({fn}) disagrees "
+                                             f"with its reference: {m}")
     return (out.float() - expected.float()).abs().max().item()
 
 
@@ -280,6 +331,8 @@ def _cases() -> list:
         for size in sizes:
             for backward in (False, True) if op in WITH_BACKWARD else (False,):
                 for impl in IMPLS:
+                    if impl == "liger" and op not in LIGER_FUNCTIONS:
+                        continue
                     pass_id = "fwd+bwd" if backward else "fwd"
                     size_id = "x".join(str(s) for s in size if type(s) is int)
                     extra = [f"bias+{s}" for s in size if isinstance(s, str)]
@@ -303,14 +356,16 @@ def test_kernel(benchmark, ceilings, op, size, backward, impl):
             "bound": "compute" if op in COMPUTE_BOUND else "memory",
             "target": TARGETS.get(op, TARGETS["memory"]),
             "versions": {"torch": torch.__version__, "triton": triton.__version__}}
-    if impl == "lab":
-        info["max_abs_error_vs_fp32_reference"] = _check_accuracy(op, problem)
+    fn = _implementation(op, impl)
+    if impl in ("lab", "liger"):
+        info["max_abs_error_vs_fp32_reference"] = _check_accuracy(op, problem, fn)
     if impl == "torch-compile":
         from torch._dynamo.utils import counters
 
         counters.clear()
-    fn = _implementation(op, impl)
-    samples = _timed(benchmark, _step(fn, problem))
+    step = _step(fn, problem)
+    info["peak_extra_memory_MB"] = round(_peak_extra_bytes(step) / 1e6, 1)
+    samples = _timed(benchmark, step)
     if impl == "torch-compile":
         info["compile_graph_breaks"] = sum(counters["graph_break"].values())
 
@@ -326,7 +381,8 @@ def test_kernel(benchmark, ceilings, op, size, backward, impl):
     _MEDIAN_MS.setdefault(key, {})[impl] = ms
     if impl == "lab":
         for other, field in (("torch-eager", "speedup_vs_eager"),
-                             ("torch-compile", "speedup_vs_torch_compile")):
+                             ("torch-compile", "speedup_vs_torch_compile"),
+                             ("liger", "speedup_vs_liger")):
             if other in _MEDIAN_MS[key]:
                 info[field] = round(_MEDIAN_MS[key][other] / ms, 3)
     benchmark.extra_info.update(info)
