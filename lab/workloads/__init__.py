@@ -11,6 +11,8 @@ _BUILTIN = {
     "mlp": "lab.workloads.mlp",
     "transformer": "lab.workloads.transformer",
     "resnet50": "lab.workloads.resnet",
+    "gpt2": "lab.workloads.llm.gpt2",
+    "llama": "lab.workloads.llm.llama",
 }
 
 

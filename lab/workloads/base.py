@@ -56,6 +56,35 @@ class JaxTask:
     weights_source: str | None = None  # "torch" (copied) or "numpy"
 
 
+GENERATE_MODE = "generate"  # greedy decoding; only workloads whose builders return GenerateTask
+
+
+@dataclass
+class GenerateTask:
+    """A greedy decoding workload: `prompt` in, `max_new_tokens` out, with a KV cache.
+
+    `model` is what a backend compiles: a torch module `model(ids, cache) -> logits` of the
+    last position, or a pure JAX function `model(params, ids, cache) -> (logits, cache)`. A
+    backend calls `lab.workloads.llm.generate.greedy_generate(task, forward)` with `forward` the
+    model itself, its compiled version, or (JAX) either with `params` bound; the loop, the cache
+    and the argmax are the workload's, so every backend decodes the same way.
+    """
+
+    model: Any
+    prompt: Any  # (batch, prompt_len) integer token ids
+    max_new_tokens: int
+    # -> an empty KV cache for prompt_len + max_new_tokens positions; torch caches are reset
+    # and reused (their tensors keep their addresses, as CUDA graphs need), JAX ones are new
+    new_cache: Callable[[], Any]
+    # step(forward, ids, cache) -> (next_ids (batch, 1), cache): one greedy step; the prefill
+    # is a step on the whole prompt, each decode step a step on the last new token
+    step: Callable
+    framework: str  # "torch" or "jax"
+    params: Any = None  # JAX parameters (torch keeps them in the module)
+    sync: Callable = lambda x: x  # waits for a token array to be computed (JAX: block_until_ready)
+    weights_source: str | None = None  # "torch" when JAX weights were copied from torch
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
