@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -37,9 +38,15 @@ PROFILED_STEPS = 7  # medians over 7 steps survive a preempted step; traces stay
 WARMUP_STEPS = 3  # the baseline's first call and allocator growth happen before the trace
 WARMUP_SECONDS = 0.5  # CPU: the same steadiness test as the timed pass, shorter
 GZIP_ABOVE_BYTES = 4 * 2**20  # larger traces are stored gzipped (Perfetto and HTA read both)
-NCU_MAX_KERNELS = 200  # ncu replays each kernel tens of times; the measured range is enough
+PROFILER_WARMUP_STEPS = 1  # torch.profiler's own start-up (CUPTI buffers) stays out of the trace
 TRACES = "traces"
 TOOL_TIMEOUT_S = 1800.0
+# ncu replays every profiled kernel once per group of metrics: it profiles one measured step
+# (the kernels of the step after the first), with these sections only: the roofline position
+# (SpeedOfLight), where memory traffic goes, the launch shape and the occupancy it allows.
+NCU_SECTIONS = ("SpeedOfLight", "MemoryWorkloadAnalysis", "LaunchStats", "Occupancy")
+NCU_KERNELS_UNKNOWN = 50  # launches profiled when the trace gave no kernels-per-step count
+NCU_EXPORT_TIMEOUT_S = 120.0  # the CSV export of one step's kernels takes seconds
 
 
 # ---------------------------------------------------------------- capture (in the cell process)
@@ -105,9 +112,15 @@ def _torch_trace(one_step, steps: int, side_dir: Path, device: str) -> Path:
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities, record_shapes=False) as prof:
-        for i in range(steps):
-            one_step(i)
+    # A schedule makes torch.profiler mark each step `ProfilerStep#N` (around the lab's own
+    # `lab::sample` range), which Holistic Trace Analysis's step-based analyses need.
+    schedule = torch.profiler.schedule(wait=0, warmup=PROFILER_WARMUP_STEPS, active=steps,
+                                       repeat=1)
+    with torch.profiler.profile(activities=activities, schedule=schedule,
+                                record_shapes=False) as prof:
+        for i in range(PROFILER_WARMUP_STEPS + steps):
+            one_step(max(i - PROFILER_WARMUP_STEPS, 0))
+            prof.step()
     path = side_dir / "trace.json"
     prof.export_chrome_trace(str(path))
     doc = json.loads(path.read_text())
@@ -157,15 +170,28 @@ def _tf_trace(one_step, steps: int, side_dir: Path, device: str) -> Path:
 
 
 def _write_trace(doc: dict, path: Path) -> Path:
+    """Write the trace, gzipped when large; its `traceName` is its path from the run folder
+    (torch writes the absolute path it was exported to, which names this machine's folders)."""
+    doc["traceName"] = run_relative(path)
     text = json.dumps(doc)
     if len(text) > GZIP_ABOVE_BYTES:
         path.unlink(missing_ok=True)
         path = path.with_name(path.name + ".gz")
+        doc["traceName"] = run_relative(path)
         with gzip.open(path, "wt") as f:
-            f.write(text)
+            json.dump(doc, f)
     else:
         path.write_text(text)
     return path
+
+
+def run_relative(path: Path) -> str:
+    """`traces/<cell>/<backend>/<file>`: the part of `path` from the run folder down."""
+    parts = Path(path).parts
+    if TRACES not in parts:
+        return Path(path).name
+    last = len(parts) - 1 - parts[::-1].index(TRACES)
+    return str(Path(*parts[last:]))
 
 
 _CAPTURE = {"torch": _torch_trace, "jax": _jax_trace, "tf": _tf_trace}
@@ -259,7 +285,22 @@ def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
         with _environ(_profile_env(framework, info.compiles, spec.device, cell_dir)):
             result = run_cell_process(pspec, timeout_s, cache if info.compiles else None)
         generated = _keep_inductor_code(cache, cell_dir) if framework == "torch" else []
-    generated += _keep_hlo(cell_dir)
+        generated += _keep_hlo(cell_dir)
+        _record_trace_pass(entry, result, cell_dir, run_dir, generated)
+        # The Nsight passes reuse the trace pass's compile cache: otherwise each compiles
+        # again from cold, under a tool that intercepts every launch of the compiler's own
+        # benchmarking as well.
+        nsight_cache = cache if info.compiles else None
+        entry["ncu"] = run_ncu(pspec, cell_dir, run_dir, timeout_s,
+                               kernels_per_step=_candidate_kernels(entry, spec.backend),
+                               cache_dir=nsight_cache)
+        entry["nsys"] = run_nsys(pspec, cell_dir, run_dir, timeout_s, cache_dir=nsight_cache)
+    (cell_dir / "profile.json").write_text(json.dumps(entry, indent=1, default=str) + "\n")
+    return entry
+
+
+def _record_trace_pass(entry: dict, result, cell_dir: Path, run_dir: Path,
+                       generated: list[Path]) -> None:
     entry.update(status=result.get("status"), reason=result.get("reason"),
                  versions=result.get("versions"), diagnostics=result.get("diagnostics"))
     captured = result.get("profile") or {}
@@ -270,10 +311,15 @@ def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
         entry["generated_code"] = [str(p.relative_to(run_dir)) for p in generated]
         entry["generated_kernels"] = sum(len(_KERNEL_DEF.findall(p.read_text(errors="replace")))
                                          for p in generated if p.suffix == ".py") or None
-    entry["ncu"] = run_ncu(pspec, cell_dir, run_dir, timeout_s)
-    entry["nsys"] = run_nsys(pspec, cell_dir, run_dir, timeout_s)
-    (cell_dir / "profile.json").write_text(json.dumps(entry, indent=1, default=str) + "\n")
-    return entry
+
+
+def _candidate_kernels(entry: dict, backend: str) -> int | None:
+    """Device kernels per step of the traced candidate side, for ncu's launch window."""
+    side = entry["sides"].get(backend) or {}
+    count = side.get("kernels_per_step")
+    if not count or side.get("kernel_unit") != hotkernels.KERNEL_UNITS["device"]:
+        return None
+    return math.ceil(count)  # a step that launches a varying number: cover the larger steps
 
 
 def _side_entry(trace: Path, run_dir: Path) -> dict:
@@ -287,26 +333,47 @@ def _side_entry(trace: Path, run_dir: Path) -> dict:
     side.update(hot_csv=str(paths["csv"].relative_to(run_dir)),
                 hot_json=str(paths["json"].relative_to(run_dir)),
                 kernels_per_step=table["kernels_per_step"], kernel_unit=table["kernel_unit"],
-                traced_step_us=table["step_us"])
+                traced_step_us=table["step_us"], traced_device_us=table["device_us"])
     return side
 
 
 # ---------------------------------------------------------------- Nsight Compute / Systems
 
-def _nsight_command(tool: str, exe: str, report_base: Path) -> list[str]:
+def ncu_window(kernels_per_step: int | None) -> tuple[int, int]:
+    """(launches to skip, launches to profile) among the kernels inside `sample` ranges: the
+    second measured step's kernels (the first may still meet cold caches or allocator
+    growth), or the first `NCU_KERNELS_UNKNOWN` when the count per step is unknown."""
+    if not kernels_per_step or kernels_per_step < 1:
+        return 0, NCU_KERNELS_UNKNOWN
+    return kernels_per_step, kernels_per_step
+
+
+def _nsight_command(tool: str, exe: str, report_base: Path,
+                    kernels_per_step: int | None = None) -> list[str]:
     if tool == "ncu":
         # --nvtx-include "lab@sample/": kernels launched inside the push/pop range `sample` of
-        # domain `lab`, i.e. the measured steps only. --clock-control none keeps the boost
-        # clocks the timed pass ran at (ncu locks to base clocks by default).
-        return [exe, "--nvtx", "--nvtx-include", "lab@sample/", "--clock-control", "none",
-                "--target-processes", "all", "--launch-count", str(NCU_MAX_KERNELS),
-                "--force-overwrite", "-o", str(report_base)]
+        # domain `lab`, i.e. the measured steps only; --launch-skip/--launch-count count only
+        # the kernels that pass that filter. --clock-control none keeps the boost clocks the
+        # timed pass ran at (ncu locks to base clocks by default).
+        skip, count = ncu_window(kernels_per_step)
+        sections = [arg for name in NCU_SECTIONS for arg in ("--section", name)]
+        return [exe, "--nvtx", "--nvtx-include", "lab@sample/", "--launch-skip", str(skip),
+                "--launch-count", str(count), *sections, "--clock-control", "none",
+                "--target-processes", "all", "--force-overwrite", "-o", str(report_base)]
     return [exe, "profile", "--trace", "cuda,nvtx,osrt", "--force-overwrite", "true",
             "-o", str(report_base)]
 
 
-def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float) -> dict:
-    """Wrap the cell's NVTX-only pass in `tool`; a missing tool or device is a status."""
+def ncu_export_command(exe: str, report: Path) -> list[str]:
+    """The report's raw page as CSV: one row per profiled kernel (one step's), one column per
+    metric of the chosen sections."""
+    return [exe, "--import", str(report), "--csv", "--page", "raw"]
+
+
+def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float,
+                kernels_per_step: int | None = None, cache_dir: str | None = None) -> dict:
+    """Wrap the cell's NVTX-only pass in `tool`; a missing tool or device is a status.
+    `cache_dir`: a compile cache to reuse (the trace pass's), else a fresh one."""
     from lab.cell import CellSpec
     from lab.runner import _cell_env
 
@@ -323,11 +390,12 @@ def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float
     with tempfile.TemporaryDirectory(prefix=f"lab-{tool}-") as tmp:
         spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_path.write_text(nspec.to_json())
-        command = _nsight_command(tool, exe, base) + [
+        command = _nsight_command(tool, exe, base, kernels_per_step) + [
             sys.executable, "-m", "lab.cell", str(spec_path), str(result_path)]
         try:
-            proc = subprocess.run(command, env=_cell_env(nspec, tmp), capture_output=True,
-                                  text=True, timeout=min(timeout_s, TOOL_TIMEOUT_S))
+            proc = subprocess.run(command, env=_cell_env(nspec, cache_dir or tmp),
+                                  capture_output=True, text=True,
+                                  timeout=min(timeout_s, TOOL_TIMEOUT_S))
         except subprocess.TimeoutExpired:
             return {"status": f"failed: {tool} ran past {timeout_s:.0f} s"}
         (folder / "log.txt").write_text(proc.stdout[-20000:] + proc.stderr[-20000:])
@@ -339,30 +407,42 @@ def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float
                           f"{lines[-1] if lines else 'no output'}"[:300],
                 "log": str((folder / "log.txt").relative_to(run_dir))}
     entry = {"status": "ok", "report": str(report.relative_to(run_dir))}
-    if tool == "ncu":  # the raw page as CSV: one row per kernel, every collected metric
-        csv_path = folder / "report.csv"
-        export = subprocess.run([exe, "--import", str(report), "--csv", "--page", "raw"],
-                                capture_output=True, text=True, timeout=600)
-        if export.returncode == 0:
-            csv_path.write_text(export.stdout)
-            entry["csv"] = str(csv_path.relative_to(run_dir))
-        else:
-            entry["csv_error"] = (export.stderr.strip().splitlines() or ["?"])[-1][:300]
+    if tool == "ncu":
+        entry.update(_export_ncu_csv(exe, report, folder / "report.csv", run_dir))
     return entry
 
 
-def run_ncu(spec, cell_dir: Path, run_dir: Path, timeout_s: float) -> dict:
-    return _run_nsight("ncu", spec, cell_dir, run_dir, timeout_s)
+def _export_ncu_csv(exe: str, report: Path, csv_path: Path, run_dir: Path) -> dict:
+    try:
+        export = subprocess.run(ncu_export_command(exe, report), capture_output=True, text=True,
+                                timeout=NCU_EXPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"csv_error": f"export ran past {NCU_EXPORT_TIMEOUT_S:.0f} s"}
+    if export.returncode != 0:
+        return {"csv_error": (export.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    csv_path.write_text(export.stdout)
+    return {"csv": str(csv_path.relative_to(run_dir))}
 
 
-def run_nsys(spec, cell_dir: Path, run_dir: Path, timeout_s: float) -> dict:
-    return _run_nsight("nsys", spec, cell_dir, run_dir, timeout_s)
+def run_ncu(spec, cell_dir: Path, run_dir: Path, timeout_s: float,
+            kernels_per_step: int | None = None, cache_dir: str | None = None) -> dict:
+    return _run_nsight("ncu", spec, cell_dir, run_dir, timeout_s, kernels_per_step, cache_dir)
+
+
+def run_nsys(spec, cell_dir: Path, run_dir: Path, timeout_s: float,
+             cache_dir: str | None = None) -> dict:
+    return _run_nsight("nsys", spec, cell_dir, run_dir, timeout_s, cache_dir=cache_dir)
 
 
 # ---------------------------------------------------------------- printing
 
+SECTION_TITLES = {"device": "device kernels, % of the step's device time",
+                  "host": "host events, % of the step's host wall time"}
+
+
 def print_tables(entry: dict, title: str, console, top: int = 10) -> None:
-    """The hot-kernel table of each side, then kernels per step side by side."""
+    """The hot table of each side (device kernels, then host events, each with its own
+    denominator), then kernels per step side by side."""
     from rich.table import Table
 
     if entry.get("status") != "ok":
@@ -374,17 +454,22 @@ def print_tables(entry: dict, title: str, console, top: int = 10) -> None:
             console.print(f"{title} {backend}: no table ({side.get('hot_error')})")
             continue
         table_doc = json.loads((Path(entry["_run_dir"]) / side["hot_json"]).read_text())
-        table = Table(title=f"{title}: {backend}, hottest by self time "
-                            f"(median traced step {table_doc['step_us']:.0f} us, "
-                            f"{table_doc['steps']} steps)")
-        for column in ("op / kernel", "counted", "calls/step", "self us/step", "% of step",
-                       "mean us/call"):
-            table.add_column(column, overflow="fold")
-        for row in table_doc["rows"][:top]:
-            table.add_row(row["name"][:90], "yes" if row["kind"] == "kernel" else "",
-                          f"{row['count_per_step']:g}", f"{row['self_us_per_step']:.1f}",
-                          f"{100 * row['share_of_step']:.1f}", f"{row['mean_us']:.1f}")
-        console.print(table)
+        for section in ("device", "host"):
+            rows = hotkernels.rows_of(table_doc, section)[:top]
+            if not rows:
+                continue
+            step = (table_doc["device_us"] if section == "device" else table_doc["step_us"])
+            table = Table(title=f"{title}: {backend}, {SECTION_TITLES[section]} "
+                                f"(median traced step {step:.0f} us, {table_doc['steps']} "
+                                f"steps), hottest by self time")
+            for column in ("kernel / event", "kind", "calls/step", "self us/step", "% of step",
+                           "mean us/call"):
+                table.add_column(column, overflow="fold")
+            for row in rows:
+                table.add_row(row["name"][:90], row["kind"], f"{row['count_per_step']:g}",
+                              f"{row['self_us_per_step']:.1f}", f"{100 * row['share']:.1f}",
+                              f"{row['mean_us']:.1f}")
+            console.print(table)
         console.print(f"  trace: {side['trace']}  table: {side['hot_csv']}")
     counts = {b: s for b, s in sides.items() if "kernels_per_step" in s}
     if counts:

@@ -1,7 +1,7 @@
-"""`lab profile` and `lab run --profile`: traces beside results, hot-kernel tables, Nsight stubs.
+"""`lab profile` and `lab run --profile`: traces beside results, HTA on them, the Nsight commands.
 
-The end-to-end fixtures run real cells in real subprocesses with tiny shapes; the hot-table
-arithmetic is checked on hand-made traces whose answers are known.
+The end-to-end fixtures run real cells in real subprocesses with tiny shapes; the hot table
+itself is tested in test_hotkernels.py.
 """
 
 import gzip
@@ -36,85 +36,84 @@ def _compare(path: Path):
                            "compare", str(path)], capture_output=True, text=True, timeout=120)
 
 
-# ---------------------------------------------------------------- hot table on made-up traces
+# ---------------------------------------------------------------- torch traces for HTA
 
-def _x(name, ts, dur, tid=1, cat="cpu_op", **args):
-    event = {"ph": "X", "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": tid, "cat": cat}
-    if args:
-        event["args"] = args
-    return event
+H200_TRACE = (Path(ROOT) / "profiles" / "nvidia-h200-x1" / "20261128-052754-cuda-profile" /
+              "traces" / "transformer-torch-compile-infer-cuda-float32-batch=8-d_model=1024-"
+                         "heads=16-seq=1024" / "torch-compile" / "trace.json")
 
 
-def _two_steps():
-    """Two 100 us steps; in each, linear (60 us) wraps addmm (50 us), then relu (20 us).
-    Step 2's addmm is slower (70 us): medians, not means, decide the table."""
-    events = [_x("warm-up op outside any step", 0, 500)]
-    for t0, mm in ((1000, 50), (2000, 70)):
-        events += [_x("lab::sample", t0, 100 + (mm - 50), cat="user_annotation"),
-                   _x("aten::linear", t0 + 5, mm + 10), _x("aten::addmm", t0 + 10, mm),
-                   _x("aten::relu", t0 + mm + 20, 20)]
-    return events
+@pytest.fixture(scope="module")
+def cpu_torch_trace(tmp_path_factory):
+    """A trace captured in this process the way a cell captures it: a run folder's
+    `traces/<cell>/<backend>/trace.json`, seven measured steps of a small torch step."""
+    import torch
+
+    from lab import measure
+    from lab.nvtx import Ranges
+
+    layer, x = torch.nn.Linear(32, 32), torch.randn(4, 32)
+    side = measure.Side("candidate", lambda: torch.relu(layer(x)))
+    cell_dir = tmp_path_factory.mktemp("run") / profile.TRACES / "cell"
+    captured = profile.capture("torch", "cpu", [("torch-eager", side)],
+                               Ranges("test", annotate="torch"), str(cell_dir))
+    return cell_dir / captured["traces"]["torch-eager"]
 
 
-def test_self_time_counts_nested_ops_once_and_uses_medians():
-    table = hotkernels.hot_table(_two_steps())
-    rows = {r["name"]: r for r in table["rows"]}
-    assert table["steps"] == 2
-    assert table["step_us"] == pytest.approx(110.0)  # median of 100 and 120
-    assert rows["aten::addmm"]["self_us_per_step"] == pytest.approx(60.0)  # median(50, 70)
-    assert rows["aten::linear"]["self_us_per_step"] == pytest.approx(10.0)  # 60-50, 80-70
-    assert rows["aten::addmm"]["mean_us"] == pytest.approx(60.0)
-    assert rows["aten::relu"]["share_of_step"] == pytest.approx(20 / 110)
-    assert rows["aten::linear"]["count_per_step"] == 1
-    assert "warm-up op outside any step" not in rows and "lab::sample" not in rows
-    assert [r["name"] for r in table["rows"]][0] == "aten::addmm"
+def _needs_hta():
+    if importlib.util.find_spec("hta") is None:
+        pytest.skip("holistictraceanalysis not installed (pip install holistictraceanalysis)")
 
 
-def test_cpu_kernel_count_is_outermost_ops():
-    table = hotkernels.hot_table(_two_steps())
-    assert table["kernels_per_step"] == 2  # linear and relu; addmm runs inside linear
-    kinds = {r["name"]: r["kind"] for r in table["rows"]}
-    assert kinds == {"aten::linear": "kernel", "aten::relu": "kernel", "aten::addmm": "other"}
+def test_torch_trace_marks_each_measured_step_as_a_profiler_step(cpu_torch_trace):
+    doc = json.loads(cpu_torch_trace.read_text())
+    assert doc["traceName"] == "traces/cell/torch-eager/trace.json"  # no machine folders
+    xs = [e for e in doc["traceEvents"] if e.get("ph") == "X"]
+    steps = sorted((e for e in xs if e["name"].startswith("ProfilerStep#")),
+                   key=lambda e: e["ts"])
+    samples = sorted((e for e in xs if e["name"] == "lab::sample"), key=lambda e: e["ts"])
+    assert len(steps) == len(samples) == profile.PROFILED_STEPS  # the warm-up step is left out
+    for step, sample in zip(steps, samples, strict=True):  # one measured step per ProfilerStep
+        assert step["ts"] <= sample["ts"] and \
+            sample["ts"] + sample["dur"] <= step["ts"] + step["dur"] + 1e-3
+    assert hotkernels.table_from_trace(cpu_torch_trace)["steps"] == profile.PROFILED_STEPS
 
 
-def test_device_kernels_win_over_host_ops():
-    events = _two_steps() + [_x("volta_sgemm", 1020, 30, tid=7, cat="kernel"),
-                             _x("volta_sgemm", 2020, 30, tid=7, cat="kernel")]
-    table = hotkernels.hot_table(events)
-    assert table["kernels_per_step"] == 1 and "device" in table["kernel_unit"]
+def test_holistic_trace_analysis_finds_the_steps_of_a_cpu_trace(cpu_torch_trace, caplog):
+    _needs_hta()
+    from hta.trace_analysis import TraceAnalysis
+
+    analysis = TraceAnalysis(trace_dir=str(cpu_torch_trace.parent),
+                             include_last_profiler_step=True)
+    assert "ProfilerStep not found" not in caplog.text
+    assert analysis.get_profiler_steps() == list(range(1, profile.PROFILED_STEPS + 1))
+    frame = analysis.t.get_trace(0)
+    symbols = analysis.t.symbol_table.get_sym_table()
+    sample_steps = [it for name, it in zip(frame["name"], frame["iteration"], strict=True)
+                    if symbols[name] == "lab::sample"]
+    assert sorted(sample_steps) == list(range(1, profile.PROFILED_STEPS + 1))
 
 
-def test_xla_ops_are_counted_and_end_markers_dropped():
-    events = [_x("lab::sample", 0, 100, cat=None),
-              _x("fusion.1", 10, 30, tid=2, cat=None, hlo_op="fusion.1"),
-              _x("end: fusion.1", 40, 0.1, tid=2, cat=None),
-              _x("dot.2", 50, 30, tid=2, cat=None, hlo_op="dot.2")]
-    table = hotkernels.hot_table(events)
-    assert table["kernels_per_step"] == 2 and "XLA" in table["kernel_unit"]
-    assert {r["name"] for r in table["rows"]} == {"fusion.1", "dot.2"}
+def test_holistic_trace_analysis_breakdowns_on_the_h200_trace(tmp_path, caplog):
+    """HTA's temporal and idle-time breakdowns are of GPU kernels (on a CPU-only trace HTA
+    itself fails: it has no kernels to merge), so they are checked on the stored CUDA trace."""
+    _needs_hta()
+    import shutil
 
+    from hta.trace_analysis import TraceAnalysis
 
-def test_trace_without_lab_ranges_is_an_error(tmp_path):
-    path = tmp_path / "trace.json.gz"
-    with gzip.open(path, "wt") as f:
-        json.dump({"traceEvents": [_x("aten::mm", 0, 5)]}, f)
-    with pytest.raises(hotkernels.TraceError, match="no lab::sample ranges"):
-        hotkernels.table_from_trace(path)
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(hotkernels.TraceError, match="not a readable Chrome trace"):
-        hotkernels.load_events(tmp_path / "bad.json")
-
-
-def test_hot_table_files_round_trip(tmp_path):
-    table = hotkernels.hot_table(_two_steps())
-    paths = hotkernels.write(table, tmp_path)
-    assert json.loads(paths["json"].read_text()) == table
-    lines = paths["csv"].read_text().splitlines()
-    assert lines[0].startswith("name,kind,count_per_step") and len(lines) == 1 + len(table["rows"])
+    shutil.copy(H200_TRACE, tmp_path / "trace.json")  # HTA reads every trace in the folder
+    analysis = TraceAnalysis(trace_dir=str(tmp_path))
+    assert "ProfilerStep not found" in caplog.text  # captured before the lab marked steps
+    temporal = analysis.get_temporal_breakdown(visualize=False).iloc[0]
+    assert temporal["kernel_time(us)"] > 0
+    assert temporal["compute_time_pctg"] > 80  # float32 GEMMs and attention, back to back
+    idle, _ = analysis.get_idle_time_breakdown(visualize=False)
+    assert set(idle["idle_category"]) >= {"host_wait", "kernel_wait"}
 
 
 def test_nsight_wrappers_report_why_they_did_not_run(tmp_path, monkeypatch):
-    from lab.cell import CellSpec
+    from lab.cellspec import CellSpec
 
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
                     shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=1)
@@ -125,10 +124,53 @@ def test_nsight_wrappers_report_why_they_did_not_run(tmp_path, monkeypatch):
     assert profile.run_nsys(spec, tmp_path, tmp_path, 10)["status"] == "skipped: nsys not installed"
 
 
-def test_ncu_command_filters_on_the_measured_range():
-    command = profile._nsight_command("ncu", "ncu", Path("r"))
+def test_ncu_command_profiles_one_measured_step_with_chosen_sections():
+    command = profile._nsight_command("ncu", "ncu", Path("r"), kernels_per_step=12)
     assert command[command.index("--nvtx-include") + 1] == "lab@sample/"
     assert command[command.index("--clock-control") + 1] == "none" and "--nvtx" in command
+    # the second measured step's 12 kernels, counted among those inside `sample` ranges
+    assert command[command.index("--launch-skip") + 1] == "12"
+    assert command[command.index("--launch-count") + 1] == "12"
+    sections = [command[i + 1] for i, arg in enumerate(command) if arg == "--section"]
+    assert sections == list(profile.NCU_SECTIONS) and "--set" not in command
+
+
+def test_ncu_window_without_a_kernel_count_is_bounded():
+    assert profile.ncu_window(None) == (0, profile.NCU_KERNELS_UNKNOWN)
+    assert profile.ncu_window(0) == (0, profile.NCU_KERNELS_UNKNOWN)
+    assert profile.ncu_window(14) == (14, 14)
+
+
+def test_ncu_launch_window_comes_from_the_candidates_device_kernels():
+    device_unit = hotkernels.KERNEL_UNITS["device"]
+    entry = {"sides": {"torch-eager": {"kernels_per_step": 14, "kernel_unit": device_unit},
+                       "torch-compile": {"kernels_per_step": 11.5, "kernel_unit": device_unit}}}
+    assert profile._candidate_kernels(entry, "torch-compile") == 12  # cover the longer steps
+    cpu = {"sides": {"torch-compile": {"kernels_per_step": 11,
+                                       "kernel_unit": hotkernels.KERNEL_UNITS["torch-cpu"]}}}
+    assert profile._candidate_kernels(cpu, "torch-compile") is None  # not device kernels
+    assert profile._candidate_kernels({"sides": {}}, "torch-compile") is None
+
+
+def test_ncu_export_is_the_raw_page_as_csv_under_a_timeout(tmp_path, monkeypatch):
+    assert profile.ncu_export_command("ncu", Path("r.ncu-rep")) == [
+        "ncu", "--import", "r.ncu-rep", "--csv", "--page", "raw"]
+    seen = {}
+
+    def slow(command, **kwargs):
+        seen.update(kwargs)
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(profile.subprocess, "run", slow)
+    out = profile._export_ncu_csv("ncu", tmp_path / "r.ncu-rep", tmp_path / "r.csv", tmp_path)
+    assert seen["timeout"] == profile.NCU_EXPORT_TIMEOUT_S
+    assert out == {"csv_error": f"export ran past {profile.NCU_EXPORT_TIMEOUT_S:.0f} s"}
+
+
+def test_run_relative_trace_names():
+    assert profile.run_relative(Path("/a/traces/b/profiles/m/r/traces/cell/torch-eager/t.json")) \
+        == "traces/cell/torch-eager/t.json"
+    assert profile.run_relative(Path("/elsewhere/t.json")) == "t.json"
 
 
 # ---------------------------------------------------------------- bad input
@@ -177,13 +219,13 @@ def test_profile_links_traces_and_tables_from_extra_info(transformer_profile):
 
 @pytest.mark.slow
 def test_holistic_trace_analysis_loads_traces_with_the_measured_ranges(transformer_profile):
-    if importlib.util.find_spec("hta") is None:
-        pytest.skip("holistictraceanalysis not installed")
+    _needs_hta()
     from hta import trace_analysis as hta
 
     run_dir, _, cells, _ = transformer_profile
     for side in cells["torch-compile"]["profile"]["sides"].values():
-        analysis = hta.TraceAnalysis(trace_dir=str((run_dir / side["trace"]).parent))
+        analysis = hta.TraceAnalysis(trace_dir=str((run_dir / side["trace"]).parent),
+                                     include_last_profiler_step=True)
         frame = analysis.t.get_trace(0)
         symbols = analysis.t.symbol_table.get_sym_table()
         names = [symbols[i] for i in frame["name"]]
@@ -202,7 +244,7 @@ def test_fusion_shows_in_kernel_counts_and_generated_code(transformer_profile):
     code = [run_dir / p for p in cells["torch-compile"]["profile"]["generated_code"]]
     assert code and all("def call(" in p.read_text() for p in code)
     assert cells["torch-compile"]["profile"]["generated_kernels"] >= 1
-    assert "kernels per step" in stdout and "hottest by self time" in stdout
+    assert "kernels per step" in stdout and "host events, % of the step's host wall time" in stdout
 
 
 @pytest.mark.slow
