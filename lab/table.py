@@ -1,0 +1,102 @@
+"""The comparison table, drawn from a stored results document (never from live objects), so
+`lab run` and `lab show` print exactly the same thing."""
+
+from __future__ import annotations
+
+import math
+
+
+def rows(doc: dict) -> list[dict]:
+    """One dict per cell: the lab's extra_info, measured cells first in run order."""
+    out = [dict(b["extra_info"], name=b["name"]) for b in doc.get("benchmarks", [])
+           if isinstance(b.get("extra_info"), dict)]
+    out += [dict(u["extra_info"], name=u["name"])
+            for u in doc.get("lab", {}).get("unmeasured", [])]
+    order = {name: i for i, name in enumerate(doc.get("lab", {}).get("order", []))}
+    return sorted(out, key=lambda r: order.get(r["name"], len(order)))
+
+
+def _ms(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _speedup(row: dict) -> str:
+    if row.get("status") != "ok" or row.get("speedup") is None:
+        return "-"
+    lo, hi = row["speedup_ci95"]
+    return f"{row['speedup']:.2f}x [{lo:.2f}, {hi:.2f}]"
+
+
+def _compile(row: dict) -> str:
+    cold, warm = row.get("compile_s_cold"), row.get("compile_s_warm")
+    if cold is None:
+        return "-"
+    return f"{cold:.1f} / {warm:.1f}" if warm is not None else f"{cold:.1f} / -"
+
+
+def _break_even(row: dict) -> str:
+    if row.get("status") != "ok" or row.get("compile_s_cold") is None:
+        return "-"
+    steps = row.get("break_even_steps_cold")
+    return "never" if steps is None else f"{steps:,.0f}"
+
+
+def _throughput(row: dict) -> str:
+    value = row.get("throughput")
+    if not value:
+        return "-"
+    unit = row.get("throughput_unit") or "/s"
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
+
+
+def _status(row: dict) -> str:
+    status = row.get("status", "?")
+    if status == "ok":
+        return "ok (noisy)" if row.get("noisy") else "ok"
+    reason = row.get("reason")
+    return f"{status}: {reason}" if reason else status
+
+
+COLUMNS = ("workload", "mode", "backend", "eager ms", "ms/step", "speedup [95% CI]",
+           "compile s cold/warm", "break-even steps", "throughput", "status")
+
+
+def table_cells(row: dict) -> list[str]:
+    compiled = row.get("baseline_backend") is not None
+    eager_ms = row.get("baseline_median_s") if compiled else row.get("median_s")
+    return [row["workload"], row["mode"], row["backend"], _ms(eager_ms),
+            _ms(row.get("median_s")) if compiled else "-", _speedup(row), _compile(row),
+            _break_even(row), _throughput(row), _status(row)]
+
+
+def make_console():
+    """A console wide enough for the table even when output is piped (rich assumes 80)."""
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 160))
+
+
+def render(doc: dict, console=None) -> None:
+    from rich.table import Table
+
+    console = console or make_console()
+    lab = doc.get("lab", {})
+    machine = doc.get("machine_info", {}).get("lab_machine_id", "?")
+    state = "complete" if lab.get("complete") else "INCOMPLETE (interrupted or still running)"
+    table = Table(title=f"run {lab.get('run_id', '?')} on {machine} - {state}")
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in rows(doc):
+        table.add_row(*table_cells(row))
+    console.print(table)
+    hardware = doc.get("machine_info", {}).get("lab_hardware", {})
+    load = lab.get("load_avg_1m_at_start")
+    if load is not None and hardware.get("cpu_count") and load > 0.5 * hardware["cpu_count"]:
+        console.print(f"[bold]warning:[/] the machine was busy when the run started (load "
+                      f"{load:.1f} on {hardware['cpu_count']} cores): CPU timings are suspect")
+    console.print("eager ms: median of the framework's eager step (for a compiled backend, "
+                  "measured interleaved in the same process); speedup = eager / compiled "
+                  "medians with a bootstrap 95% interval; break-even uses the cold compile.")
