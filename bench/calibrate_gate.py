@@ -13,7 +13,7 @@ little smaller, and `analyze` prints what was measured).
 
 `analyze` draws many gate comparisons from the pool: for each, N baseline processes and N
 candidate processes chosen at random without overlap, compared with the gate's own statistic
-(`lab.verdict.gate_statistic`) and decision rule (`lab.verdict.gate_decision`). The false-alarm
+(`lab.gate.gate_statistic`) and decision rule (`lab.gate.gate_decision`). The false-alarm
 rate is the share of A/A draws that say `regressed`; the detection rate the share of A/B draws
 that do.
 
@@ -63,7 +63,7 @@ def _variants() -> dict[str, tuple[str, dict]]:
 
 def _spec(workload_name: str, repeats: int, threads: int):
     from lab import workloads
-    from lab.cell import CellSpec
+    from lab.cellspec import CellSpec
 
     workload = workloads.get(workload_name)
     return CellSpec(workload=workload.name, backend="torch-eager", option=None, mode="infer",
@@ -75,7 +75,7 @@ def collect(args) -> int:
     import numpy as np
 
     from lab import runner
-    from lab.cli import DEFAULT_REPEATS, default_threads
+    from lab.session import DEFAULT_REPEATS, default_threads
 
     threads = args.threads or default_threads()
     repeats = args.repeats or DEFAULT_REPEATS
@@ -87,14 +87,15 @@ def collect(args) -> int:
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:
-                result = runner.run_cell_process(_spec(workload_name, repeats, threads), 600)
+                result, _wall = runner.run_cell_process(_spec(workload_name, repeats, threads),
+                                                        600)
             finally:
                 for k, v in saved.items():
                     os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-            if result.get("status") != "ok":
-                print(f"{name}: {result.get('status')}: {result.get('reason')}", file=sys.stderr)
+            if result.status != "ok":
+                print(f"{name}: {result.status}: {result.reason}", file=sys.stderr)
                 return 1
-            pool[name].append(float(np.median(result["samples_s"])))
+            pool[name].append(float(np.median(result.samples_s)))
         print(f"round {round_index + 1}/{args.rounds}: "
               + ", ".join(f"{n} {pool[n][-1] * 1e6:.0f} us" for n in pool), flush=True)
         # rewritten every round: an interrupted collection keeps its finished rounds
@@ -116,7 +117,7 @@ def draw_rates(baseline: list[float], candidate: list[float] | float | None, pro
     """
     import numpy as np
 
-    from lab.verdict import gate_decision, gate_statistic
+    from lab.gate import gate_decision, gate_statistic
 
     rng = np.random.default_rng(seed)
     base = np.asarray(baseline)

@@ -4,59 +4,25 @@ The parent (lab.runner) writes the spec, starts this process with a timeout and 
 result. Everything that can crash, hang or leak (a framework's import, its compiler, its
 allocator) happens here, so a bad cell never ends the run.
 
-Order of work: build the workload -> first call of each side (timed alone: for a compiler this
-is the compile) -> accuracy on the same inputs -> warm-up -> interleaved samples.
+Order of work (KernelBench's: compile, then correctness, then performance only if correct):
+build the workload -> first call of each side (timed alone: for a compiler this is the compile)
+-> accuracy on the same inputs -> warm-up -> interleaved samples. Each phase's wall time is
+recorded, so a cell's cost beyond what it measures can be seen and cut.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import json
 import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 
 from lab import accuracy, measure
-from lab.nvtx import Ranges
-
-
-@dataclass
-class CellSpec:
-    workload: str
-    backend: str  # backend name without option, e.g. "torch-compile"
-    option: str | None
-    mode: str
-    shape: dict
-    dtype: str
-    device: str
-    threads: int
-    repeats: int
-    seed: int = 0
-    min_sample_s: float = measure.DEFAULT_MIN_SAMPLE_S
-    warmup_steps: int = 3
-    warmup_seconds: float = 1.0  # outlasts start-up transients seen after a compile
-    cold_l2: bool = False
-    cuda_graphs: bool = False
-    first_call_only: bool = False  # only time the first call (the warm-cache compile pass)
-    profile_dir: str | None = None  # set by lab.profile for a separate tracing pass
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, text: str) -> CellSpec:
-        return cls(**json.loads(text))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-class CellFailure(Exception):
-    """Ends the cell with a status other than ok."""
-
-    def __init__(self, status: str, reason: str):
-        super().__init__(reason)
-        self.status, self.reason = status, reason
+from lab.cellspec import CellPass, CellResult, CellSpec
+from lab.nvtx import PHASES, Ranges
+from lab.status import CellFailure, Status
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -64,12 +30,12 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "out of memory" in text or "resource_exhausted" in text
 
 
-def _failure(exc: BaseException, status: str) -> CellFailure:
+def _failure(exc: BaseException, status: Status) -> CellFailure:
     if isinstance(exc, CellFailure):
         return exc
     message = f"{type(exc).__name__}: {exc}".strip().splitlines()
     first = message[0][:500] if message else type(exc).__name__
-    return CellFailure("oom" if _is_oom(exc) else status, first)
+    return CellFailure(Status.OOM if _is_oom(exc) else status, first)
 
 
 def _timed_first_call(side: measure.Side) -> float:
@@ -78,47 +44,69 @@ def _timed_first_call(side: measure.Side) -> float:
     return time.perf_counter() - t0
 
 
-def _timer(spec: CellSpec, info, sides: list[measure.Side]):
+def _timer(spec: CellSpec, framework: str, sides: list[measure.Side]):
     """CUDA events for torch on CUDA (they see torch's stream); otherwise the host clock
     around steps whose sync completes them (JAX's and TensorFlow's GPU work is invisible to
     torch's events, and their syncs block until it is done)."""
-    if spec.device == "cuda" and info.framework == "torch":
+    if spec.device == "cuda" and framework == "torch":
         import torch
 
         if spec.cuda_graphs:
             if spec.mode != "infer":
-                raise CellFailure("skipped", "cuda graphs: only infer cells")
+                raise CellFailure(Status.SKIPPED, "cuda graphs: only infer cells")
             for side in sides:
                 side.step = measure.cuda_graph_step(torch, side.step)
         return measure.CudaEventTimer(torch, cold_l2=spec.cold_l2)
     if spec.cold_l2 or spec.cuda_graphs:
-        why = "no CUDA device" if spec.device != "cuda" else f"not for {info.framework} cells"
-        raise CellFailure("skipped", f"{why} (--cold-l2 and --cuda-graphs time torch on CUDA)")
+        why = "no CUDA device" if spec.device != "cuda" else f"not for {framework} cells"
+        raise CellFailure(Status.SKIPPED,
+                          f"{why} (--cold-l2 and --cuda-graphs time torch on CUDA)")
     return measure.HostTimer()
 
 
-def run(spec: CellSpec) -> dict:
-    """Run the cell; returns the result dict (never raises for the cell's own failures)."""
-    from lab import backends
-    from lab import workloads
+class _Phases:
+    """Each phase as an NVTX range (and a trace annotation in the tracing pass), with its wall
+    time added to the result's `phases_s`."""
 
-    result: dict = {"status": "ok", "reason": None}
+    def __init__(self, ranges: Ranges, result: CellResult):
+        self.ranges, self.result = ranges, result
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        # the NVTX phases are a fixed set that profilers filter on; "sampling" holds the
+        # per-sample `sample` ranges and must not nest another range around them
+        ranged = self.ranges.phase(name) if name in PHASES else contextlib.nullcontext()
+        try:
+            with ranged:
+                yield
+        finally:
+            spent = time.perf_counter() - t0
+            self.result.phases_s[name] = round(self.result.phases_s.get(name, 0.0) + spent, 6)
+
+
+def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
+    """Run the cell; returns its result. The cell's own failures raise CellFailure."""
+    from lab import backends, workloads
+
+    result = result or CellResult()
     info = backends.BACKENDS[spec.backend]
-    missing = backends.missing_packages(info)
-    if missing:
-        return {"status": "skipped", "reason": f"{' and '.join(missing)} not installed"}
-    module = importlib.import_module(info.module)
-    available, why = module.device_available(spec.device)
-    if not available:
-        return {"status": "skipped", "reason": why}
+    t0 = time.perf_counter()
+    support = backends.support(info, spec.device)
+    if not support.ok:
+        return CellResult.failed(Status.SKIPPED, support.reason, phases_s=result.phases_s)
+    module = backends.load(info)
     module.set_threads(spec.threads)
-    result["versions"] = module.versions()
+    result.versions = module.versions()
+    result.phases_s["import"] = round(time.perf_counter() - t0, 6)
+    framework = info.framework.value
     # trace annotations (lab::<phase>) only in the tracing pass: they cost more than NVTX
     ranges = Ranges(f"{spec.workload}/{spec.backend}/{spec.mode}",
-                    annotate=info.framework.value if spec.profile_dir else None)
+                    annotate=framework if spec.cell_pass == CellPass.TRACE else None)
+    phase = _Phases(ranges, result)
 
     try:
-        with ranges.phase("setup"):
+        with phase("setup"):
             workload = workloads.get(spec.workload)
             task = module.build_task(workload, spec.shape, spec.mode, spec.device, spec.dtype,
                                      spec.seed, spec.backend)
@@ -126,7 +114,7 @@ def run(spec: CellSpec) -> dict:
             baseline = (module.SIDES[info.baseline](task, spec.mode, None)
                         if info.baseline else None)
     except Exception as exc:
-        raise _failure(exc, "run_error") from exc
+        raise _failure(exc, Status.RUN_ERROR) from exc
 
     sides = [measure.Side("baseline", baseline.step, baseline.sync)] if baseline else []
     cand_side = measure.Side("candidate", candidate.step, candidate.sync)
@@ -134,59 +122,57 @@ def run(spec: CellSpec) -> dict:
 
     # First calls: the compiled side's is its compile (cold or warm cache, set by the parent).
     try:
-        with ranges.phase("first_call"):
-            result["first_call_s"] = _timed_first_call(cand_side)
-            if hasattr(candidate, "mark_first_call_done"):
-                candidate.mark_first_call_done()
+        with phase("first_call"):
+            result.first_call_s = _timed_first_call(cand_side)
+            candidate.mark_first_call_done()
     except Exception as exc:
-        raise _failure(exc, "compile_error" if info.compiles else "run_error") from exc
-    if spec.first_call_only:
+        raise _failure(exc, Status.COMPILE_ERROR if info.compiles else Status.RUN_ERROR) \
+            from exc
+    if spec.cell_pass == CellPass.FIRST_CALL:
         return result
-    if spec.profile_dir:  # the tracing pass (lab.profile), a process apart from the timed one
+    if spec.cell_pass == CellPass.TRACE:  # lab.profile's pass, a process apart from timing
         from lab import profile
 
         named = ([(info.baseline, sides[0])] if baseline else []) + [(spec.backend, cand_side)]
         try:  # `sample` ranges stay top-level, as in the timed pass (ncu filters on them)
-            result["profile"] = profile.capture(
-                info.framework.value, spec.device, named, ranges, spec.profile_dir,
-                capture_mode=spec.extra.get("profile_capture", "trace"))
+            with phase("trace"):
+                result.profile = profile.capture(
+                    framework, spec.device, named, ranges, spec.profile_dir,
+                    capture_mode=spec.extra.get("profile_capture", "trace"))
         except Exception as exc:
-            raise _failure(exc, "run_error") from exc
-        if hasattr(candidate, "diagnostics"):
-            result["diagnostics"] = candidate.diagnostics()
+            raise _failure(exc, Status.RUN_ERROR) from exc
+        result.diagnostics = candidate.diagnostics()
         return result
     try:
         if baseline:
-            result["baseline_first_call_s"] = _timed_first_call(sides[0])
-        with ranges.phase("accuracy"):
-            if baseline:
-                result["accuracy"] = accuracy.check(candidate.outputs(), baseline.outputs(),
-                                                    spec.dtype, candidate.reference_fp64)
-                if not result["accuracy"]["passed"]:
-                    result.update(status="fail_accuracy",
-                                  reason=accuracy.describe_failure(result["accuracy"]))
-        if hasattr(candidate, "diagnostics"):
-            result["diagnostics"] = candidate.diagnostics()
-        if result["status"] != "ok":
+            with phase("first_call"):
+                result.baseline_first_call_s = _timed_first_call(sides[0])
+            with phase("accuracy"):
+                result.accuracy = accuracy.check(candidate.outputs(), baseline.outputs(),
+                                                 spec.dtype, candidate.reference_fp64)
+            if not result.accuracy["passed"]:
+                result.status = Status.FAIL_ACCURACY
+                result.reason = accuracy.describe_failure(result.accuracy)
+        result.diagnostics = candidate.diagnostics()
+        if not result.ok:
             return result
 
-        timer = _timer(spec, info, sides)
-        with ranges.phase("warmup"):
-            result["warmup"] = measure.warm_up(timer, sides, spec.warmup_steps,
-                                               spec.warmup_seconds)
-        inner = max(measure.calibrate_inner(timer, s, spec.min_sample_s) for s in sides)
-        measure.sample_interleaved(timer, sides, spec.repeats, inner, ranges=ranges)
+        timer = _timer(spec, framework, sides)
+        with phase("warmup"):
+            result.warmup = measure.warm_up(timer, sides, spec.warmup_steps,
+                                            spec.warmup_seconds)
+            inner = max(measure.calibrate_inner(timer, s, spec.min_sample_s) for s in sides)
+        with phase("sampling"):
+            measure.sample_interleaved(timer, sides, spec.repeats, inner, ranges=ranges)
     except CellFailure:
         raise
     except Exception as exc:
-        raise _failure(exc, "run_error") from exc
+        raise _failure(exc, Status.RUN_ERROR) from exc
 
-    if hasattr(candidate, "diagnostics"):
-        result["diagnostics"] = candidate.diagnostics()  # again: recompiles during sampling
-    result.update(
-        timer=timer.name, inner_steps=inner, samples_s=cand_side.samples_s,
-        baseline_samples_s=sides[0].samples_s if baseline else None,
-    )
+    result.diagnostics = candidate.diagnostics()  # again: recompiles during sampling
+    result.timer, result.inner_steps = timer.name, inner
+    result.samples_s = cand_side.samples_s
+    result.baseline_samples_s = sides[0].samples_s if baseline else None
     return result
 
 
@@ -194,14 +180,16 @@ def main(argv: list[str]) -> int:
     spec_path, result_path = argv
     with open(spec_path) as f:
         spec = CellSpec.from_json(f.read())
+    result = CellResult()
     try:
-        result = run(spec)
+        result = run(spec, result)
     except CellFailure as failure:
-        result = {"status": failure.status, "reason": failure.reason,
-                  "traceback": traceback.format_exc(limit=8)[-4000:]}
+        result = CellResult.failed(failure.status, failure.reason, versions=result.versions,
+                                   phases_s=result.phases_s,
+                                   traceback=traceback.format_exc(limit=8)[-4000:])
     tmp = f"{result_path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(result, f)
+        json.dump(result.to_dict(), f)
     os.replace(tmp, result_path)
     return 0
 

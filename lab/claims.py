@@ -106,8 +106,7 @@ def _number(value, what: str) -> float:
 
 def _parse_one(table: dict) -> Claim:
     """Validate one claim table; ValueError(reason, key) on the first problem."""
-    from lab import backends
-    from lab import workloads
+    from lab import backends, workloads
 
     def fail(key: str, reason: str):
         raise _KeyedError(key, reason)

@@ -19,7 +19,6 @@ a `profile_dir`); the rest runs in the `lab` process.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
@@ -220,21 +219,6 @@ def _profile_env(framework: str, compiles: bool, device: str, cell_dir: Path) ->
     return env
 
 
-@contextlib.contextmanager
-def _environ(extra: dict):
-    """The runner builds a cell's environment from this process's: set `extra` around it."""
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 _KERNEL_DEF = re.compile(r"^(cpp_fused_\w+|triton_\w+) = async_compile\.", re.M)
 
 
@@ -267,8 +251,8 @@ def _keep_hlo(cell_dir: Path, keep: int = 20) -> list[Path]:
 def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
     """Trace one cell in its own process and store everything; returns its profile entry
     (paths relative to `run_dir`). Failures are recorded in the entry, never raised."""
-    from lab.cell import CellSpec
     from lab.backends import BACKENDS
+    from lab.cellspec import CellPass
     from lab.runner import run_cell_process
 
     info = BACKENDS[spec.backend]
@@ -278,12 +262,12 @@ def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
     if cell_dir.exists():
         shutil.rmtree(cell_dir)
     cell_dir.mkdir(parents=True)
-    pspec = CellSpec(**{**spec.__dict__, "profile_dir": str(cell_dir.resolve()),
-                        "first_call_only": False})
+    pspec = spec.replace(profile_dir=str(cell_dir.resolve()), cell_pass=CellPass.TRACE)
     entry: dict = {"dir": str(rel), "status": None, "reason": None, "sides": {}}
     with tempfile.TemporaryDirectory(prefix="lab-profile-cache-") as cache:
-        with _environ(_profile_env(framework, info.compiles, spec.device, cell_dir)):
-            result = run_cell_process(pspec, timeout_s, cache if info.compiles else None)
+        result, _wall = run_cell_process(
+            pspec, timeout_s, cache if info.compiles else None,
+            env_extra=_profile_env(framework, info.compiles, spec.device, cell_dir))
         generated = _keep_inductor_code(cache, cell_dir) if framework == "torch" else []
         generated += _keep_hlo(cell_dir)
         _record_trace_pass(entry, result, cell_dir, run_dir, generated)
@@ -301,9 +285,9 @@ def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
 
 def _record_trace_pass(entry: dict, result, cell_dir: Path, run_dir: Path,
                        generated: list[Path]) -> None:
-    entry.update(status=result.get("status"), reason=result.get("reason"),
-                 versions=result.get("versions"), diagnostics=result.get("diagnostics"))
-    captured = result.get("profile") or {}
+    entry.update(status=str(result.status), reason=result.reason, versions=result.versions,
+                 diagnostics=result.diagnostics)
+    captured = result.profile or {}
     entry["steps"] = captured.get("steps")
     for backend, trace in (captured.get("traces") or {}).items():
         entry["sides"][backend] = _side_entry(cell_dir / trace, run_dir)
@@ -374,8 +358,8 @@ def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float
                 kernels_per_step: int | None = None, cache_dir: str | None = None) -> dict:
     """Wrap the cell's NVTX-only pass in `tool`; a missing tool or device is a status.
     `cache_dir`: a compile cache to reuse (the trace pass's), else a fresh one."""
-    from lab.cell import CellSpec
-    from lab.runner import _cell_env
+    from lab.cellspec import CellPass
+    from lab.runner import cell_env
 
     if spec.device != "cuda":
         return {"status": "skipped: needs CUDA"}
@@ -384,8 +368,8 @@ def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float
         return {"status": f"skipped: {tool} not installed"}
     folder = cell_dir / tool
     folder.mkdir(parents=True, exist_ok=True)
-    nspec = CellSpec(**{**spec.__dict__, "profile_dir": str(folder / "cell"),
-                        "extra": {**spec.extra, "profile_capture": "nvtx"}})
+    nspec = spec.replace(profile_dir=str(folder / "cell"), cell_pass=CellPass.TRACE,
+                         extra={**spec.extra, "profile_capture": "nvtx"})
     base = folder / "report"
     with tempfile.TemporaryDirectory(prefix=f"lab-{tool}-") as tmp:
         spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
@@ -393,7 +377,7 @@ def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float
         command = _nsight_command(tool, exe, base, kernels_per_step) + [
             sys.executable, "-m", "lab.cell", str(spec_path), str(result_path)]
         try:
-            proc = subprocess.run(command, env=_cell_env(nspec, cache_dir or tmp),
+            proc = subprocess.run(command, env=cell_env(nspec, cache_dir or tmp),
                                   capture_output=True, text=True,
                                   timeout=min(timeout_s, TOOL_TIMEOUT_S))
         except subprocess.TimeoutExpired:
@@ -486,7 +470,7 @@ def print_tables(entry: dict, title: str, console, top: int = 10) -> None:
     console.print(f"  ncu: {entry['ncu']['status']}; nsys: {entry['nsys']['status']}")
 
 
-def _print_entry(entry: dict, title: str, run_dir: Path, console) -> None:
+def print_entry(entry: dict, title: str, run_dir: Path, console) -> None:
     print_tables({**entry, "_run_dir": str(run_dir)}, title, console)
 
 
@@ -497,60 +481,30 @@ def links(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k not in ("versions", "diagnostics")}
 
 
-def profile_recorded_cells(recorder, console, timeout_s: float | None = None) -> None:
+def trace_outcome(spec, label: str, run_dir: Path, timeout_s: float):
+    """`lab profile`'s cell: traced instead of timed. The outcome carries only the profile (no
+    samples), so the cell sits in `lab.unmeasured` and `pytest-benchmark compare` sees no
+    timings from a traced pass."""
+    from lab.cellspec import CellResult
+    from lab.runner import CellOutcome
+
+    t0 = time.perf_counter()
+    entry = profile_cell(spec, label, run_dir, timeout_s)
+    result = CellResult.failed(entry["status"], entry["reason"], versions=entry.get("versions"),
+                               diagnostics=entry.get("diagnostics"))
+    return CellOutcome(spec, label, result, time.perf_counter() - t0,
+                       extra={"profile": links(entry)}), entry
+
+
+def profile_recorded_cells(recorder, console, timeout_s: float) -> None:
     """`lab run --profile`: trace every measured cell of the run, after its timing, and link
     the traces into the recorded cells' extra_info (saved after each cell)."""
-    from lab.cli import DEFAULT_TIMEOUT_S
-
     for outcome, _workload in recorder.outcomes:
         if outcome.status not in ("ok", "fail_accuracy"):
             continue
         console.print(f"profiling {outcome.spec.workload} {outcome.spec.mode} {outcome.label}")
-        entry = profile_cell(outcome.spec, outcome.label, recorder.run_dir,
-                             timeout_s or DEFAULT_TIMEOUT_S)
+        entry = profile_cell(outcome.spec, outcome.label, recorder.run_dir, timeout_s)
         outcome.extra["profile"] = links(entry)
         recorder.save()
-        _print_entry(entry, f"{outcome.spec.workload} {outcome.spec.mode} {outcome.label}",
-                     recorder.run_dir, console)
-
-
-def cmd_profile(args) -> int:
-    """`lab profile`: the same selection as `lab run`, traced instead of timed. The run folder
-    gets a results.json whose cells carry only their profile (no samples, so they sit in
-    `lab.unmeasured` and `pytest-benchmark compare` sees no timings from a traced pass)."""
-    from lab import report, runner, store
-    from lab.cli import _backends_for, plan
-
-    cells, device = plan(args)
-    console = report.make_console()
-    fp = store.fingerprint(threads=cells[0][0].threads if cells else None)
-    run_dir = Path(args.out) / store.machine_id(fp["hardware"]) / store.new_run_id(
-        f"{device}-profile")
-    recorder = runner.RunRecorder(run_dir, fp, sys.argv[1:])
-    recorder.run["kind"] = "profile"
-    try:
-        for spec, choice, workload in cells:
-            title = f"{spec.workload} {spec.mode} {choice.label}"
-            if spec.backend not in _backends_for(workload):
-                result = {"status": "skipped",
-                          "reason": f"workload {spec.workload} has no "
-                                    f"{choice.info.framework.value} version"}
-                recorder.add(runner.CellOutcome(spec, choice.label, result, 0.0), workload)
-                console.print(f"{title}: skipped ({result['reason']})")
-                continue
-            console.print(f"profiling {title}")
-            t0 = time.perf_counter()
-            entry = profile_cell(spec, choice.label, run_dir, args.timeout)
-            result = {"status": entry["status"], "reason": entry["reason"],
-                      "versions": entry.get("versions"),
-                      "diagnostics": entry.get("diagnostics")}
-            recorder.add(runner.CellOutcome(spec, choice.label, result, time.perf_counter() - t0,
-                                            extra={"profile": links(entry)}), workload)
-            _print_entry(entry, title, run_dir, console)
-    except KeyboardInterrupt:
-        path = recorder.save()
-        console.print(f"interrupted; stored: {path}")
-        return 130
-    path = recorder.save(complete=True)
-    console.print(f"stored: {path}")
-    return 0
+        print_entry(entry, f"{outcome.spec.workload} {outcome.spec.mode} {outcome.label}",
+                    recorder.run_dir, console)

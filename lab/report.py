@@ -8,6 +8,8 @@ cache). Cells without samples show their status and reason instead of numbers.
 
 from __future__ import annotations
 
+from lab import results
+
 
 def _fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
@@ -41,11 +43,8 @@ def _row(info: dict) -> str:
 
 
 def markdown_table(doc: dict, workload: str | None = None) -> str:
-    entries = [*doc["benchmarks"], *doc.get("lab", {}).get("unmeasured", [])]
-    order = {name: i for i, name in enumerate(doc.get("lab", {}).get("order", []))}
-    entries.sort(key=lambda e: order.get(e.get("name"), len(order)))
-    rows = [e["extra_info"] for e in entries
-            if not workload or e["extra_info"].get("workload") == workload]
+    """One workload's cells (or all) as a markdown table, in run order."""
+    rows = [c for c in results.cells(doc) if not workload or c.get("workload") == workload]
     unit = next((r["throughput_unit"] for r in rows if r.get("throughput_unit")), "items/s")
     head = (f"| framework | backend | mode | {unit} | 95% interval | ms/step "
             f"| speedup over own eager [95% CI] | compile s (cold / warm) | status |")

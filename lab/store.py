@@ -19,16 +19,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-RESULTS = "results.json"
+from lab.results import RESULTS  # noqa: F401  (the writer and the reader name one file)
+
 FINGERPRINT = "fingerprint.json"
 PACKAGES = ("torch", "triton", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "keras",
             "numpy", "scipy", "pytest-benchmark", "nvtx")
 ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCH", "TORCHINDUCTOR_", "TRITON_", "XLA_",
                 "TF_", "JAX_", "CUDA_", "NVIDIA_", "PYTORCH_")
-
-
-class StoreError(ValueError):
-    """A run folder or results file that cannot be used; the message is one line."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -208,35 +205,3 @@ def results_document(fp: dict, benchmarks: list[dict], unmeasured: list[dict], r
         "version": pytest_benchmark.__version__,
         "lab": {**run, "unmeasured": unmeasured},
     }
-
-
-def resolve_results(path: str | Path) -> Path:
-    """A run folder or a results.json path -> the results.json path (must exist)."""
-    path = Path(path)
-    candidate = path / RESULTS if path.is_dir() else path
-    if not candidate.is_file():
-        raise StoreError(f"no results at {path} (expected a run folder or its {RESULTS})")
-    return candidate
-
-
-def load_results(path: str | Path) -> dict:
-    """Read and validate a stored run; one-line StoreError for anything unusable."""
-    file = resolve_results(path)
-    text = file.read_text()
-    if not text.strip():
-        raise StoreError(f"{file} is empty")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"{file} is not valid JSON (truncated?): {exc.msg} at line "
-                         f"{exc.lineno}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) \
-            or "machine_info" not in doc:
-        raise StoreError(f"{file} is not a pytest-benchmark results file "
-                         f"(needs machine_info and a benchmarks list)")
-    for i, bench in enumerate(doc["benchmarks"]):
-        stats = bench.get("stats") if isinstance(bench, dict) else None
-        if not isinstance(stats, dict) or not isinstance(stats.get("data"), list) \
-                or "name" not in bench:
-            raise StoreError(f"{file}: benchmark {i} lacks a name or raw samples (stats.data)")
-    return doc

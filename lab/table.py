@@ -1,19 +1,11 @@
-"""The comparison table, drawn from a stored results document (never from live objects), so
-`lab run` and `lab show` print exactly the same thing."""
+"""The comparison table of `lab run` and `lab show`, drawn from a stored results document
+(never from live objects), so both print exactly the same thing."""
 
 from __future__ import annotations
 
 import math
 
-
-def rows(doc: dict) -> list[dict]:
-    """One dict per cell: the lab's extra_info, measured cells first in run order."""
-    out = [dict(b["extra_info"], name=b["name"]) for b in doc.get("benchmarks", [])
-           if isinstance(b.get("extra_info"), dict)]
-    out += [dict(u["extra_info"], name=u["name"])
-            for u in doc.get("lab", {}).get("unmeasured", [])]
-    order = {name: i for i, name in enumerate(doc.get("lab", {}).get("order", []))}
-    return sorted(out, key=lambda r: order.get(r["name"], len(order)))
+from lab import results
 
 
 def _ms(seconds) -> str:
@@ -89,7 +81,7 @@ def render(doc: dict, console=None) -> None:
     table = Table(title=f"run {lab.get('run_id', '?')} on {machine} - {state}")
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
-    for row in rows(doc):
+    for row in results.cells(doc):
         table.add_row(*table_cells(row))
     console.print(table)
     hardware = doc.get("machine_info", {}).get("lab_hardware", {})

@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from lab.cell import CellSpec
+from lab.cellspec import CellSpec
 from lab.workloads import get
 
 pytest.importorskip("torch")
@@ -123,8 +123,8 @@ def test_xla_compile_failure_is_compile_error(workload, backend, message):
     from xla_cases import run_cell
 
     result = run_cell(_spec(workload, backend))
-    assert result["status"] == "compile_error", result
-    assert message in result["reason"] and "\n" not in result["reason"]
+    assert result.status == "compile_error", result
+    assert message in result.reason and "\n" not in result.reason
 
 
 @pytest.mark.parametrize("backend, package", [("tf-xla", "tensorflow"), ("jax-jit", "jax")])
@@ -135,7 +135,7 @@ def test_missing_framework_is_skipped(monkeypatch, backend, package):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == package else real_find_spec(name, *a))
     result = cell.run(_spec("mlp", backend))
-    assert result == {"status": "skipped", "reason": f"{package} not installed"}
+    assert (result.status, result.reason) == ("skipped", f"{package} not installed")
 
 
 @pytest.mark.slow
@@ -148,8 +148,8 @@ def test_compiled_cell_runs_cold_and_warm_with_threads_recorded(backend, key):
     outcome = run_cell(_spec("mlp", backend, threads=1), backend, timeout_s=300)
     result = outcome.result
     assert outcome.status == "ok", result
-    assert result["accuracy"]["passed"]
-    assert result["versions"]["threads"][key] == 1
-    assert result["diagnostics"]["weights_from"] == "torch"
-    assert len(result["samples_s"]) == 3 and len(result["baseline_samples_s"]) == 3
-    assert outcome.warm["status"] == "ok" and outcome.warm["first_call_s"] > 0
+    assert result.accuracy["passed"]
+    assert result.versions["threads"][key] == 1
+    assert result.diagnostics["weights_from"] == "torch"
+    assert len(result.samples_s) == 3 and len(result.baseline_samples_s) == 3
+    assert outcome.warm.status == "ok" and outcome.warm.first_call_s > 0

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from verdict_helpers import HARDWARE, cell, run_lab_main, samples, write_run
 
-from lab import verdict
+from lab import gate, results
 
 CALIBRATE = ROOT / "bench" / "calibrate_gate.py"
 
@@ -27,12 +27,12 @@ def test_gate_compares_process_medians(tmp_path):
     base = _run(tmp_path / "a", [1.00e-3, 1.02e-3, 0.98e-3, 1.01e-3, 0.99e-3])
     same = _run(tmp_path / "b", [1.01e-3, 0.99e-3, 1.00e-3, 1.02e-3, 0.98e-3])
     slow = _run(tmp_path / "c", [1.30e-3, 1.33e-3, 1.28e-3, 1.31e-3, 1.29e-3])
-    load = verdict.load_run
-    (row,) = verdict.compare_runs(load(str(base)), load(str(slow)), 0.05)
+    load = results.load_run
+    (row,) = gate.compare_runs(load(str(base)), load(str(slow)), 0.05)
     assert row.verdict == "regressed" and row.ratio > 1.25 and row.processes == (5, 5)
-    (row,) = verdict.compare_runs(load(str(base)), load(str(same)), 0.05)
+    (row,) = gate.compare_runs(load(str(base)), load(str(same)), 0.05)
     assert row.verdict in ("unchanged", "inconclusive")
-    (row,) = verdict.compare_runs(load(str(slow)), load(str(base)), 0.05)
+    (row,) = gate.compare_runs(load(str(slow)), load(str(base)), 0.05)
     assert row.verdict == "improved"
 
 
@@ -52,10 +52,10 @@ def test_absent_cells_are_missing_and_newly_failing_cells_regressed(tmp_path):
     base = _run(tmp_path / "a", [1e-3] * 3)
     failed = _run(tmp_path / "b", [1e-3] * 3, status="fail_accuracy")
     other = _run(tmp_path / "c", [1e-3] * 3, name="transformer")
-    rows = verdict.compare_runs(verdict.load_run(str(base)), verdict.load_run(str(failed)), 0.05)
+    rows = gate.compare_runs(results.load_run(str(base)), results.load_run(str(failed)), 0.05)
     assert [r.verdict for r in rows] == ["regressed"]
     assert rows[0].reason.startswith("candidate fail_accuracy")
-    rows = verdict.compare_runs(verdict.load_run(str(base)), verdict.load_run(str(other)), 0.05)
+    rows = gate.compare_runs(results.load_run(str(base)), results.load_run(str(other)), 0.05)
     assert sorted(r.verdict for r in rows) == ["missing", "missing"]
     assert run_lab_main("gate", str(base), str(other)).returncode == 0
     assert run_lab_main("gate", str(base), str(failed)).returncode == 1
@@ -141,7 +141,7 @@ def real_runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_aa_pair_passes_and_real_slowdown_fails(real_runs):
-    doc = verdict.load_run(str(real_runs["base"]))
+    doc = results.load_run(str(real_runs["base"]))
     (bench,) = doc["benchmarks"]
     assert len(bench["extra_info"]["process_medians_s"]) == 3
     assert len(bench["stats"]["data"]) == 30
@@ -154,20 +154,21 @@ def test_real_aa_pair_passes_and_real_slowdown_fails(real_runs):
 
 def test_processes_keep_every_sample_and_each_process_median(monkeypatch):
     from lab import runner
+    from lab.cellspec import CellResult
 
-    results = iter([{"status": "ok", "samples_s": [1.0, 3.0], "baseline_samples_s": [2.0, 2.0],
-                     "first_call_s": 9.0},
-                    {"status": "ok", "samples_s": [5.0, 7.0], "baseline_samples_s": [4.0, 6.0]},
-                    {"status": "ok", "samples_s": [1.0]},
-                    {"status": "timeout", "reason": "slow"}])
+    answers = iter([
+        CellResult(samples_s=[1.0, 3.0], baseline_samples_s=[2.0, 2.0], first_call_s=9.0),
+        CellResult(samples_s=[5.0, 7.0], baseline_samples_s=[4.0, 6.0]),
+        CellResult(samples_s=[1.0]),
+        CellResult.failed("timeout", "slow")])
     monkeypatch.setattr(runner, "run_cell",
-                        lambda spec, label, t: runner.CellOutcome(spec, label, next(results), 1.0))
-    monkeypatch.setattr(runner, "run_cell_process", lambda spec, t: next(results))
+                        lambda spec, label, t: runner.CellOutcome(spec, label, next(answers), 1.0))
+    monkeypatch.setattr(runner, "run_cell_process", lambda spec, t: (next(answers), 0.5))
     outcome = runner.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
-    assert outcome.result["samples_s"] == [1.0, 3.0, 5.0, 7.0]
-    assert outcome.result["baseline_samples_s"] == [2.0, 2.0, 4.0, 6.0]
-    assert outcome.result["first_call_s"] == 9.0  # the cold compile is the first process's
+    assert outcome.result.samples_s == [1.0, 3.0, 5.0, 7.0]
+    assert outcome.result.baseline_samples_s == [2.0, 2.0, 4.0, 6.0]
+    assert outcome.result.first_call_s == 9.0  # the cold compile is the first process's
     assert outcome.extra == {"processes": 2, "process_medians_s": [2.0, 6.0],
                              "process_baseline_medians_s": [2.0, 5.0]}
     failed = runner.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
-    assert failed.status == "timeout" and failed.result["reason"] == "process 2/2: slow"
+    assert failed.status == "timeout" and failed.result.reason == "process 2/2: slow"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lab import hotkernels, profile, store
+from lab import hotkernels, profile, results, store  # noqa: F401
 
 TINY = ("--shape", "d_model=32", "--seq", "16", "--batch", "2")
 
@@ -196,7 +196,7 @@ def transformer_profile(tmp_path_factory):
                      "torch-eager,torch-compile", "--device", "cpu", *TINY, "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     (path,) = out.glob("*/*/results.json")
-    doc = store.load_results(path)
+    doc = results.load(path)
     cells = {u["extra_info"]["backend"]: u["extra_info"] for u in doc["lab"]["unmeasured"]}
     return path.parent, doc, cells, result.stdout
 
@@ -262,7 +262,7 @@ def test_run_profile_adds_links_without_touching_samples(tmp_path):
                      "--batch", "8", "--repeats", "4", "--profile", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     (path,) = tmp_path.glob("*/*/results.json")
-    doc = store.load_results(path)
+    doc = results.load(path)
     (bench,) = doc["benchmarks"]
     assert len(bench["stats"]["data"]) == 4  # the timed pass's samples, nothing added
     link = bench["extra_info"]["profile"]
@@ -284,7 +284,7 @@ def test_jax_and_tf_traces_are_chrome_trace_json(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     (path,) = tmp_path.glob("*/*/results.json")
     cells = {u["extra_info"]["backend"]: u["extra_info"]["profile"]
-             for u in store.load_results(path)["lab"]["unmeasured"]}
+             for u in results.load(path)["lab"]["unmeasured"]}
     for backend, eager in (("jax-jit", "jax-eager"), ("tf-xla", "tf-eager")):
         entry = cells[backend]
         assert entry["status"] == "ok", entry

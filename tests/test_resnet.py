@@ -118,18 +118,20 @@ def test_torch_and_jax_resnet50_agree():
 
 
 def test_image_size_flag_reaches_the_resnet_shape():
-    from lab.cli import build_parser, plan
+    from lab.cli import build_parser
+    from lab.commands.run import selection
+    from lab.session import plan
 
     args = build_parser().parse_args(["run", "--workload", "resnet50", "--backend", "jax-jit",
                                       "--device", "cpu", "--batch", "3", "--image-size", "48"])
-    cells, _ = plan(args)
-    assert [c[0].shape for c in cells] == [{"batch": 3, "image_size": 48}]
+    cells, _ = plan(selection(args))
+    assert [c.spec.shape for c in cells] == [{"batch": 3, "image_size": 48}]
     assert get("resnet50").throughput_unit == "images/s"
 
 
 def test_throughput_table_lists_measured_and_failed_cells_in_run_order():
     from lab.cli import main
-    from lab.throughput import markdown_table
+    from lab.report import markdown_table
 
     measured = {"name": "resnet50[tf-xla|train]", "extra_info": {
         "workload": "resnet50", "framework": "tf", "backend": "tf-xla", "mode": "train",

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_lab
 
-from lab import cell, store
+from lab import cell, results, store  # noqa: F401
+from lab.cellspec import CellSpec
+from lab.status import CellFailure
 
 
 def _results(out: Path) -> dict:
     (path,) = out.glob("*/*/results.json")
-    return store.load_results(path)
+    return results.load(path)
 
 
 def _by_backend(doc: dict) -> dict:
@@ -113,7 +115,7 @@ def test_ctrl_c_keeps_finished_cells_and_marks_the_run_incomplete(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the mlp cell is stored
         files = list(out.glob("*/*/results.json"))
-        if files and store.load_results(files[0])["benchmarks"]:
+        if files and results.load(files[0])["benchmarks"]:
             break
         time.sleep(0.5)
     time.sleep(1.0)
@@ -138,29 +140,29 @@ def test_wrong_compiled_answer_is_fail_accuracy_with_no_speedup(monkeypatch):
 
     monkeypatch.setitem(torch_backend.SIDES, "torch-compile",
                         lambda task, mode, option: WrongSide(task, mode))
-    spec = cell.CellSpec(workload="mlp", backend="torch-compile", option="default", mode="infer",
+    spec = CellSpec(workload="mlp", backend="torch-compile", option="default", mode="infer",
                          shape={"batch": 4}, dtype="float32", device="cpu", threads=1, repeats=3)
     result = cell.run(spec)
-    assert result["status"] == "fail_accuracy"
-    assert not result["accuracy"]["passed"] and "samples_s" not in result
-    assert np.isfinite(result["first_call_s"])
+    assert result.status == "fail_accuracy"
+    assert not result.accuracy["passed"] and result.samples_s is None
+    assert np.isfinite(result.first_call_s)
 
 
 def test_cpu_cell_asked_for_l2_flush_says_it_needs_cuda():
-    spec = cell.CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
+    spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
                          shape={"batch": 4}, dtype="float32", device="cpu", threads=1, repeats=3,
                          cold_l2=True)
-    with pytest.raises(cell.CellFailure) as failure:
+    with pytest.raises(CellFailure) as failure:
         cell.run(spec)
     assert failure.value.status == "skipped" and "no CUDA device" in failure.value.reason
 
 
 def test_train_cell_checks_loss_and_gradients():
-    spec = cell.CellSpec(workload="transformer", backend="torch-eager", option=None, mode="train",
+    spec = CellSpec(workload="transformer", backend="torch-eager", option=None, mode="train",
                          shape={"batch": 2, "seq": 8, "d_model": 16, "heads": 2},
                          dtype="float32", device="cpu", threads=1, repeats=3)
     result = cell.run(spec)
-    assert result["status"] == "ok" and len(result["samples_s"]) == 3
+    assert result.status == "ok" and len(result.samples_s) == 3
 
 
 def test_out_of_memory_in_a_cell_is_status_oom(tmp_path, monkeypatch):
@@ -169,10 +171,10 @@ def test_out_of_memory_in_a_cell_is_status_oom(tmp_path, monkeypatch):
         "class Greedy(torch.nn.Module):\n"
         "    def forward(self, x):\n        raise MemoryError('cannot allocate 1 TB')\n"
         "def make():\n    return Greedy(), torch.ones(2)\n")
-    spec = cell.CellSpec(workload=f"{tmp_path}/greedy.py:make", backend="torch-eager",
+    spec = CellSpec(workload=f"{tmp_path}/greedy.py:make", backend="torch-eager",
                          option=None, mode="infer", shape={}, dtype="float32", device="cpu",
                          threads=1, repeats=2)
-    with pytest.raises(cell.CellFailure) as failure:
+    with pytest.raises(CellFailure) as failure:
         cell.run(spec)
     assert failure.value.status == "oom" and "1 TB" in failure.value.reason
 
@@ -183,8 +185,8 @@ def test_a_backend_module_that_fails_to_import_ends_only_its_cell(monkeypatch):
     def broken(name):
         raise ImportError(f"cannot import {name}")
 
-    monkeypatch.setattr(runner.importlib, "import_module", broken)
-    spec = cell.CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
+    monkeypatch.setattr(runner.backends, "load", lambda info: broken(info.module))
+    spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
                          shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
-    result = runner.run_cell_process(spec, timeout_s=30)
-    assert result["status"] == "run_error" and "cannot import lab.backends.torch" in result["reason"]
+    result, _wall = runner.run_cell_process(spec, timeout_s=30)
+    assert result.status == "run_error" and "cannot import lab.backends.torch" in result.reason

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lab import store
+from lab import results, store
 
 
 def _doc(samples=(0.001, 0.0011, 0.0012)):
@@ -21,7 +21,7 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 def test_results_round_trip_keeps_raw_samples(tmp_path):
     store.atomic_write_json(tmp_path / "results.json", _doc())
-    doc = store.load_results(tmp_path)
+    doc = results.load(tmp_path)
     stats = doc["benchmarks"][0]["stats"]
     assert stats["data"] == [0.001, 0.0011, 0.0012]
     assert stats["median"] == pytest.approx(0.0011) and stats["rounds"] == 3
@@ -36,14 +36,14 @@ def test_results_round_trip_keeps_raw_samples(tmp_path):
 ])
 def test_unusable_results_give_one_line_errors(tmp_path, content, message):
     (tmp_path / "results.json").write_text(content)
-    with pytest.raises(store.StoreError, match=message) as info:
-        store.load_results(tmp_path / "results.json")
+    with pytest.raises(results.StoreError, match=message) as info:
+        results.load(tmp_path / "results.json")
     assert "\n" not in str(info.value)
 
 
 def test_missing_results_is_an_error(tmp_path):
-    with pytest.raises(store.StoreError, match="no results"):
-        store.load_results(tmp_path / "nope")
+    with pytest.raises(results.StoreError, match="no results"):
+        results.load(tmp_path / "nope")
 
 
 def test_fingerprint_names_hardware_versions_and_threads():

@@ -7,7 +7,9 @@ pytest.importorskip("triton")
 
 from conftest import run_lab  # noqa: E402
 
-from lab import store  # noqa: E402
+from lab import results  # noqa: E402
+from lab.cellspec import CellSpec  # noqa: E402
+from lab.status import CellFailure  # noqa: E402
 
 
 @pytest.mark.slow
@@ -18,7 +20,7 @@ def test_transformer_with_lab_kernels_matches_eager_in_both_modes(tmp_path):
                      "--out", str(tmp_path), env={"TRITON_INTERPRET": "1"})
     assert result.returncode == 0, result.stderr
     (path,) = tmp_path.glob("*/*/results.json")
-    cells = [b["extra_info"] for b in store.load_results(path)["benchmarks"]]
+    cells = [b["extra_info"] for b in results.load(path)["benchmarks"]]
     assert [c["status"] for c in cells] == ["ok", "ok"], [c.get("reason") for c in cells]
     for c in cells:
         assert c["accuracy"]["passed"] and c["diagnostics"]["triton_interpreter"]
@@ -28,19 +30,19 @@ def test_without_cuda_or_interpreter_the_cell_says_why(monkeypatch):
     from lab import cell
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    spec = cell.CellSpec(workload="transformer", backend="torch-triton", option=None,
+    spec = CellSpec(workload="transformer", backend="torch-triton", option=None,
                          mode="infer", shape={"batch": 1, "seq": 4, "d_model": 8, "heads": 2},
                          dtype="float32", device="cpu", threads=1, repeats=2)
     result = cell.run(spec)
-    assert result["status"] == "skipped" and "needs CUDA" in result["reason"]
+    assert result.status == "skipped" and "needs CUDA" in result.reason
 
 
 def test_a_workload_without_swappable_ops_is_skipped(monkeypatch):
     from lab import cell
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    spec = cell.CellSpec(workload="mlp", backend="torch-triton", option=None, mode="infer",
+    spec = CellSpec(workload="mlp", backend="torch-triton", option=None, mode="infer",
                          shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
-    with pytest.raises(cell.CellFailure) as failure:
+    with pytest.raises(CellFailure) as failure:
         cell.run(spec)
     assert failure.value.status == "skipped" and "no swappable ops" in failure.value.reason

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab.cellspec import CellResult
 from lab.workloads.base import JaxTask, TfTask, Workload
 
 HERE = Path(__file__).resolve().parent
@@ -69,11 +70,11 @@ def register() -> None:
         sys.modules[module.__name__] = module
 
 
-def run_cell(spec, timeout_s: float = 180.0) -> dict:
+def run_cell(spec, timeout_s: float = 180.0):
     """lab.cell.main in a fresh process with the runner's environment, the cases registered."""
-    from lab.runner import _cell_env
+    from lab.runner import cell_env
 
-    env = _cell_env(spec, None)
+    env = cell_env(spec, None)
     env["PYTHONPATH"] = f"{HERE}:{env['PYTHONPATH']}"
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
@@ -85,7 +86,7 @@ def run_cell(spec, timeout_s: float = 180.0) -> dict:
         if not result_path.is_file():
             raise AssertionError(f"cell process wrote no result:\n{proc.stdout[-2000:]}"
                                  f"\n{proc.stderr[-2000:]}")
-        return json.loads(result_path.read_text())
+        return CellResult.from_dict(json.loads(result_path.read_text()))
 
 
 # ---------------------------------------------------------------- TensorFlow, out of process

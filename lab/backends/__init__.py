@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from lab.backends.protocol import MODULE_ATTRIBUTES, BackendModule, Support
+
 
 class Framework(StrEnum):
     TORCH = "torch"
@@ -52,6 +54,26 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("jax-eager", Framework.JAX, "lab.backends.jax", "JAX op-by-op dispatch"),
         BackendInfo("jax-jit", Framework.JAX, "lab.backends.jax", "jax.jit (XLA)",
                     baseline="jax-eager"),
+        # inference runtimes (infer mode only; docs/inference.md): conversion is their compile
+        BackendInfo("torchscript", Framework.TORCH, "lab.backends.torchscript",
+                    "TorchScript (torch.jit.trace, or script where trace cannot; deprecated)",
+                    baseline="torch-eager", options=("trace", "script")),
+        BackendInfo("torch-export", Framework.TORCH, "lab.backends.torch_export",
+                    "torch.export + AOTInductor package", baseline="torch-eager"),
+        BackendInfo("onnxruntime", Framework.TORCH, "lab.backends.onnxruntime_torch",
+                    "ONNX Runtime on torch.onnx.export(dynamo=True)", baseline="torch-eager",
+                    options=("default", "tensorrt"),
+                    requires=("onnx", "onnxscript", "onnxruntime")),
+        BackendInfo("onnxruntime-tf", Framework.TF, "lab.backends.onnxruntime_tf",
+                    "ONNX Runtime on a Keras model converted by tf2onnx", baseline="tf-eager",
+                    requires=("onnx", "tf2onnx", "onnxruntime")),
+        BackendInfo("litert", Framework.TF, "lab.backends.litert",
+                    "LiteRT interpreter on a TFLite-converted Keras model",
+                    baseline="tf-eager", options=("float32", "int8"),
+                    requires=("ai_edge_litert",)),
+        BackendInfo("tensorrt", Framework.TORCH, "lab.backends.tensorrt",
+                    "Torch-TensorRT (torch.export + TensorRT engines), CUDA only",
+                    baseline="torch-eager"),
     )
 }
 
@@ -106,3 +128,28 @@ def missing_packages(info: BackendInfo) -> list[str]:
 
     needed = [FRAMEWORK_PACKAGE[info.framework], *info.requires]
     return [p for p in needed if importlib.util.find_spec(p) is None]
+
+
+def load(info: BackendInfo) -> BackendModule:
+    """The module implementing `info`, checked against the BackendModule protocol."""
+    import importlib
+
+    module = importlib.import_module(info.module)
+    if not isinstance(module, BackendModule):
+        missing = [name for name in MODULE_ATTRIBUTES if not hasattr(module, name)]
+        raise TypeError(f"{info.module} is not a backend module: it lacks {', '.join(missing)}")
+    return module
+
+
+def support(info: BackendInfo, device: str) -> Support:
+    """Whether `info` can run on `device` here: its packages first (without importing them),
+    then the module's own answer."""
+    missing = missing_packages(info)
+    if missing:
+        return Support.no(f"{' and '.join(missing)} not installed")
+    return load(info).support(device)
+
+
+def for_framework(framework: str) -> list[str]:
+    """Names of the backends of one framework."""
+    return [name for name, info in BACKENDS.items() if info.framework.value == framework]

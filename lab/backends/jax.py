@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from lab.backends.protocol import SideBase, Support
 from lab.workloads.base import JaxTask
 
 # Same optimizer hyperparameters as lab.backends.torch (torch.optim.SGD / Adam defaults).
@@ -92,7 +93,7 @@ def _functions(task: JaxTask):
     return infer, loss_and_grads
 
 
-class JaxSide:
+class JaxSide(SideBase):
     """One side of a JAX cell: the same functions, jitted or dispatched op by op."""
 
     def __init__(self, task: JaxTask, mode: str, jit: bool):
@@ -207,7 +208,7 @@ def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
     return task
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
     import jax
 
     if device == "cuda":
@@ -215,8 +216,8 @@ def device_available(device: str) -> tuple[bool, str]:
             if not jax.devices("gpu"):
                 raise RuntimeError
         except RuntimeError:
-            return False, "no GPU visible to JAX (install jax[cuda12] on a CUDA machine)"
-    return True, ""
+            return Support.no("no GPU visible to JAX (install jax[cuda12] on a CUDA machine)")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:

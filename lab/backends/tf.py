@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.backends import flatten_outputs
+from lab.backends.protocol import SideBase, Support
 from lab.workloads.base import TfTask
 
 # Same optimizer hyperparameters as lab.backends.torch: SGD without momentum, lr 1e-3; Adam
@@ -42,7 +43,7 @@ def _to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
-class TfSide:
+class TfSide(SideBase):
     """One side of a TensorFlow cell. `jit` is None for eager, False for tf.function, True
     for tf.function(jit_compile=True)."""
 
@@ -145,12 +146,12 @@ def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
         return workload.build("tf", shape, mode, device, dtype, seed)
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
     import tensorflow as tf
 
     if device == "cuda" and not tf.config.list_physical_devices("GPU"):
-        return False, "no GPU visible to TensorFlow (tensorflow-cpu, or no CUDA build)"
-    return True, ""
+        return Support.no("no GPU visible to TensorFlow (tensorflow-cpu, or no CUDA build)")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:

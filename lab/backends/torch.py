@@ -13,6 +13,7 @@ import copy
 import numpy as np
 
 from lab.backends import flatten_outputs
+from lab.backends.protocol import SideBase, Support
 from lab.workloads.base import TorchTask
 
 
@@ -22,7 +23,7 @@ def _optimizer(torch, params, kind: str):
     return torch.optim.SGD(params, lr=1e-3)
 
 
-class TorchSide:
+class TorchSide(SideBase):
     """One side (eager or compiled) of a torch cell: step(), outputs() and diagnostics()."""
 
     def __init__(self, task: TorchTask, mode: str, fn=None):
@@ -45,10 +46,6 @@ class TorchSide:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
-
-    @staticmethod
-    def sync(out):
-        return out
 
     def outputs(self) -> list[np.ndarray]:
         """What accuracy is judged on: infer outputs, or train loss and every gradient."""
@@ -135,12 +132,12 @@ def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
     return workload.build("torch", shape, mode, device, dtype, seed)
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, ""
+        return Support.no("no CUDA device")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:
@@ -153,6 +150,11 @@ def versions() -> dict:
     import torch
 
     return {"torch": torch.__version__, "cuda": torch.version.cuda}
+
+
+def process_env(threads: int, device: str) -> dict:
+    """torch sizes its pools from OMP_NUM_THREADS, which the runner sets for every cell."""
+    return {}
 
 
 def cache_env(cache_dir: str) -> dict:

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import os
 
-from lab.cell import CellFailure
+from lab.backends.protocol import Support
 from lab.backends.torch import (  # noqa: F401  (the shared parts of a torch backend)
     TorchSide,
     build_task,
     cache_env,
     eager_side,
+    process_env,
     set_threads,
     versions,
 )
+from lab.status import CellFailure, Status
 
 
 class TritonKernelSide(TorchSide):
     def __init__(self, task, mode: str):
         model = task.model
         if not hasattr(model, "ops"):
-            raise CellFailure("skipped", f"{type(model).__name__} has no swappable ops "
+            raise CellFailure(Status.SKIPPED, f"{type(model).__name__} has no swappable ops "
                                          f"(torch-triton runs the transformer block)")
         from lab.kernels import nn as kernel_nn
 
@@ -49,12 +51,12 @@ SIDES = {"torch-eager": eager_side,
          "torch-triton": lambda task, mode, option: TritonKernelSide(task, mode)}
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
     import torch
 
     if device == "cuda":
-        return (True, "") if torch.cuda.is_available() else (False, "no CUDA device")
+        return Support.yes() if torch.cuda.is_available() else Support.no("no CUDA device")
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return True, ""
-    return False, "needs CUDA (on the CPU Triton runs only under TRITON_INTERPRET=1, " \
-                  "for correctness, not speed)"
+        return Support.yes()
+    return Support.no("needs CUDA (on the CPU Triton runs only under TRITON_INTERPRET=1, "
+                      "for correctness, not speed)")

@@ -1,0 +1,97 @@
+"""`lab run` and `lab profile`: a selection measured (or traced) through the one run loop."""
+
+from __future__ import annotations
+
+import sys
+
+from lab import executors, results, session, table
+from lab.errors import UsageError
+
+
+def selection(args) -> session.Selection:
+    """The selection flags shared by run and profile, as a Selection."""
+    explicit = {}
+    for item in args.shape or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"--shape expects key=value, got {item!r}")
+        try:
+            explicit[key] = int(value)
+        except ValueError:
+            raise UsageError(f"--shape {key} expects an integer, got {value!r}") from None
+    named = {key: getattr(args, key) for key in session.NAMED_SHAPE_KEYS
+             if getattr(args, key, None) is not None}
+    return session.Selection(
+        workloads=args.workload, backends=args.backend, modes=args.mode, device=args.device,
+        dtype=args.dtype, named_shape=named, shape=explicit, threads=args.threads,
+        repeats=getattr(args, "repeats", session.DEFAULT_REPEATS),
+        cold_l2=getattr(args, "cold_l2", False), cuda_graphs=getattr(args, "cuda_graphs", False))
+
+
+def _exit_code(result: session.SessionResult, console) -> int:
+    """0: every cell ok or skipped for a stated reason; 1: some cell failed; 130: interrupted."""
+    if result.interrupted:
+        console.print("interrupted: finished cells are kept; the run is marked incomplete")
+        return 130
+    failed = result.failed
+    if failed:
+        console.print(f"{len(failed)} of {len(result.recorder.outcomes)} cells did not pass: "
+                      + ", ".join(f"{o.spec.workload} {o.spec.mode} {o.label} ({o.status})"
+                                  for o in failed[:6]) + (" ..." if len(failed) > 6 else ""))
+        return 1
+    return 0
+
+
+def cmd_run(args) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cells, device = session.plan(selection(args))
+    executor = executors.get(args.executor, **({"address": args.ray_address}
+                                               if args.executor == "ray" else {}))
+    console = table.make_console()
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console) as progress:
+        bar = progress.add_task("cells", total=len(cells))
+
+        def on_start(cell):
+            progress.update(bar, description=f"{cell.spec.workload} {cell.spec.mode} "
+                                             f"{cell.choice.label}")
+
+        def after(recorder):
+            if args.profile:  # a separate pass: timing is already stored
+                from lab.profile import profile_recorded_cells
+
+                profile_recorded_cells(recorder, console, timeout_s=args.timeout)
+
+        result = session.run_cells(
+            cells, out=args.out, label=device, argv=sys.argv[1:], executor=executor,
+            timeout_s=args.timeout, processes=args.processes, on_start=on_start,
+            on_done=lambda cell, outcome, run_dir: progress.advance(bar), after=after)
+    table.render(results.load(result.path), console)
+    console.print(f"stored: {result.path}")
+    return _exit_code(result, console)
+
+
+def cmd_profile(args) -> int:
+    from lab.profile import print_entry
+
+    cells, device = session.plan(selection(args))
+    console = table.make_console()
+
+    def on_start(cell):
+        console.print(f"profiling {cell.spec.workload} {cell.spec.mode} {cell.choice.label}")
+
+    def on_done(cell, outcome, run_dir):
+        title = f"{cell.spec.workload} {cell.spec.mode} {cell.choice.label}"
+        if "profile" in outcome.extra:
+            print_entry(outcome.extra["profile"], title, run_dir, console)
+        else:
+            console.print(f"{title}: {outcome.status} ({outcome.result.reason})")
+
+    result = session.run_cells(
+        cells, out=args.out, label=f"{device}-profile", argv=sys.argv[1:],
+        executor=executors.get("local"), timeout_s=args.timeout, trace=True,
+        on_start=on_start, on_done=on_done)
+    console.print(f"stored: {result.path}")
+    return _exit_code(result, console)

@@ -1,0 +1,56 @@
+"""Where cells run. The run loop (lab.session) hands every cell job to an executor and records
+outcomes as they come back, in whatever order they finish.
+
+- `local`: one cell process at a time on this machine (lab.runner), so timed cells never
+  share the machine with each other.
+- `ray`: each cell a Ray task on a cluster node (lab.executors.ray).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from lab.cellspec import CellSpec
+from lab.errors import UsageError
+from lab.runner import CellOutcome
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """One cell to measure: what `lab.runner.run_cell_processes` needs."""
+
+    index: int  # its place in the plan
+    spec: CellSpec
+    label: str
+    timeout_s: float
+    processes: int = 1
+    trace_dir: str | None = None  # a tracing job (`lab profile`): traces go in this run folder
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, CellOutcome]]:
+        """Yield each job with its outcome as it finishes."""
+
+    def cancel(self) -> None:
+        """Stop every job still running or waiting (Ctrl-C, SIGTERM)."""
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection)."""
+
+
+def get(name: str, **options) -> Executor:
+    if name == "local":
+        from lab.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name == "ray":
+        from lab.executors.ray import RayExecutor
+
+        return RayExecutor(**options)
+    raise UsageError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")

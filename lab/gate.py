@@ -1,0 +1,150 @@
+"""The regression gate: is a candidate run slower than its baseline, benchmark by benchmark?
+
+Runs are compared through their per-process medians (`lab run --processes N` stores them),
+because on these machines the process, not the sample, is the unit that varies. Each
+benchmark ends regressed, improved, unchanged, inconclusive or missing (docs/verdicts.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lab import stats
+from lab.errors import UsageError
+from lab.results import cells_by_name, process_medians
+
+VERDICT_ORDER = ("regressed", "improved", "unchanged", "inconclusive", "missing")
+# A two-sided 98% interval: its low end clears 1 by chance 1% of the time on an A/A pair, the
+# false-alarm target (docs/verdicts.md, "Calibration").
+GATE_CONFIDENCE = 0.98
+GATE_FALSE_ALARM = 0.01  # one-sided level of the rank test, the same target
+
+
+@dataclass(frozen=True)
+class GateRow:
+    name: str
+    verdict: str
+    ratio: float | None = None  # candidate / baseline step time (> 1: slower)
+    ci: tuple[float, float] | None = None  # GATE_CONFIDENCE interval
+    p_value: float | None = None
+    rank_p_value: float | None = None
+    min_detectable_ratio: float | None = None
+    processes: tuple[int, int] = (0, 0)
+    reason: str = ""
+    rank_decides: bool = False  # enough processes for the rank test (see gate_decision)
+    shift_ratio: float | None = None
+    rank_p_slower: float | None = None
+
+
+def parse_threshold(text: str) -> float:
+    """'5%' or '0.05' -> 0.05."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UsageError(f"--threshold expects a percentage like 5% or a fraction like 0.05, "
+                         f"got {text!r}") from None
+    if not 0 < value < 1 or not math.isfinite(value):
+        raise UsageError(f"--threshold must be between 0% and 100% (exclusive), got {text!r}")
+    return value
+
+
+def gate_statistic(baseline_medians, candidate_medians,
+                   floor_sd_log: float | None = None) -> stats.ProcessRatio:
+    """What the gate computes for one benchmark (the calibration script calls this too)."""
+    floor = stats.RUN_TO_RUN_SD_LOG if floor_sd_log is None else floor_sd_log
+    return stats.process_ratio(baseline_medians, candidate_medians, floor_sd_log=floor,
+                               confidence=GATE_CONFIDENCE)
+
+
+def gate_decision(pr: stats.ProcessRatio, threshold: float,
+                  alpha: float = GATE_FALSE_ALARM) -> str:
+    """One benchmark's verdict (docs/verdicts.md, "The gate").
+
+    With enough processes for a rank test to reach `alpha` (5 and 5, or 4 and 5), regressed
+    means a one-sided Mann-Whitney p < alpha on the process medians and a Hodges-Lehmann
+    slowdown beyond the threshold: distribution-free, so heavy-tailed noise from neighbours
+    cannot raise the false-alarm rate above alpha. With fewer, the t interval (with the noise
+    floor) must clear 1 and its estimate the threshold. improved mirrors it; unchanged: the
+    whole interval within +-threshold; inconclusive: anything else.
+    """
+    lo, hi = pr.ci
+    if pr.rank_min_p < alpha:
+        if pr.rank_p_slower < alpha and pr.shift_ratio > 1 + threshold:
+            return "regressed"
+        if pr.rank_p_faster < alpha and pr.shift_ratio < 1 / (1 + threshold):
+            return "improved"
+    else:
+        if lo > 1 and pr.ratio > 1 + threshold:
+            return "regressed"
+        if hi < 1 and pr.ratio < 1 / (1 + threshold):
+            return "improved"
+    if lo >= 1 / (1 + threshold) and hi <= 1 + threshold:
+        return "unchanged"
+    return "inconclusive"
+
+
+def machine_mismatch(base: dict, cand: dict) -> str | None:
+    """Why two runs are not comparable (different hardware fingerprints), or None."""
+    hb = (base.get("machine_info") or {}).get("lab_hardware")
+    hc = (cand.get("machine_info") or {}).get("lab_hardware")
+    if hb is None or hc is None:
+        return "a run lacks machine_info.lab_hardware (not a lab run?)"
+    diffs = [f"{k}: {hb.get(k)!r} vs {hc.get(k)!r}" for k in sorted(set(hb) | set(hc))
+             if hb.get(k) != hc.get(k)]
+    return "; ".join(diffs) if diffs else None
+
+
+def compare_runs(base: dict, cand: dict, threshold: float,
+                 floor_sd_log: float | None = None) -> list[GateRow]:
+    base_cells, cand_cells = cells_by_name(base), cells_by_name(cand)
+    rows = []
+    for name in sorted(set(base_cells) | set(cand_cells)):
+        b, c = base_cells.get(name), cand_cells.get(name)
+        missing = [f"{side}: {'absent' if cell is None else cell.get('status')}"
+                   for side, cell in (("baseline", b), ("candidate", c))
+                   if cell is None or cell.get("status") != "ok" or not cell.get("samples_s")]
+        broke = (b is not None and b.get("status") == "ok" and c is not None
+                 and c.get("status") not in ("ok", "skipped"))
+        if broke:  # worked before, fails now (wrong answer, crash, OOM): worse than slower
+            rows.append(GateRow(name, "regressed",
+                                reason=f"candidate {c.get('status')}: {c.get('reason')} "
+                                       f"(baseline ok)"))
+            continue
+        if missing:
+            rows.append(GateRow(name, "missing", reason="; ".join(missing)))
+            continue
+        pr = gate_statistic(process_medians(b), process_medians(c), floor_sd_log)
+        rows.append(GateRow(name, gate_decision(pr, threshold), pr.ratio, pr.ci, pr.p_value,
+                            pr.rank_p_value, pr.min_detectable_ratio,
+                            (pr.n_baseline, pr.n_candidate),
+                            rank_decides=pr.rank_min_p < GATE_FALSE_ALARM,
+                            shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower))
+    return rows
+
+
+def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_label: str,
+                  note: str = "") -> str:
+    counts = {v: sum(r.verdict == v for r in rows) for v in VERDICT_ORDER}
+    failed = counts["regressed"] > 0
+    lines = [f"## lab gate: {'FAIL' if failed else 'pass'} (threshold {threshold:.0%})", "",
+             f"baseline `{base_label}`, candidate `{cand_label}`" + (f"; {note}" if note else ""),
+             "", f"| benchmark | verdict | candidate/baseline | {GATE_CONFIDENCE:.0%} CI | p "
+             f"| processes | note |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (VERDICT_ORDER.index(r.verdict), r.name)):
+        name = r.name.replace("|", "\\|")  # benchmark names hold '|'; a table cell may not
+        if r.ratio is None:
+            lines.append(f"| `{name}` | {r.verdict} | - | - | - | - | {r.reason} |")
+            continue
+        mde = (f"rank test: shift {r.shift_ratio:.3f}x, p(slower) {r.rank_p_slower:.3g}"
+               if r.rank_decides else f"t interval: detects >= {r.min_detectable_ratio:.2f}x")
+        lines.append(f"| `{name}` | {r.verdict} | {r.ratio:.3f}x | "
+                     f"{r.ci[0]:.3f}-{r.ci[1]:.3f} | {r.p_value:.3g} | "
+                     f"{r.processes[0]} vs {r.processes[1]} | {mde} |")
+    lines += ["", ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER)]
+    if any(r.verdict == "inconclusive" for r in rows):
+        lines.append("inconclusive: the interval is too wide to decide; store more processes "
+                     "per run (`lab run --processes N`)")
+    return "\n".join(lines) + "\n"
