@@ -88,17 +88,22 @@ def speedup_forest(runs: list[Run], claims: list[dict] | None = None):
                         for _, c in picked],
             hovertemplate="%{customdata[2]}<br>%{x:.3f}x [%{customdata[0]:.3f}, "
                           "%{customdata[1]:.3f}]<extra></extra>"))
-    fig.add_vline(x=1.0, line={"color": "#555", "dash": "dot"},
-                  annotation_text="1x: no faster", annotation_position="top")
+    fig.add_vline(x=1.0, line={"color": "#555", "dash": "dot"})
+    # an annotation on a log axis takes log10(x): 0 is 1x (add_vline's own label lands at 10x)
+    fig.add_annotation(x=0, y=1, xref="x", yref="paper", text="1x: no faster",
+                       showarrow=False, yanchor="top", xanchor="left", xshift=4,
+                       font={"size": 11, "color": "#555"})
     marks = _claim_marks(claims)
     drawn = set()
     for i, (_, c) in enumerate(rows):
+        position = len(rows) - 1 - i  # a category's position counts from the bottom row
         for claim_id, low, high in marks.get((c.get("workload"), c.get("mode"),
                                               c.get("backend")), []):
             for value in (low, high):
                 if value is None or not math.isfinite(value):
                     continue
-                fig.add_shape(type="line", x0=value, x1=value, y0=i - 0.45, y1=i + 0.45,
+                fig.add_shape(type="line", x0=value, x1=value, y0=position - 0.45,
+                              y1=position + 0.45,
                               xref="x", yref="y", line={"color": "#b00", "width": 2})
             drawn.add(claim_id)
     if drawn:  # a legend entry for the threshold marks, which shapes do not get
@@ -178,8 +183,9 @@ def raw_samples(runs: list[Run]):
                 continue
             label = _cell_label(c, run, many)
             boxes.append((label, str(c.get("backend")), [s * 1e3 for s in c["samples_s"]]))
-            if c.get("baseline_samples_s"):
-                boxes.append((label, f"{c.get('baseline_backend') or 'eager'} (interleaved)",
+            if c.get("baseline_samples_s"):  # its own row, right under the compiled one
+                baseline = f"{c.get('baseline_backend') or 'eager'} (interleaved)"
+                boxes.append((f"{label}: its {baseline}", baseline,
                               [s * 1e3 for s in c["baseline_samples_s"]]))
     if not boxes:
         return None
@@ -195,8 +201,8 @@ def raw_samples(runs: list[Run]):
             hovertemplate=f"{label}<br>{side}: %{{x:.4g}} ms<extra></extra>"))
         shown.add(side)
     labels = list(dict.fromkeys(label for label, _, _ in boxes))
-    _layout(fig, "Raw samples: time per step of every sample", max(320, 130 + 60 * len(labels)),
-            boxmode="group",
+    _layout(fig, "Raw samples: time per step of every sample", max(320, 130 + 34 * len(labels)),
+            boxmode="overlay",
             xaxis={"type": "log", "title": "ms per step (log)"},
             yaxis={"categoryorder": "array", "categoryarray": labels[::-1],
                    "automargin": True})
@@ -239,7 +245,10 @@ def roofline(bench: KernelBench):
             hovertemplate="%{customdata[0]} %{customdata[1]} %{customdata[2]}<br>"
                           "%{y:.2f} TFLOP/s, %{customdata[3]:,.0f} GB/s, %{customdata[4]:.4f} ms"
                           "<extra>" + impl + "</extra>"))
-    _layout(fig, f"Roofline: {bench.name} (markers: op; colour: implementation)", 500,
+    for op, symbol in symbols.items():  # legend entries for the marker shapes
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=op,
+                                 marker={"symbol": symbol, "color": "#999", "size": 9}))
+    _layout(fig, f"Roofline: {bench.name} (markers: op; colour: implementation)", 520,
             xaxis={"type": "log", "title": "arithmetic intensity (flop per byte moved)"},
             yaxis={"type": "log", "title": "achieved TFLOP/s"})
     return fig

@@ -52,7 +52,7 @@ def status_text(cell: dict) -> str:
 
 def _shape(cell: dict) -> str:
     shape = cell.get("shape") or {}
-    return ",".join(f"{k}={v}" for k, v in shape.items()) if isinstance(shape, dict) \
+    return ", ".join(f"{k}={v}" for k, v in shape.items()) if isinstance(shape, dict) \
         else str(shape)
 
 
@@ -92,7 +92,7 @@ def cells_table(runs: list[Run]) -> str:
             n = len(c.get("samples_s") or [])
             cells = [_td(run.run_id)] if many else []
             cells += [_td(c.get("workload")), _td(c.get("mode")), _td(c.get("backend")),
-                      _td(c.get("device")), _td(c.get("dtype")), _td(_shape(c)),
+                      _td(c.get("device")), _td(c.get("dtype")), _td(_shape(c), cls="wrap"),
                       _td(_ms(eager_s), eager_s), _td(_ms(step_s), step_s),
                       _td(speed_text, speedup if speed_text != "-" else None),
                       _td(compile_text, cold), _td(even_text, even_sort),

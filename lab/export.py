@@ -1,0 +1,101 @@
+"""A run's cells as CSV: one row per cell, measured or not, with the lab's own fields.
+
+`pytest-benchmark compare --csv` sees only pytest-benchmark's timing columns; the numbers that
+decide a claim (the speedup and its interval, compile seconds, break-even, status) live in each
+benchmark's `extra_info`. This writes them flat, for spreadsheets, pandas and CI artefacts.
+
+Conventions: times in seconds (the column names say `_s`); an empty field is "not applicable
+or not measured"; a break-even of `inf` means the compiled side was not faster, so its compile
+never pays back (`never` in the table); booleans are `true`/`false`; the shape is
+`batch=4;seq=128` (semicolons, so the field needs no quoting).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+COLUMNS = (
+    "run_id", "name", "workload", "backend", "framework", "mode", "device", "dtype", "shape",
+    "threads", "status", "reason", "samples", "processes", "median_s", "median_ci95_lo_s",
+    "median_ci95_hi_s", "iqr_s", "p20_s", "p80_s", "noisy", "baseline_backend",
+    "baseline_median_s", "speedup", "speedup_ci95_lo", "speedup_ci95_hi", "speedup_p_value",
+    "speedup_min_detectable", "compile_s_cold", "compile_s_warm", "break_even_steps_cold",
+    "break_even_steps_warm", "throughput", "throughput_ci95_lo", "throughput_ci95_hi",
+    "throughput_unit", "graph_count", "graph_breaks", "recompiles", "accuracy_passed",
+    "accuracy_method", "timer", "cold_l2", "cuda_graphs", "cell_wall_s",
+)
+
+
+def _cells(doc: dict) -> list[tuple[str, dict, int]]:
+    """(name, extra_info, number of samples) for every cell, in the run's planned order."""
+    cells = [(b["name"], b.get("extra_info") or {}, len((b.get("stats") or {}).get("data") or []))
+             for b in doc.get("benchmarks", [])]
+    cells += [(u["name"], u.get("extra_info") or {}, 0)
+              for u in (doc.get("lab") or {}).get("unmeasured") or []
+              if isinstance(u, dict) and "name" in u]
+    order = {name: i for i, name in enumerate((doc.get("lab") or {}).get("order") or [])}
+    return sorted(cells, key=lambda c: order.get(c[0], len(order)))
+
+
+def _field(value) -> str | float | int:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _pair(value, i: int):
+    return value[i] if isinstance(value, list | tuple) and len(value) == 2 else None
+
+
+def _break_even(info: dict, which: str):
+    """The stored steps; inf where a compile was timed and the compiled side was not faster."""
+    steps = info.get(f"break_even_steps_{which}")
+    if steps is not None:
+        return steps
+    timed = info.get("status") == "ok" and info.get(f"compile_s_{which}") is not None \
+        and info.get("speedup") is not None
+    return float("inf") if timed else None
+
+
+def cell_row(run_id: str, name: str, info: dict, samples: int) -> dict:
+    shape = info.get("shape")
+    diagnostics = info.get("diagnostics") or {}
+    accuracy = info.get("accuracy") or {}
+    row = {
+        "run_id": run_id, "name": name,
+        "shape": ";".join(f"{k}={v}" for k, v in shape.items()) if isinstance(shape, dict)
+        else shape,
+        "status": info.get("status") or ("ok" if samples else None),
+        "samples": samples,
+        "median_ci95_lo_s": _pair(info.get("median_ci95_s"), 0),
+        "median_ci95_hi_s": _pair(info.get("median_ci95_s"), 1),
+        "speedup_ci95_lo": _pair(info.get("speedup_ci95"), 0),
+        "speedup_ci95_hi": _pair(info.get("speedup_ci95"), 1),
+        "throughput_ci95_lo": _pair(info.get("throughput_ci95"), 0),
+        "throughput_ci95_hi": _pair(info.get("throughput_ci95"), 1),
+        "break_even_steps_cold": _break_even(info, "cold"),
+        "break_even_steps_warm": _break_even(info, "warm"),
+        "graph_count": diagnostics.get("graph_count"),
+        "graph_breaks": diagnostics.get("graph_breaks"),
+        "recompiles": diagnostics.get("recompiles"),
+        "accuracy_passed": accuracy.get("passed"),
+        "accuracy_method": accuracy.get("method"),
+    }
+    for column in COLUMNS:
+        if column not in row:
+            row[column] = info.get(column)
+    return {column: _field(row[column]) for column in COLUMNS}
+
+
+def cells_csv(doc: dict) -> str:
+    """Every cell of a stored run (a loaded results.json) as CSV text with a header row."""
+    run_id = str((doc.get("lab") or {}).get("run_id") or "")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for name, info, samples in _cells(doc):
+        writer.writerow(cell_row(run_id, name, info, samples))
+    return out.getvalue()
