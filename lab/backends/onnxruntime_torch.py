@@ -1,0 +1,106 @@
+"""onnxruntime: a PyTorch model exported with `torch.onnx.export(..., dynamo=True)` (the
+torch.export-based exporter, which needs onnxscript) and run by ONNX Runtime. Its baseline is
+torch-eager on the same model and inputs. The Keras route (tf2onnx) is the separate backend
+`onnxruntime-tf`, because a backend has one framework and one eager baseline.
+
+Conversion = export + optimisation + writing the `.onnx` file; load = creating the
+InferenceSession (which runs ONNX Runtime's own graph optimisations). A model torch.export
+cannot capture ends `convert_error` with the exporter's message and its cause's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+
+from lab.backends import ort_session
+from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.runtime_torch import (
+    ConvertedTorchSide,
+    build_task,  # noqa: F401  (part of the backend module's interface)
+    eager_side,
+    set_torch_threads,
+    to_numpy,
+    torch_device_ok,
+    torch_versions,
+)
+from lab.status import Status
+
+
+class OnnxTorchSide(ConvertedTorchSide):
+    def __init__(self, task, mode: str, option: str | None):
+        super().__init__(task, mode)
+        self.option = option or "default"
+        self.device = "cuda" if task.inputs[0].is_cuda else "cpu"
+        ort_session.providers(self.device, self.option)  # skip now if this build lacks them
+        self._folder = tempfile.TemporaryDirectory(prefix="lab-onnx-")
+        self.runner: ort_session.Runner | None = None
+
+    def convert(self):
+        import torch
+
+        model, inputs = self.task.model, self.task.inputs
+        path = os.path.join(self._folder.name, "model.onnx")
+        # the exporter prints its progress to stdout; the cell's log is not the place for it
+        with timed_step("torch.onnx.export(dynamo=True)") as exported, \
+                contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            program = torch.onnx.export(model, inputs, dynamo=True, verbose=False)
+            program.save(path)
+        with timed_step("onnxruntime.InferenceSession", Status.CONVERT_ERROR) as loaded:
+            sess = ort_session.session(path, self.device, self.option)
+        arrays = [t.detach().cpu().numpy() for t in inputs]
+        self.runner = ort_session.Runner(sess, arrays, self.device,
+                                         torch_inputs=inputs if self.device == "cuda" else None)
+        conversion = Conversion(
+            converter=f"torch.onnx.export(dynamo=True) {torch.__version__.split('+')[0]}",
+            convert_s=exported.seconds, load_s=loaded.seconds,
+            artifact_bytes=artifact_size(self._folder.name), artifact_format=".onnx",
+            warnings=exported.warnings + loaded.warnings)
+        return self.runner, conversion
+
+    def outputs(self):
+        self.converted()
+        return [to_numpy(a) for a in self.runner.host_outputs()]
+
+    def runtime_diagnostics(self) -> dict:
+        return self.runner.diagnostics() if self.runner else {}
+
+
+def onnx_side(task, mode: str, option: str | None) -> OnnxTorchSide:
+    return OnnxTorchSide(task, mode, option)
+
+
+SIDES = {"torch-eager": eager_side, "onnxruntime": onnx_side}
+
+
+def device_available(device: str) -> tuple[bool, str]:
+    ok, why = torch_device_ok(device)
+    if ok and device == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return False, "this onnxruntime build has no CUDAExecutionProvider (onnxruntime-gpu)"
+    return ok, why
+
+
+def set_threads(threads: int) -> None:
+    set_torch_threads(threads)
+    ort_session.set_threads(threads)
+
+
+def versions() -> dict:
+    import onnx
+    import onnxscript
+
+    return {**torch_versions(), "onnxruntime": ort_session.version(),
+            "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def process_env(threads: int, device: str) -> dict:
+    return {}  # torch sizes its pools from OMP_NUM_THREADS; ONNX Runtime's is set per session
+
+
+def cache_env(cache_dir: str) -> dict:
+    return {}  # the exporter and ONNX Runtime keep nothing on disk between processes

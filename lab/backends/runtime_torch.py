@@ -1,0 +1,68 @@
+"""What every inference runtime fed from a PyTorch model shares: the task (infer only), the
+accuracy outputs, the float64 reference and the torch-eager baseline.
+
+The converted side and the torch-eager baseline share one model and one set of input tensors,
+so accuracy is judged on exactly the inputs that are timed, against the eager answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lab.backends import flatten_outputs
+from lab.backends import torch as torch_backend
+from lab.backends.conversion import ConvertedSide, require_infer
+
+
+def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
+    require_infer(mode)  # before building: a train cell has nothing to convert
+    return torch_backend.build_task(workload, shape, mode, device, dtype, seed, backend_name)
+
+
+def to_numpy(value) -> np.ndarray:
+    """A runtime's output (torch tensor or numpy array) as float64 numpy, like the eager side's."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        value = value.double() if value.is_floating_point() else value
+        return value.numpy()
+    array = np.asarray(value)
+    return array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
+
+
+class ConvertedTorchSide(ConvertedSide):
+    """A converted torch model; `task` is the TorchTask the eager baseline runs too."""
+
+    def __init__(self, task, mode: str):
+        super().__init__(mode)
+        self.task = task
+
+    def outputs(self) -> list[np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            return [to_numpy(t) for t in flatten_outputs(self.converted()())]
+
+    def reference_fp64(self) -> list[np.ndarray]:
+        # the converted model has no float64 version; the reference is the eager model in
+        # float64, the same one torch.compile's accuracy falls back to
+        return torch_backend.TorchSide(self.task, self.mode).reference_fp64()
+
+
+def eager_side(task, mode: str, option=None):
+    return torch_backend.eager_side(task, mode, option)
+
+
+def torch_versions() -> dict:
+    return torch_backend.versions()
+
+
+def set_torch_threads(threads: int) -> None:
+    torch_backend.set_threads(threads)
+
+
+def torch_device_ok(device: str) -> tuple[bool, str]:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return False, "no CUDA device"
+    return True, ""
