@@ -11,7 +11,7 @@ WORKLOADS ?= mlp,transformer
 BACKENDS ?= torch-eager,torch-compile
 MODES ?= infer,train
 
-.PHONY: run test install bench lint clean
+.PHONY: run test install bench lint clean gpu gpu-plan
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ run: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The GPU campaign (bench/gpu_campaign.py): on a GPU machine whose python already has torch,
+# triton and jax, with no install step; runs land under GPU_OUT/<machine-id>/.
+GPU_OUT ?= profiles
+gpu:
+	PYTHONPATH=. TRITON_INTERPRET=0 $(PYTHON) bench/gpu_campaign.py run --out $(GPU_OUT)
+
+gpu-plan:
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py plan
 
 bench: install
 	$(PY) -m pytest bench --benchmark-autosave
