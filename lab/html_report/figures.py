@@ -251,6 +251,9 @@ def roofline(bench: KernelBench):
     _layout(fig, f"Roofline: {bench.name} (markers: op; colour: implementation)", 520,
             xaxis={"type": "log", "title": "arithmetic intensity (flop per byte moved)"},
             yaxis={"type": "log", "title": "achieved TFLOP/s"})
+    # implementations and ops make a long legend: a column at the right, clear of the title
+    fig.update_layout(legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1,
+                              "yanchor": "top"}, margin={"t": 50})
     return fig
 
 

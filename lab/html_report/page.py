@@ -39,7 +39,7 @@ table{border-collapse:collapse;margin:6px 0 14px;font-size:13px}
 .scroll{overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:top;
  white-space:nowrap}td.name,td.status,td.verdict,td.wrap{white-space:normal}
-th{background:#f0f2f5;cursor:pointer;user-select:none;white-space:normal}
+th{background:#f0f2f5;cursor:pointer;user-select:none;white-space:normal;text-align:left}
 td.wrap{text-align:left;min-width:9em}
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td:nth-child(-n+3),td.name{text-align:left}td.name{max-width:640px;overflow-wrap:anywhere}
