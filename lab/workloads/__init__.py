@@ -13,6 +13,8 @@ _BUILTIN = {
     "resnet50": "lab.workloads.resnet",
     "gpt2": "lab.workloads.llm.gpt2",
     "llama": "lab.workloads.llm.llama",
+    "llama-varlen": "lab.workloads.llm.varlen",
+    "llama-graph-break": "lab.workloads.llm.graph_break",
 }
 
 

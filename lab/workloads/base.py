@@ -85,6 +85,21 @@ class GenerateTask:
     weights_source: str | None = None  # "torch" when JAX weights were copied from torch
 
 
+@dataclass
+class ShapeCycle:
+    """Inputs whose shape changes between steps, as batches of real text do.
+
+    One step of a ShapeCycle workload is the whole cycle: batch i is run with `task`'s model,
+    loss and optimizer, for i in order, so the first call holds every compile (or recompile)
+    the cycle causes and steady-state samples time the same mix of lengths on every side.
+    """
+
+    task: Any  # TorchTask or JaxTask; its inputs/target are the first batch
+    batches: list  # [(inputs tuple, target)], in cycle order
+    lengths: tuple[int, ...]  # each batch's sequence length as drawn
+    padded: tuple[int, ...]  # as run: `lengths` padded up to the bucket (equal when none)
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
