@@ -19,6 +19,7 @@ import pytest
 
 from lab import accuracy, workloads
 from lab.backends import BACKENDS, conversion
+from lab.backends.protocol import BackendModule, Side
 from lab.backends.torchscript import TRACE_WARNED
 from lab.status import CellFailure, Status
 
@@ -60,6 +61,7 @@ def _sides(name: str, workload: str, option: str | None = None, shape: dict | No
 
 def _converted_matches_eager(name: str, workload: str, option: str | None = None) -> dict:
     candidate, baseline, _ = _sides(name, workload, option)
+    assert isinstance(candidate, Side)
     candidate.sync(candidate.step())  # the first call converts
     verdict = accuracy.check(candidate.outputs(), baseline.outputs(), "float32",
                              candidate.reference_fp64)
@@ -78,9 +80,7 @@ def test_every_runtime_is_registered_with_its_eager_baseline_and_the_full_interf
     info = BACKENDS[name]
     assert info.baseline in ("torch-eager", "tf-eager")
     module = _module(name)
-    for attribute in ("SIDES", "build_task", "device_available", "set_threads", "versions",
-                      "process_env", "cache_env"):
-        assert callable(getattr(module, attribute, None)) or attribute == "SIDES", attribute
+    assert isinstance(module, BackendModule)  # the cell loads it through this check
     assert set(module.SIDES) == {name, info.baseline}
 
 
@@ -95,14 +95,14 @@ def test_train_cells_are_skipped_as_inference_runtimes(name):
 
 
 def test_tensorrt_on_the_cpu_is_skipped_naming_what_it_needs():
-    ok, why = _module("tensorrt").device_available("cpu")
-    assert not ok
-    assert why.startswith("needs CUDA and torch-tensorrt")
+    support = _module("tensorrt").support("cpu")
+    assert not support.ok
+    assert support.reason.startswith("needs CUDA and torch-tensorrt")
 
 
 def test_litert_refuses_cuda_with_a_reason():
-    ok, why = _module("litert").device_available("cuda")
-    assert not ok and "CPU" in why
+    support = _module("litert").support("cuda")
+    assert not support.ok and "CPU" in support.reason
 
 
 @_needs("onnxruntime")
@@ -238,9 +238,9 @@ def test_litert_int8_is_quantized_and_within_its_stated_tolerance():
 def test_torch_export_aotinductor_matches_eager():
     """One small model: AOTInductor compiles and links C++ (~30 s on 2 cores)."""
     module = _module("torch-export")
-    ok, why = module.device_available("cpu")
-    if not ok:
-        pytest.skip(why)
+    support = module.support("cpu")
+    if not support.ok:
+        pytest.skip(support.reason)
     diagnostics = _converted_matches_eager("torch-export", "mlp")
     assert diagnostics["conversion"]["artifact_format"].startswith(".pt2")
     assert diagnostics["aoti_compile_s"] > diagnostics["export_s"]
@@ -302,5 +302,13 @@ def test_torchscript_script_option_never_traces():
 @pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is not None,
                     reason="torch-tensorrt installed: the CPU skip is not what happens")
 def test_tensorrt_reason_names_the_missing_package():
-    _ok, why = _module("tensorrt").device_available("cuda")
-    assert "torch_tensorrt not installed" in why
+    assert "torch_tensorrt not installed" in _module("tensorrt").support("cuda").reason
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lab.precision") is None,
+                    reason="precisions not in this tree")
+def test_mixed_precision_is_skipped_for_converted_models():
+    with pytest.raises(CellFailure) as ended:
+        _module("torchscript").apply_precision("amp-bf16", "cpu")
+    assert ended.value.status is Status.SKIPPED
+    assert "autocast" in ended.value.reason

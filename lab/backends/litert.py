@@ -25,8 +25,10 @@ import tempfile
 import numpy as np
 
 from lab.backends.conversion import Conversion, timed_step
+from lab.backends.protocol import Support
 from lab.backends.runtime_tf import (
     ConvertedTfSide,
+    apply_tf_precision,
     build_model,
     build_task,  # noqa: F401  (part of the backend module's interface)
     eager_side,
@@ -156,10 +158,10 @@ def litert_side(task, mode: str, option: str | None) -> LiteRtSide:
 SIDES = {"tf-eager": eager_side, "litert": litert_side}
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
     if device == "cuda":
-        return False, "LiteRT runs on the CPU here (its GPU delegate is for mobile GPUs)"
-    return True, ""
+        return Support.no("LiteRT runs on the CPU here (its GPU delegate is for mobile GPUs)")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:
@@ -171,6 +173,10 @@ def versions() -> dict:
     import ai_edge_litert
 
     return {**tf_versions(), "ai_edge_litert": getattr(ai_edge_litert, "__version__", None)}
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    return apply_tf_precision(precision, device)
 
 
 def process_env(threads: int, device: str) -> dict:

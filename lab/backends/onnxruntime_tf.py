@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from lab.backends import ort_session
 from lab.backends.conversion import Conversion, timed_step
+from lab.backends.protocol import Support
 from lab.backends.runtime_tf import (
     ConvertedTfSide,
+    apply_tf_precision,
     build_model,
     build_task,  # noqa: F401  (part of the backend module's interface)
     eager_side,
@@ -27,7 +29,7 @@ class OnnxTfSide(ConvertedTfSide):
     def __init__(self, task, mode: str, option: str | None):
         super().__init__(task, mode)
         self.option = option or "default"
-        self.device = "cpu"  # device_available refuses CUDA for this route
+        self.device = "cpu"  # support() refuses CUDA for this route
         self.runner: ort_session.Runner | None = None
         self.opset: int | None = None
 
@@ -74,15 +76,15 @@ def onnx_tf_side(task, mode: str, option: str | None) -> OnnxTfSide:
 SIDES = {"tf-eager": eager_side, "onnxruntime-tf": onnx_tf_side}
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
+    if device == "cuda":
+        return Support.no("onnxruntime-tf runs on the CPU here (the CUDA route binds torch "
+                          "tensors; use onnxruntime)")
     try:  # tf2onnx pins against TensorFlow, numpy and protobuf: say so if it cannot load
         import tf2onnx  # noqa: F401
     except Exception as exc:
-        return False, f"tf2onnx cannot load here: {type(exc).__name__}: {str(exc)[:200]}"
-    if device == "cuda":
-        return False, ("onnxruntime-tf runs on the CPU here (the CUDA route binds torch "
-                       "tensors; use onnxruntime)")
-    return True, ""
+        return Support.no(f"tf2onnx cannot load here: {type(exc).__name__}: {str(exc)[:200]}")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:
@@ -96,6 +98,10 @@ def versions() -> dict:
 
     return {**tf_versions(), "onnxruntime": ort_session.version(), "onnx": onnx.__version__,
             "tf2onnx": tf2onnx.__version__}
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    return apply_tf_precision(precision, device)
 
 
 def process_env(threads: int, device: str) -> dict:

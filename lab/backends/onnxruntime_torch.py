@@ -17,13 +17,15 @@ import tempfile
 
 from lab.backends import ort_session
 from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (
     ConvertedTorchSide,
+    apply_torch_precision,
     build_task,  # noqa: F401  (part of the backend module's interface)
     eager_side,
     set_torch_threads,
     to_numpy,
-    torch_device_ok,
+    torch_support,
     torch_versions,
 )
 from lab.status import Status
@@ -75,14 +77,15 @@ def onnx_side(task, mode: str, option: str | None) -> OnnxTorchSide:
 SIDES = {"torch-eager": eager_side, "onnxruntime": onnx_side}
 
 
-def device_available(device: str) -> tuple[bool, str]:
-    ok, why = torch_device_ok(device)
-    if ok and device == "cuda":
+def support(device: str) -> Support:
+    torch_ok = torch_support(device)
+    if torch_ok.ok and device == "cuda":
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return False, "this onnxruntime build has no CUDAExecutionProvider (onnxruntime-gpu)"
-    return ok, why
+            return Support.no("this onnxruntime build has no CUDAExecutionProvider "
+                              "(onnxruntime-gpu)")
+    return torch_ok
 
 
 def set_threads(threads: int) -> None:
@@ -96,6 +99,10 @@ def versions() -> dict:
 
     return {**torch_versions(), "onnxruntime": ort_session.version(),
             "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    return apply_torch_precision(precision, device)
 
 
 def process_env(threads: int, device: str) -> dict:

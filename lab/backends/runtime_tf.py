@@ -74,3 +74,15 @@ def set_tf_threads(threads: int) -> None:
 
 def tf_process_env(threads: int, device: str) -> dict:
     return tf_backend.process_env(threads, device)
+
+
+def apply_tf_precision(precision: str, device: str) -> dict:
+    """The framework's switches, set as for its eager baseline. Mixed precision is skipped:
+    the eager side enters autocast per step, but a converted artifact runs in the dtype it was
+    exported in, so the two would not compute the same thing."""
+    from lab import precision as precisions
+
+    if precisions.policy(precision).autocast:
+        raise CellFailure(Status.SKIPPED, f"{precision}: inference runtimes run the converted "
+                                          f"model in its stored dtype, not under autocast")
+    return tf_backend.apply_precision(precision, device)

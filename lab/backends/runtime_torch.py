@@ -12,6 +12,8 @@ import numpy as np
 from lab.backends import flatten_outputs
 from lab.backends import torch as torch_backend
 from lab.backends.conversion import ConvertedSide, require_infer
+from lab.backends.protocol import Support
+from lab.status import CellFailure, Status
 
 
 def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
@@ -60,9 +62,21 @@ def set_torch_threads(threads: int) -> None:
     torch_backend.set_threads(threads)
 
 
-def torch_device_ok(device: str) -> tuple[bool, str]:
+def torch_support(device: str) -> Support:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, ""
+        return Support.no("no CUDA device")
+    return Support.yes()
+
+
+def apply_torch_precision(precision: str, device: str) -> dict:
+    """The framework's switches, set as for its eager baseline. Mixed precision is skipped:
+    the eager side enters autocast per step, but a converted artifact runs in the dtype it was
+    exported in, so the two would not compute the same thing."""
+    from lab import precision as precisions
+
+    if precisions.policy(precision).autocast:
+        raise CellFailure(Status.SKIPPED, f"{precision}: inference runtimes run the converted "
+                                          f"model in its stored dtype, not under autocast")
+    return torch_backend.apply_precision(precision, device)

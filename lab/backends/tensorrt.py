@@ -17,8 +17,10 @@ import os
 import tempfile
 
 from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (
     ConvertedTorchSide,
+    apply_torch_precision,
     build_task,  # noqa: F401  (part of the backend module's interface)
     eager_side,
     set_torch_threads,
@@ -82,7 +84,7 @@ def tensorrt_side(task, mode: str, option: str | None) -> TensorRtSide:
 SIDES = {"torch-eager": eager_side, "tensorrt": tensorrt_side}
 
 
-def device_available(device: str) -> tuple[bool, str]:
+def support(device: str) -> Support:
     import importlib.util
 
     import torch
@@ -93,8 +95,8 @@ def device_available(device: str) -> tuple[bool, str]:
     if importlib.util.find_spec("torch_tensorrt") is None:
         lacking.append("torch_tensorrt not installed")
     if lacking:
-        return False, f"{NEEDS} ({'; '.join(lacking)})"
-    return True, ""
+        return Support.no(f"{NEEDS} ({'; '.join(lacking)})")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:
@@ -105,6 +107,10 @@ def versions() -> dict:
     import torch_tensorrt
 
     return {**torch_versions(), "torch_tensorrt": torch_tensorrt.__version__}
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    return apply_torch_precision(precision, device)
 
 
 def process_env(threads: int, device: str) -> dict:

@@ -17,12 +17,14 @@ import tempfile
 
 from lab.backends import torch as torch_backend
 from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (
     ConvertedTorchSide,
+    apply_torch_precision,
     build_task,  # noqa: F401  (part of the backend module's interface)
     eager_side,
     set_torch_threads,
-    torch_device_ok,
+    torch_support,
     torch_versions,
 )
 from lab.status import Status
@@ -74,18 +76,18 @@ def export_side(task, mode: str, option: str | None) -> ExportedSide:
 SIDES = {"torch-eager": eager_side, "torch-export": export_side}
 
 
-def device_available(device: str) -> tuple[bool, str]:
-    ok, why = torch_device_ok(device)
-    if not ok:
-        return ok, why
+def support(device: str) -> Support:
+    torch_ok = torch_support(device)
+    if not torch_ok.ok:
+        return torch_ok
     if device == "cpu":
         from torch._inductor import cpp_builder
 
         try:  # Inductor's own search (config.cpp.cxx, then g++); it raises when none is found
             cpp_builder.get_cpp_compiler()
         except Exception as exc:
-            return False, f"AOTInductor needs a C++ compiler: {str(exc).splitlines()[0]}"
-    return True, ""
+            return Support.no(f"AOTInductor needs a C++ compiler: {str(exc).splitlines()[0]}")
+    return Support.yes()
 
 
 def set_threads(threads: int) -> None:
@@ -94,6 +96,10 @@ def set_threads(threads: int) -> None:
 
 def versions() -> dict:
     return torch_versions()
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    return apply_torch_precision(precision, device)
 
 
 def process_env(threads: int, device: str) -> dict:

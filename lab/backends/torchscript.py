@@ -20,12 +20,14 @@ from __future__ import annotations
 import io
 
 from lab.backends.conversion import Conversion, timed_step
+from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (
     ConvertedTorchSide,
+    apply_torch_precision,
     build_task,  # noqa: F401  (part of the backend module's interface)
     eager_side,
     set_torch_threads,
-    torch_device_ok,
+    torch_support,
     torch_versions,
 )
 from lab.status import CellFailure, Status
@@ -111,8 +113,8 @@ def torchscript_side(task, mode: str, option: str | None) -> TorchScriptSide:
 SIDES = {"torch-eager": eager_side, "torchscript": torchscript_side}
 
 
-def device_available(device: str) -> tuple[bool, str]:
-    return torch_device_ok(device)
+def support(device: str) -> Support:
+    return torch_support(device)
 
 
 def set_threads(threads: int) -> None:
@@ -121,6 +123,10 @@ def set_threads(threads: int) -> None:
 
 def versions() -> dict:
     return torch_versions()
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    return apply_torch_precision(precision, device)
 
 
 def process_env(threads: int, device: str) -> dict:
