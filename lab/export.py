@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 
+from lab import results
+
 COLUMNS = (
     "run_id", "name", "workload", "backend", "framework", "mode", "device", "dtype", "shape",
     "threads", "status", "reason", "samples", "processes", "median_s", "median_ci95_lo_s",
@@ -28,14 +30,9 @@ COLUMNS = (
 
 
 def _cells(doc: dict) -> list[tuple[str, dict, int]]:
-    """(name, extra_info, number of samples) for every cell, in the run's planned order."""
-    cells = [(b["name"], b.get("extra_info") or {}, len((b.get("stats") or {}).get("data") or []))
-             for b in doc.get("benchmarks", [])]
-    cells += [(u["name"], u.get("extra_info") or {}, 0)
-              for u in (doc.get("lab") or {}).get("unmeasured") or []
-              if isinstance(u, dict) and "name" in u]
-    order = {name: i for i, name in enumerate((doc.get("lab") or {}).get("order") or [])}
-    return sorted(cells, key=lambda c: order.get(c[0], len(order)))
+    """(name, lab fields, number of samples) for every cell, in the run's planned order, as
+    the one reader of stored runs gives them."""
+    return [(cell["name"], cell, len(cell.get("samples_s") or [])) for cell in results.cells(doc)]
 
 
 def _field(value) -> str | float | int:

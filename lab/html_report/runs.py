@@ -1,8 +1,10 @@
 """What the report reads from stored files: lab runs, kernel benchmarks, their profiles.
 
-A private, minimal reader: the shared reader of stored runs (`lab/results.py`) replaces it once
-it lands. It reads only what the page shows and tolerates the older field names that stored
-runs already carry (a hot-kernel row's `share_of_step` before it became `share`).
+Lab runs are read by the one reader of stored runs (`lab.results`): the same validation and
+the same cells (measured and not, in run order) as `lab show`, `gate` and `check`. Kernel
+benchmark files (bench/bench_kernels.py's pytest-benchmark JSON) are no lab run, so they are
+read here, as are the run's profile files; older field names that stored runs already carry
+are tolerated (a hot-kernel row's `share_of_step` before it became `share`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import stats
+from lab import results, stats
 
 RESULTS = "results.json"  # a lab run's results, in pytest-benchmark's schema
 KERNELS_FILE = "kernels.json"  # bench/bench_kernels.py's --benchmark-json, kept in a run folder
 
 
-class ReportInputError(ValueError):
-    """A path or document the report cannot use; the message is one line."""
+class ReportInputError(results.StoreError):
+    """A path or document the report cannot use; the message is one line (a UsageError: the
+    command line prints it and exits 2)."""
 
 
 @dataclass
@@ -53,22 +56,6 @@ class KernelBench:
     rows: list[dict]  # op, impl, pass, size, bytes, flops, ms, GBps, TFLOPs, bound, ...
 
 
-def _cell(name: str, info: dict, samples: list[float] | None) -> dict:
-    return {**info, "name": name, "samples_s": samples,
-            "status": info.get("status") or ("ok" if samples else "?")}
-
-
-def cells_of(doc: dict) -> list[dict]:
-    """Every cell of a run, measured or not, in the order the run planned them."""
-    cells = [_cell(b["name"], b.get("extra_info") or {}, list(b["stats"]["data"]))
-             for b in doc.get("benchmarks", [])]
-    cells += [_cell(u["name"], u.get("extra_info") or {}, None)
-              for u in (doc.get("lab") or {}).get("unmeasured") or []
-              if isinstance(u, dict) and "name" in u]
-    order = {name: i for i, name in enumerate((doc.get("lab") or {}).get("order") or [])}
-    return sorted(cells, key=lambda c: order.get(c["name"], len(order)))
-
-
 def is_kernel_doc(doc: dict) -> bool:
     """A bench_kernels file: benchmarks carry `impl`/`ceiling` and there is no `lab` block."""
     if "lab" in doc:
@@ -77,32 +64,30 @@ def is_kernel_doc(doc: dict) -> bool:
     return any("impl" in i or "ceiling" in i for i in infos)
 
 
-def _read_json(path: Path) -> dict:
+def _read_kernel_json(path: Path) -> dict | None:
+    """A kernel benchmark file's document, or None when the file is not one."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ReportInputError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportInputError(f"{path} is not valid JSON (truncated?): {exc.msg} at line "
-                               f"{exc.lineno}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise ReportInputError(f"{path}: not a pytest-benchmark file (no benchmarks list)")
-    for i, bench in enumerate(doc["benchmarks"]):
-        stats_block = bench.get("stats") if isinstance(bench, dict) else None
-        if not isinstance(stats_block, dict) or not isinstance(stats_block.get("data"), list) \
-                or "name" not in bench:
-            raise ReportInputError(f"{path}: benchmark {i} lacks a name or raw samples "
-                                   f"(stats.data)")
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) \
+            or not all(isinstance(b, dict) for b in doc["benchmarks"]) or not is_kernel_doc(doc):
+        return None
     return doc
+
+
+def _run(doc: dict, folder: Path | None) -> Run:
+    return Run(doc, folder, results.cells(doc))
 
 
 def load(source) -> Run | KernelBench:
     """A run folder, a results.json, a kernels JSON (or its folder), or a loaded document."""
     if isinstance(source, dict):
-        return kernel_bench(source, None, "kernels") if is_kernel_doc(source) \
-            else Run(source, None, cells_of(source))
+        if is_kernel_doc(source):
+            return kernel_bench(source, None, "kernels")
+        if not isinstance(source.get("benchmarks"), list):
+            raise ReportInputError("not a pytest-benchmark document (no benchmarks list)")
+        return _run(source, None)
     path = Path(source)
     if path.is_dir():
         if (path / RESULTS).is_file():
@@ -113,12 +98,13 @@ def load(source) -> Run | KernelBench:
             raise ReportInputError(f"{path}: no {RESULTS} or {KERNELS_FILE} in this folder")
     if not path.is_file():
         raise ReportInputError(f"{path}: no such run folder or results file")
-    doc = _read_json(path)
-    if is_kernel_doc(doc):
-        return kernel_bench(doc, path.parent, path.parent.name)
-    if "machine_info" not in doc:
-        raise ReportInputError(f"{path}: not a lab run (no machine_info)")
-    return Run(doc, path.parent, cells_of(doc))
+    try:
+        return _run(results.load(path), path.parent)
+    except results.StoreError as exc:  # not a lab run: perhaps a kernel benchmark file
+        doc = _read_kernel_json(path)
+        if doc is None:
+            raise ReportInputError(str(exc)) from None
+    return kernel_bench(doc, path.parent, path.parent.name)
 
 
 # ---------------------------------------------------------------- kernels
@@ -181,12 +167,11 @@ def load_warning(doc: dict) -> str | None:
 
 
 def hardware_label(doc: dict) -> str:
+    """The stored runs' hardware label; on a GPU machine the host's cores beside it, since
+    the page's CPU-side numbers (compile seconds) depend on them."""
+    label = results.hardware_label(doc)
     hw = (doc.get("machine_info") or {}).get("lab_hardware") or {}
-    if hw.get("gpus"):
-        return f"{hw['gpus'][0]['name']} x{len(hw['gpus'])}, {hw.get('cpu_count', '?')} CPU cores"
-    if hw:
-        return f"{hw.get('cpu_model', '?')}, {hw.get('cpu_count', '?')} cores (CPU)"
-    return "unknown hardware"
+    return f"{label}, {hw.get('cpu_count', '?')} CPU cores" if hw.get("gpus") else label
 
 
 def commit_label(doc: dict) -> str:
@@ -208,8 +193,7 @@ def run_value_s(cell: dict) -> float | None:
     cell's per-process medians (the median of its samples when it stored one process)."""
     if cell.get("status") != "ok" or not cell.get("samples_s"):
         return None
-    medians = [float(m) for m in cell.get("process_medians_s") or []] \
-        or [stats.summarize(cell["samples_s"]).median]
+    medians = results.process_medians(cell)
     return math.exp(sum(math.log(m) for m in medians) / len(medians))
 
 
