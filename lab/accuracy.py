@@ -13,20 +13,24 @@ from collections.abc import Callable
 
 import numpy as np
 
-# dtype -> (rtol, atol) for compiled vs eager of the same framework
-TOLERANCES = {
-    "float32": (1e-4, 1e-4),
-    "float16": (1e-3, 1e-3),
-    "bfloat16": (1.6e-2, 1e-2),
-    "float64": (1e-7, 1e-7),
-}
+from lab import precision as precisions
+
+# (rtol, atol) for compiled vs eager of the same framework: the precisions' own (fp32, tf32,
+# bf16, amp-bf16, ...: lab.precision.POLICIES, also by their dtype names float32, bfloat16,
+# float16), and float64's here
+FLOAT64_TOLERANCE = (1e-7, 1e-7)
 FP64_MULTIPLIER = 2.0
 
 
-def tolerance(dtype: str) -> tuple[float, float]:
-    if dtype not in TOLERANCES:
-        raise ValueError(f"no tolerance for dtype {dtype!r}; known: {', '.join(TOLERANCES)}")
-    return TOLERANCES[dtype]
+def tolerance(precision: str) -> tuple[float, float]:
+    """(rtol, atol) for a precision (`amp-bf16`) or a dtype (`float32`, `float64`)."""
+    if precision == "float64":
+        return FLOAT64_TOLERANCE
+    try:
+        return precisions.tolerance(precision)
+    except ValueError:
+        known = ", ".join([*precisions.NAMES, *precisions.DTYPE_PRECISION, "float64"])
+        raise ValueError(f"no tolerance for {precision!r}; known: {known}") from None
 
 
 def _rmse(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -47,9 +51,46 @@ def describe_failure(result: dict) -> str:
     return f"compiled output differs from eager: {result.get('detail', result['method'])}"
 
 
+def _nonfinite(outputs: list[np.ndarray]) -> tuple[int, int] | None:
+    """(index of the first output holding NaN/Inf, how many it holds), or None."""
+    for i, out in enumerate(outputs):
+        arr = np.asarray(out)
+        if np.issubdtype(arr.dtype, np.inexact):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                return i, bad
+    return None
+
+
+def check_eager(first: list[np.ndarray], second: list[np.ndarray], dtype: str,
+                allow_nan: bool = False) -> dict:
+    """Is eager a usable reference? Two eager runs on the same inputs must agree within the
+    dtype's tolerance (PyTorch's benchmark harness checks the same before comparing: dropout
+    or an unseeded random op would make every comparison noise), and without `allow_nan` hold
+    no NaN or Inf. `status` says which status a failure gives the cell."""
+    rtol, atol = tolerance(dtype)
+    repeat = check(second, first, dtype, allow_nan=True)
+    if not repeat["passed"]:
+        detail = repeat.get("detail") or (f"max abs difference {repeat['max_abs_err']:.3g} "
+                                          f"(rtol {rtol:g}, atol {atol:g})")
+        return {"passed": False, "method": "eager_repeat", "status": "eager_nondeterministic",
+                "detail": f"two eager runs on the same inputs differ: {detail}",
+                "max_abs_err": repeat.get("max_abs_err")}
+    found = _nonfinite(first)
+    if found and not allow_nan:
+        i, bad = found
+        return {"passed": False, "method": "nonfinite", "status": "fail_accuracy",
+                "detail": f"eager output {i} holds {bad} NaN/Inf values (--allow-nan accepts "
+                          f"them where the compiled output has them too)"}
+    return {"passed": True, "method": "eager_repeat", "max_abs_err": repeat["max_abs_err"],
+            "nonfinite": bool(found)}
+
+
 def check(candidate: list[np.ndarray], baseline: list[np.ndarray], dtype: str,
-          reference_fp64: Callable[[], list[np.ndarray]] | None = None) -> dict:
-    """Compare candidate outputs to baseline outputs; returns a JSON-ready verdict dict."""
+          reference_fp64: Callable[[], list[np.ndarray]] | None = None,
+          allow_nan: bool = False) -> dict:
+    """Compare candidate outputs to baseline outputs; returns a JSON-ready verdict dict.
+    NaN or Inf fails it, unless `allow_nan` and both have them in the same places."""
     rtol, atol = tolerance(dtype)
     if len(candidate) != len(baseline):
         return {"passed": False, "method": "structure",
@@ -61,6 +102,11 @@ def check(candidate: list[np.ndarray], baseline: list[np.ndarray], dtype: str,
         if not np.all(np.isfinite(c) == np.isfinite(b)):
             return {"passed": False, "method": "nonfinite",
                     "detail": f"output {i}: NaN/inf where eager has none (or the reverse)"}
+    found = _nonfinite(candidate)
+    if found and not allow_nan:  # NaN == NaN proves nothing: the model computes garbage
+        return {"passed": False, "method": "nonfinite",
+                "detail": f"output {found[0]} holds {found[1]} NaN/Inf values, as eager's "
+                          f"does (--allow-nan accepts that)"}
     max_abs = max((float(np.max(np.abs(np.nan_to_num(c) - np.nan_to_num(b)), initial=0.0))
                    for c, b in zip(candidate, baseline, strict=True)), default=0.0)
     close = all(np.allclose(c, b, rtol=rtol, atol=atol, equal_nan=True)

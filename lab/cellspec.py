@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 
+from lab import precision as precisions
 from lab.measure import DEFAULT_MIN_SAMPLE_S
 from lab.status import Status
 
@@ -30,19 +31,30 @@ class CellSpec:
     option: str | None
     mode: str
     shape: dict
-    dtype: str
+    dtype: str  # storage dtype of weights and inputs: the precision's (lab.precision)
     device: str
     threads: int
     repeats: int
     seed: int = 0
+    # applied by the backend before building (lab.precision); None: the dtype's precision,
+    # as for a spec written before precisions existed
+    precision: str | None = None
     min_sample_s: float = DEFAULT_MIN_SAMPLE_S
     warmup_steps: int = 3
     warmup_seconds: float = 1.0  # outlasts start-up transients seen after a compile
+    # seconds from the cell process's start within which it should finish; warm-up and
+    # sampling shrink to fit (None: no budget). Set below the timeout, so a valid cell that
+    # is slow ends with fewer samples, said so, rather than `timeout`
+    budget_s: float | None = None
     cold_l2: bool = False
     cuda_graphs: bool = False
     cell_pass: CellPass = CellPass.TIMED
     profile_dir: str | None = None  # where the TRACE pass writes
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.precision is None:
+            self.precision = precisions.resolve(self.dtype).value
 
     @classmethod
     def from_json(cls, text: str) -> CellSpec:
@@ -65,6 +77,8 @@ class CellResult:
     status: Status = Status.OK
     reason: str | None = None
     versions: dict | None = None
+    # the precision switches as the framework reports them after apply_precision
+    precision_settings: dict | None = None
     first_call_s: float | None = None
     baseline_first_call_s: float | None = None
     accuracy: dict | None = None
@@ -75,6 +89,8 @@ class CellResult:
     samples_s: list[float] | None = None
     baseline_samples_s: list[float] | None = None
     phases_s: dict[str, float] = field(default_factory=dict)
+    sampling: dict | None = None  # rounds planned and taken, and whether the budget cut them
+    memory: dict | None = None  # peak memory per phase and side (lab.memory)
     profile: dict | None = None  # the TRACE pass's captures
     traceback: str | None = None
     log_tail: str | None = None

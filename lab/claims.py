@@ -14,6 +14,9 @@ One `[[claim]]` table per claim (the grammar, with examples, is in docs/verdicts
     value = 2.0                        # or range = [1.3, 1.5] for between
     tolerance = 0.05                   # relative slack for about / between
     device = "any"                     # any | cpu | cuda ("cuda": needs a GPU)
+    precision = "fp32"                 # fp32 | tf32 | bf16 | fp16 | amp-bf16 | amp-fp16, or
+                                       # "default": the device's (fp32 CPU, amp-bf16 CUDA);
+                                       # dtype = "float32" (the older key) means fp32
 
 Errors name the file, the line and the reason, and are raised as ClaimError.
 """
@@ -33,7 +36,8 @@ DEFAULT_TOLERANCE = 0.05
 DEFAULT_REACH = 0.75  # "up to X" holds when the best case reaches at least this share of X
 _KEYS = {"id", "quote", "source", "note", "metric", "backend", "versus", "workload", "mode",
          "expect", "value", "range", "tolerance", "reach", "aggregate", "device", "dtype",
-         "shape"}
+         "precision", "shape"}
+DEFAULT_PRECISION = "default"  # a claim's precision that means the device's (lab.precision)
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -56,7 +60,8 @@ class Claim:
     reach: float
     aggregate: str
     device: str
-    dtype: str = "float32"
+    # the precision the claim's cells run in: a lab.precision name, or DEFAULT_PRECISION
+    precision: str = "fp32"
     versus: str | None = None
     shape: dict = field(default_factory=dict)
     source: str | None = None
@@ -189,13 +194,20 @@ def _parse_one(table: dict) -> Claim:
     device = table.get("device", "any")
     if device not in DEVICES:
         fail("device", f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
-    dtype = table.get("dtype", "float32")
-    if dtype not in ("float32", "bfloat16", "float16"):
-        fail("dtype", f"unknown dtype {dtype!r}")
+    claim_precision = _precision(table, fail)
     shape = table.get("shape", {})
     if not isinstance(shape, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
                                               and v > 0 for v in shape.values()):
         fail("shape", "shape must be a table of positive integers, e.g. {batch = 32}")
+    for name in names:  # a claim about an unknown workload or shape could never be decided
+        try:
+            workload = workloads.get(name, validate_user=False)
+        except ValueError as exc:
+            fail("workload", str(exc))
+        try:
+            workload.shape_for("cpu", shape)
+        except ValueError as exc:
+            fail("shape", str(exc))
     for key in ("source", "note"):
         if key in table and not isinstance(table[key], str):
             fail(key, f"{key} must be a string")
@@ -203,9 +215,29 @@ def _parse_one(table: dict) -> Claim:
         id=table["id"], quote=table["quote"].strip(), metric=metric, backend=table["backend"],
         versus=table.get("versus"), workloads=names, modes=modes, expect=expect, low=low,
         high=high, tolerance=float(tolerance), reach=float(reach), aggregate=aggregate,
-        device=device, dtype=dtype, shape=dict(shape), source=table.get("source"),
+        device=device, precision=claim_precision, shape=dict(shape), source=table.get("source"),
         note=table.get("note"),
     )
+
+
+def _precision(table: dict, fail) -> str:
+    """The claim's precision: `precision`, or the older `dtype` (float32 -> fp32); fp32 when
+    neither is given, as claims were judged on float32 cells before precisions existed."""
+    from lab import precision as precisions
+
+    if "dtype" in table and "precision" in table:
+        fail("dtype", "give precision or dtype, not both (dtype = \"float32\" is precision = "
+                      "\"fp32\")")
+    if "dtype" in table:
+        if table["dtype"] not in precisions.DTYPE_PRECISION:
+            fail("dtype", f"unknown dtype {table['dtype']!r}; valid: "
+                          f"{', '.join(precisions.DTYPE_PRECISION)}")
+        return precisions.DTYPE_PRECISION[table["dtype"]].value
+    name = table.get("precision", precisions.Precision.FP32.value)
+    if name != DEFAULT_PRECISION and name not in precisions.NAMES:
+        fail("precision", f"unknown precision {name!r}; valid: {', '.join(precisions.NAMES)}, "
+                          f"{DEFAULT_PRECISION}")
+    return name
 
 
 class _KeyedError(ValueError):

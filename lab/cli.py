@@ -8,9 +8,12 @@ interrupted (finished cells kept, the run marked incomplete).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from lab.errors import UsageError
+from lab.precision import NAMES as PRECISIONS
 from lab.session import DEFAULT_OUT, DEFAULT_REPEATS, DEFAULT_TIMEOUT_S, DTYPES
 
 
@@ -55,7 +58,11 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode")
     p.add_argument("--mode", type=_csv, default=["infer"], help="infer, train or infer,train")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="arithmetic in every framework alike (docs/precision.md); default: "
+                        "fp32 on the CPU, amp-bf16 on CUDA")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="alias: float32 = --precision fp32, bfloat16 = bf16, float16 = fp16")
     p.add_argument("--batch", type=_positive_int, help="batch size (overrides the default)")
     p.add_argument("--seq", type=_positive_int, help="sequence length (transformer)")
     p.add_argument("--image-size", dest="image_size", type=_positive_int,
@@ -67,6 +74,8 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="root folder for run folders")
     p.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
                    help="seconds before a cell is stopped and marked timeout")
+    p.add_argument("--allow-nan", dest="allow_nan", action="store_true",
+                   help="accept NaN/Inf in outputs where eager has them in the same places")
 
 
 def _delegate(module: str, function: str):
@@ -133,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("baseline")
     p.add_argument("candidate")
     p.add_argument("--threshold", default="5%")
-    p.add_argument("--force", action="store_true", help="compare runs of different machines")
+    p.add_argument("--force", action="store_true",
+                   help="compare runs of different machines, threads, precision or device")
+    p.add_argument("--allow-missing", dest="allow_missing", action="store_true",
+                   help="pass even when the candidate lacks benchmarks the baseline measured")
     p.add_argument("--markdown", help="also write the summary to this file")
     p.add_argument("--noise-floor", dest="noise_floor", type=_positive_float, default=None,
                    help="between-process sd of log step time on this machine (default: the "
@@ -148,14 +160,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130  # the shell's code for SIGINT; SIGTERM and SIGHUP end a run the same way
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (CI runners, `timeout`) and SIGHUP (a closed terminal) stop a run as Ctrl-C
+    does: the running cell's process group is killed, its temp folders removed, finished cells
+    kept, the run marked incomplete. Later signals are ignored so that clean-up finishes."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # handlers can only be set in the main thread; main() called from another keeps Python's
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+        previous.update({sig: signal.signal(sig, _interrupt)
+                         for sig in (signal.SIGTERM, signal.SIGHUP)})
     try:
         args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or after the run loop, which handles its own
+        print("lab: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

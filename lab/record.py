@@ -15,8 +15,11 @@ from lab.workloads.base import shape_label
 
 
 def benchmark_name(spec, label: str) -> str:
+    """The cell's name: workload[backend|mode|device|precision|shape]. The precision names
+    the arithmetic (fp32, amp-bf16, ...; lab.precision), where runs stored before it existed
+    named the dtype (float32)."""
     shape = shape_label(spec.shape)
-    return f"{spec.workload}[{label}|{spec.mode}|{spec.device}|{spec.dtype}|{shape}]"
+    return f"{spec.workload}[{label}|{spec.mode}|{spec.device}|{spec.precision}|{shape}]"
 
 
 def wall_breakdown(outcome: CellOutcome) -> dict:
@@ -43,12 +46,17 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
     info = backends.BACKENDS[spec.backend]
     fields = {
         "workload": spec.workload, "backend": outcome.label, "framework": info.framework.value,
-        "mode": spec.mode, "device": spec.device, "dtype": spec.dtype, "shape": spec.shape,
+        "mode": spec.mode, "device": spec.device, "shape": spec.shape,
+        # the precision, its storage dtype (kept for readers of runs stored before precisions
+        # existed) and the switches as the framework reported them
+        "precision": spec.precision, "dtype": spec.dtype,
+        "precision_settings": result.precision_settings,
         "threads": spec.threads, "status": str(outcome.status), "reason": result.reason,
         "baseline_backend": info.baseline, "timer": result.timer,
         "inner_steps": result.inner_steps, "warmup": result.warmup,
         "cold_l2": spec.cold_l2,
         "cuda_graphs": spec.cuda_graphs, "cell_wall_s": round(outcome.wall_s, 3),
+        "sampling": result.sampling, "memory": result.memory,
         "wall_s_breakdown": wall_breakdown(outcome),
         "versions": result.versions, "accuracy": result.accuracy,
         "diagnostics": result.diagnostics, "first_call_s": result.first_call_s,
@@ -110,7 +118,8 @@ def to_benchmark(outcome: CellOutcome, workload) -> dict | None:
         "group": f"{spec.workload} {spec.mode} {spec.device}",
         "name": name, "fullname": f"lab::{name}",
         "params": {"backend": outcome.label, "mode": spec.mode, "device": spec.device,
-                   "dtype": spec.dtype, "shape": shape_label(spec.shape)},
+                   "precision": spec.precision, "dtype": spec.dtype,
+                   "shape": shape_label(spec.shape)},
         "param": f"{outcome.label}-{spec.mode}",
         "extra_info": lab_fields(outcome, workload),
         "options": {"disable_gc": False, "timer": result.timer, "min_rounds": spec.repeats,
@@ -130,8 +139,11 @@ class RunRecorder:
         self.run = {"run_id": self.run_dir.name, "kind": kind, "complete": False, "argv": argv,
                     "started": _dt.datetime.now().isoformat(timespec="seconds"),
                     "finished": None, "fingerprint": store.FINGERPRINT,
-                    "load_avg_1m_at_start": fp.get("load_avg_1m_at_start")}
+                    "load_avg_1m_at_start": fp.get("load_avg_1m_at_start"),
+                    # local, or a cluster (ray): then each cell names the node it ran on
+                    "executor": (fp.get("executor") or {}).get("name", "local")}
         self._cached = {"machine_info": store.machine_info(fp), "commit_info": store.commit_info()}
+        self._machine_id = store.machine_id(fp["hardware"])
         store.atomic_write_json(self.run_dir / store.FINGERPRINT, fp)
 
     def set_order(self, names: list[str]) -> None:
@@ -140,6 +152,9 @@ class RunRecorder:
         self._order = list(names)
 
     def add(self, outcome: CellOutcome, workload) -> None:
+        # every cell says which machine timed it: a cluster's executor names the node's
+        # (lab.executors.ray); a cell run here ran on this run's machine
+        outcome.extra.setdefault("machine_id", self._machine_id)
         self.outcomes.append((outcome, workload))
         self.save()
 

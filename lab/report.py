@@ -3,12 +3,13 @@
 One row per cell, in run order: throughput (the workload's unit, e.g. images/s) with the 95%
 interval that maps the median step time's bootstrap interval, ms/step, and for a compiled
 backend its speedup over its own framework's eager mode and its compile seconds (cold / warm
-cache). Cells without samples show their status and reason instead of numbers.
+cache). Cells without samples show their status and reason instead of numbers. A precision
+column (fp32, amp-bf16, ...: lab.precision) follows the mode wherever the run records one.
 """
 
 from __future__ import annotations
 
-from lab import results
+from lab import precision, results
 
 
 def _fmt(value: float) -> str:
@@ -19,12 +20,14 @@ def _ms(ms: float) -> str:
     return f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"  # sub-millisecond steps keep 3 digits
 
 
-def _row(info: dict) -> str:
+def _row(info: dict, with_precision: bool) -> str:
     backend = info.get("backend", "?")
     status = info.get("status", "?")
+    mode = f"{info.get('mode')} | {precision.of_cell(info) or '?'}" if with_precision \
+        else info.get("mode")
     if info.get("throughput") is None:
         reason = (info.get("reason") or "").replace("|", "/")[:120]
-        return (f"| {info.get('framework', '?')} | {backend} | {info.get('mode')} | - | - | - | - "
+        return (f"| {info.get('framework', '?')} | {backend} | {mode} | - | - | - | - "
                 f"| - | "
                 f"{status}: {reason} |")
     lo, hi = info["throughput_ci95"]
@@ -37,7 +40,7 @@ def _row(info: dict) -> str:
         warm = info.get("compile_s_warm")
         compile_s = f"{info['compile_s_cold']:.1f} / {'-' if warm is None else f'{warm:.1f}'}"
     noisy = " (noisy)" if info.get("noisy") else ""
-    return (f"| {info['framework']} | {backend} | {info['mode']} | {_fmt(info['throughput'])} | "
+    return (f"| {info['framework']} | {backend} | {mode} | {_fmt(info['throughput'])} | "
             f"[{_fmt(lo)}, {_fmt(hi)}] | {_ms(info['median_s'] * 1e3)} | {speedup} | "
             f"{compile_s} | {status}{noisy} |")
 
@@ -46,7 +49,9 @@ def markdown_table(doc: dict, workload: str | None = None) -> str:
     """One workload's cells (or all) as a markdown table, in run order."""
     rows = [c for c in results.cells(doc) if not workload or c.get("workload") == workload]
     unit = next((r["throughput_unit"] for r in rows if r.get("throughput_unit")), "items/s")
-    head = (f"| framework | backend | mode | {unit} | 95% interval | ms/step "
+    with_precision = any(precision.of_cell(r) for r in rows)
+    mode = "mode | precision" if with_precision else "mode"
+    head = (f"| framework | backend | {mode} | {unit} | 95% interval | ms/step "
             f"| speedup over own eager [95% CI] | compile s (cold / warm) | status |")
-    rule = "|---|---|---|--:|--:|--:|--:|--:|---|"
-    return "\n".join([head, rule, *(_row(r) for r in rows)])
+    rule = "|---|---|---|" + ("---|" if with_precision else "") + "--:|--:|--:|--:|--:|---|"
+    return "\n".join([head, rule, *(_row(r, with_precision) for r in rows)])

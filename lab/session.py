@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import backends, store, workloads
+from lab import backends, runner, store, workloads
+from lab import precision as precisions
 from lab.backends import BackendChoice
 from lab.cellspec import CellResult, CellSpec
 from lab.errors import UsageError
@@ -24,7 +25,10 @@ from lab.workloads.user import UserWorkloadError
 DEFAULT_OUT = "profiles"
 DEFAULT_REPEATS = 30
 DEFAULT_TIMEOUT_S = 900.0
-DTYPES = ("float32", "bfloat16", "float16")
+# a cell process aims to finish within this share of its timeout: warm-up and sampling shrink
+# to fit, so a slow but valid cell ends with fewer samples (said so) instead of `timeout`
+BUDGET_SHARE = 0.75
+DTYPES = tuple(precisions.DTYPE_PRECISION)  # --dtype: an alias of the strict precisions
 NAMED_SHAPE_KEYS = ("batch", "seq", "image_size")  # flags that apply where a workload has them
 
 
@@ -61,13 +65,16 @@ class Selection:
     backends: list[str] = field(default_factory=lambda: ["torch-eager", "torch-compile"])
     modes: list[str] = field(default_factory=lambda: ["infer"])
     device: str = "auto"
-    dtype: str = "float32"
+    # lab.precision name; None: the device's default (fp32 on the CPU, amp-bf16 on CUDA)
+    precision: str | None = None
+    dtype: str | None = None  # the old way to say it: float32 = fp32, bfloat16 = bf16, ...
     named_shape: dict = field(default_factory=dict)  # --batch/--seq/--image-size
     shape: dict = field(default_factory=dict)  # --shape key=value: must exist in every workload
     threads: int | None = None
     repeats: int = DEFAULT_REPEATS
     cold_l2: bool = False
     cuda_graphs: bool = False
+    allow_nan: bool = False  # NaN/Inf accepted where eager has them in the same places
 
 
 @dataclass
@@ -82,23 +89,79 @@ class PlannedCell:
         return benchmark_name(self.spec, self.choice.label)
 
 
-def plan(selection: Selection) -> tuple[list[PlannedCell], str]:
-    """Validate the selection and return (cells, device); UsageError on anything unknown."""
+def _refuse_repeats(flag: str, names: list[str]) -> None:
+    """A name given twice would run twice under one benchmark name, the second overwriting."""
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise UsageError(f"{flag} names {name!r} twice")
+        seen.add(name)
+
+
+def _load_workloads(names: list[str], timeout_s: float) -> list[workloads.Workload]:
+    """The workloads by name; a user's factory is called and checked in a child process
+    (lab.runner), so one that hangs or kills its process ends in a UsageError, not in a hung
+    or dead lab."""
+    try:
+        loaded = [workloads.get(w, validate_user=False) for w in names]
+    except (workloads.UnknownWorkload, UserWorkloadError) as exc:
+        raise UsageError(str(exc)) from None
+    for workload in loaded:
+        if workload.source != "builtin":
+            problem = runner.validate_user_workload(workload.source, timeout_s)
+            if problem:
+                raise UsageError(problem)
+    return loaded
+
+
+def resolve_precision(selection: Selection, device: str) -> precisions.Precision:
+    """The selection's precision: --precision, or --dtype's (float32 -> fp32), or the device's
+    default; UsageError when the two flags disagree or name nothing known."""
+    asked = {}
+    for flag, value in (("--precision", selection.precision), ("--dtype", selection.dtype)):
+        if value is not None:
+            try:
+                asked[flag] = precisions.resolve(value)
+            except ValueError as exc:
+                raise UsageError(f"{flag}: {exc}") from None
+    if len(set(asked.values())) > 1:
+        raise UsageError(f"--precision {selection.precision} and --dtype {selection.dtype} "
+                         f"disagree; give one (--dtype {selection.dtype} is --precision "
+                         f"{asked['--dtype']})")
+    return next(iter(asked.values()), precisions.default_for(device))
+
+
+def plan(selection: Selection,
+         timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[list[PlannedCell], str]:
+    """Validate the selection and return (cells, device); UsageError on anything unknown.
+    `timeout_s` bounds the check of a user's workload factory."""
+    _refuse_repeats("--workload", selection.workloads)
+    _refuse_repeats("--backend", selection.backends)
+    _refuse_repeats("--mode", selection.modes)
+    for key, value in selection.shape.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f"--shape {key}={value}: shape values must be positive integers")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count()
+    if selection.threads is not None and selection.threads > cores:
+        raise UsageError(f"--threads {selection.threads}: this process may use {cores} cores; "
+                         f"more threads than cores time the scheduler, not the model")
     for mode in selection.modes:
         if mode not in workloads.MODES:
             raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(workloads.MODES)}")
-    if selection.dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {selection.dtype!r}; valid: {', '.join(DTYPES)}")
     try:
         choices = [backends.resolve(b) for b in selection.backends]
     except backends.UnknownBackend as exc:
         raise UsageError(str(exc)) from None
     device = resolve_device(selection.device)
-    try:
-        loaded = [workloads.get(w) for w in selection.workloads]
-    except (workloads.UnknownWorkload, UserWorkloadError) as exc:
-        raise UsageError(str(exc)) from None
+    precision = resolve_precision(selection, device)
+    loaded = _load_workloads(selection.workloads, timeout_s)
     threads = selection.threads or default_threads()
+    for key in selection.named_shape:  # --seq on mlp alone would be ignored without a word
+        if not any(key in w.shape_for(device) for w in loaded):
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag}: none of the workloads ({', '.join(w.name for w in loaded)}) "
+                             f"has a {key} parameter")
     cells = []
     for workload in loaded:
         known = workload.shape_for(device)
@@ -111,9 +174,11 @@ def plan(selection: Selection) -> tuple[list[PlannedCell], str]:
             for choice in choices:
                 spec = CellSpec(
                     workload=workload.name, backend=choice.info.name, option=choice.option,
-                    mode=mode, shape=shape, dtype=selection.dtype, device=device,
-                    threads=threads, repeats=selection.repeats, cold_l2=selection.cold_l2,
-                    cuda_graphs=selection.cuda_graphs)
+                    mode=mode, shape=shape, device=device, precision=precision.value,
+                    dtype=precisions.POLICIES[precision].storage_dtype, threads=threads,
+                    repeats=selection.repeats, cold_l2=selection.cold_l2,
+                    cuda_graphs=selection.cuda_graphs, budget_s=BUDGET_SHARE * timeout_s,
+                    extra={"allow_nan": True} if selection.allow_nan else {})
                 framework = choice.info.framework.value
                 skip = (None if framework in workload.frameworks
                         else f"workload {workload.name} has no {framework} version")
@@ -121,8 +186,19 @@ def plan(selection: Selection) -> tuple[list[PlannedCell], str]:
     return cells, device
 
 
+class StoreWriteError(UsageError):
+    """The run folder cannot be written (full disk, gone, read-only); one line."""
+
+
 def new_run_dir(out: str | Path, fp: dict, label: str) -> Path:
-    return Path(out) / store.machine_id(fp["hardware"]) / store.new_run_id(label)
+    """A new run folder, created now and exclusively: a run started in the same second into
+    the same --out gets its own, and an unusable --out is refused before any cell runs."""
+    parent = Path(out) / store.machine_id(fp["hardware"])
+    try:
+        return store.create_run_dir(parent, label)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create a run folder in {parent}: "
+                         f"{exc.strerror or exc}") from None
 
 
 @dataclass
@@ -156,8 +232,24 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
     instead of timed (`lab profile`). `after` runs on the recorder once every cell is in (the
     profiling pass of `lab run --profile`)."""
     fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
-    recorder = RunRecorder(new_run_dir(out, fp, label), fp, argv,
-                           kind="profile" if trace else "run")
+    # where the cells will run (this machine, or a cluster's nodes); refused before any folder
+    # is made if they cannot run there
+    fp["executor"] = executor.prepare([c.spec for c in cells if not c.skip_reason], trace)
+    run_dir = new_run_dir(out, fp, label)
+    try:
+        recorder = RunRecorder(run_dir, fp, argv, kind="profile" if trace else "run")
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
+
+    def record(outcome: CellOutcome, workload) -> None:
+        try:
+            recorder.add(outcome, workload)
+        except OSError as exc:  # results.json on disk is the last good one (atomic writes)
+            raise StoreWriteError(
+                f"cannot write {run_dir / store.RESULTS}: {exc.strerror or exc}; the run "
+                f"stops, the {len(recorder.outcomes) - 1} cells stored before are kept "
+                f"(marked incomplete)") from None
+
     trace_dir = str(recorder.run_dir) if trace else None
     recorder.set_order([c.name for c in cells])
     jobs, by_index = [], {}
@@ -166,7 +258,7 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
         for i, cell in enumerate(cells):
             if cell.skip_reason:
                 outcome = skipped_outcome(cell)
-                recorder.add(outcome, cell.workload)
+                record(outcome, cell.workload)
                 if on_done:
                     on_done(cell, outcome, recorder.run_dir)
             else:
@@ -182,7 +274,7 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
             except StopIteration:
                 break
             cell = by_index.pop(job.index)
-            recorder.add(outcome, cell.workload)
+            record(outcome, cell.workload)
             if on_done:
                 on_done(cell, outcome, recorder.run_dir)
         if after:
@@ -190,7 +282,15 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
     except KeyboardInterrupt:
         interrupted = True
         executor.cancel()
+    except StoreWriteError:
+        executor.cancel()
+        raise
     finally:
         executor.close()
-    path = recorder.save(complete=not interrupted)
+    try:
+        path = recorder.save(complete=not interrupted)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write {run_dir / store.RESULTS}: "
+                              f"{exc.strerror or exc}; the cells stored before are kept "
+                              f"(marked incomplete)") from None
     return SessionResult(path, recorder, interrupted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from lab import results
+from lab import precision, results
 
 
 def _ms(seconds) -> str:
@@ -47,13 +47,19 @@ def _throughput(row: dict) -> str:
 def _status(row: dict) -> str:
     status = row.get("status", "?")
     if status == "ok":
-        return "ok (noisy)" if row.get("noisy") else "ok"
+        # busy: other work used the machine's cores while the cell ran (lab.machine_load)
+        sampling = row.get("sampling") or {}
+        cut = (f"{sampling.get('rounds')} of {sampling.get('rounds_planned')} samples: budget"
+               if sampling.get("cut_by_budget") else None)
+        flags = [flag for flag, on in (("noisy", row.get("noisy")),
+                                       ("busy", row.get("machine_busy")), (cut, cut)) if on]
+        return f"ok ({', '.join(flags)})" if flags else "ok"
     reason = row.get("reason")
     return f"{status}: {reason}" if reason else status
 
 
 COLUMNS = ("workload", "mode", "backend", "eager ms", "ms/step", "speedup [95% CI]",
-           "compile s cold/warm", "break-even steps", "throughput", "status")
+           "compile s cold/warm", "break-even steps", "throughput", "step MiB", "status")
 
 
 def table_cells(row: dict) -> list[str]:
@@ -61,7 +67,18 @@ def table_cells(row: dict) -> list[str]:
     eager_ms = row.get("baseline_median_s") if compiled else row.get("median_s")
     return [row["workload"], row["mode"], row["backend"], _ms(eager_ms),
             _ms(row.get("median_s")) if compiled else "-", _speedup(row), _compile(row),
-            _break_even(row), _throughput(row), _status(row)]
+            _break_even(row), _throughput(row), _memory(row), _status(row)]
+
+
+def _memory(row: dict) -> str:
+    """The step's peak above what was resident; for a compiled backend eager's beside it
+    (eager / compiled is the compression ratio)."""
+    mem = row.get("memory") or {}
+    mine = mem.get("step_peak_above_resident_mib")
+    if mine is None:
+        return "-"
+    eager = mem.get("baseline_step_peak_above_resident_mib")
+    return f"{eager:,.1f} / {mine:,.1f}" if eager is not None else f"{mine:,.1f}"
 
 
 def make_console():
@@ -78,17 +95,33 @@ def render(doc: dict, console=None) -> None:
     lab = doc.get("lab", {})
     machine = doc.get("machine_info", {}).get("lab_machine_id", "?")
     state = "complete" if lab.get("complete") else "INCOMPLETE (interrupted or still running)"
-    table = Table(title=f"run {lab.get('run_id', '?')} on {machine} - {state}")
-    for column in COLUMNS:
+    rows = results.cells(doc)
+    # the arithmetic the numbers were measured in: in the title when one precision holds for
+    # the whole run, else a column beside the backend
+    found = list(dict.fromkeys(precision.of_cell(row) or "?" for row in rows))
+    where = f", precision {found[0]}" if len(found) == 1 else ""
+    table = Table(title=f"run {lab.get('run_id', '?')} on {machine}{where} - {state}")
+    columns = list(COLUMNS)
+    if len(found) > 1:
+        columns.insert(columns.index("backend") + 1, "precision")
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for row in results.cells(doc):
-        table.add_row(*table_cells(row))
+    for row in rows:
+        cells = table_cells(row)
+        if len(found) > 1:
+            cells.insert(columns.index("precision"), precision.of_cell(row) or "?")
+        table.add_row(*cells)
     console.print(table)
     hardware = doc.get("machine_info", {}).get("lab_hardware", {})
     load = lab.get("load_avg_1m_at_start")
     if load is not None and hardware.get("cpu_count") and load > 0.5 * hardware["cpu_count"]:
         console.print(f"[bold]warning:[/] the machine was busy when the run started (load "
                       f"{load:.1f} on {hardware['cpu_count']} cores): CPU timings are suspect")
+    busy = [row for row in results.cells(doc) if row.get("machine_busy")]
+    if busy:
+        worst = max(row.get("other_load_cores") or 0 for row in busy)
+        console.print(f"[bold]warning:[/] {len(busy)} cell(s) ran while other work used the "
+                      f"machine (up to {worst:.1f} cores): their timings are suspect")
     console.print("eager ms: median of the framework's eager step (for a compiled backend, "
                   "measured interleaved in the same process); speedup = eager / compiled "
                   "medians with a bootstrap 95% interval; break-even uses the cold compile.")

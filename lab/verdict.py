@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lab import stats
+from lab import precision, stats
 from lab.results import cells, process_medians
 
 
@@ -149,12 +149,23 @@ def _wanted(claim, device: str) -> list[tuple[str, str, str]]:
             for b in backends]
 
 
+def claim_precision(claim, device: str) -> str:
+    """The precision a claim's cells run in on `device` ("default": the device's own)."""
+    from lab.claims import DEFAULT_PRECISION
+
+    if claim.precision == DEFAULT_PRECISION:
+        return precision.default_for(device).value
+    return claim.precision
+
+
 def index(doc: dict, device: str) -> dict:
-    """(workload, backend, mode, dtype) -> cell of a stored run on `device`."""
+    """(workload, backend, mode, precision) -> cell of a stored run on `device`; a cell stored
+    before precisions existed has its dtype's (float32 -> fp32)."""
     found = {}
     for cell in cells(doc):
         if cell.get("device") == device:
-            key = (cell.get("workload"), cell.get("backend"), cell.get("mode"), cell.get("dtype"))
+            key = (cell.get("workload"), cell.get("backend"), cell.get("mode"),
+                   precision.of_cell(cell))
             found[key] = cell
     return found
 
@@ -164,8 +175,8 @@ def _needs_gpu(claim, device: str) -> bool:
 
 
 def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]:
-    """The cells the claims need that `stored` lacks, as (key, workload, backend, mode, dtype,
-    shape overrides) to run; and the ones that cannot run, key -> a skipped cell."""
+    """The cells the claims need that `stored` lacks, as (key, workload, backend, mode,
+    precision, shape overrides) to run; and the ones that cannot run, key -> a skipped cell."""
     from lab import backends, workloads
 
     todo, skipped = [], {}
@@ -173,8 +184,9 @@ def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]
         if claim.metric == "memory" or _needs_gpu(claim, device) or \
                 (claim.device not in ("any", device)):
             continue
+        wanted = claim_precision(claim, device)
         for w, b, m in _wanted(claim, device):
-            key = (w, b, m, claim.dtype)
+            key = (w, b, m, wanted)
             if key in stored or key in skipped or any(key == t[0] for t in todo):
                 continue
             try:
@@ -189,12 +201,12 @@ def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]
                 continue
             known = workload.shape_for(device)
             shape = {k: v for k, v in claim.shape.items() if k in known}
-            todo.append((key, w, b, m, claim.dtype, shape))
+            todo.append((key, w, b, m, wanted, shape))
     return todo, skipped
 
 
 def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]:
-    """Each claim judged on `stored` cells ((workload, backend, mode, dtype) -> cell)."""
+    """Each claim judged on `stored` cells ((workload, backend, mode, precision) -> cell)."""
     results = []
     for claim in claims:
         if _needs_gpu(claim, device):
@@ -212,10 +224,11 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
                                        hardware))
             continue
         cells = []
+        wanted = claim_precision(claim, device)
         for w in claim.workloads:
             for m in claim.modes:
-                def get(b, w=w, m=m, dtype=claim.dtype):
-                    return stored.get((w, _backend_label(b), m, dtype))
+                def get(b, w=w, m=m, wanted=wanted):
+                    return stored.get((w, _backend_label(b), m, wanted))
 
                 other = get(claim.versus) if claim.versus else None
                 cells.append(cell_ratio(claim, f"{w} {m}", get(claim.backend), other))

@@ -15,7 +15,8 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 LAYERS = [
     # no framework, no lab module above: statistics, storage, the cell's contract, kernels
     ("lab.status", "lab.errors", "lab.stats", "lab.nvtx", "lab.measure", "lab.store",
-     "lab.results", "lab.hotkernels", "lab.accuracy", "lab.cellspec", "lab.kernels"),
+     "lab.results", "lab.hotkernels", "lab.accuracy", "lab.cellspec", "lab.kernels",
+     "lab.machine_load", "lab.precision", "lab.memory"),
     ("lab.workloads", "lab.backends.protocol"),  # what is measured
     ("lab.backends",),  # how a workload becomes timed steps in each framework
     ("lab.cell", "lab.tracing", "lab.claims"),  # one cell inside its process; claim files
@@ -25,7 +26,7 @@ LAYERS = [
      "lab.html_report", "lab.export"),  # where cells run; what is read from stored runs
     ("lab.session",),  # the one run loop
     ("lab.commands", "lab.api"),  # the commands and the Python API
-    ("lab.cli", "lab"),  # the top floor: nothing imports it
+    ("lab.cli", "lab"),  # the top floor: nothing imports it (`lab` alone: the package itself)
 ]
 
 
@@ -43,7 +44,8 @@ def _layer(module: str) -> int:
     best, depth = None, -1
     for i, names in enumerate(LAYERS):
         for name in names:
-            if (module == name or module.startswith(name + ".")) and len(name) > depth:
+            covers = module == name or (name != "lab" and module.startswith(name + "."))
+            if covers and len(name) > depth:
                 best, depth = i, len(name)
     assert best is not None, f"{module} is in no layer: add it to LAYERS in {__file__}"
     return best

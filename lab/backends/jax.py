@@ -14,6 +14,13 @@ an asynchronous dispatch is still running.
 Threads: XLA's CPU client sizes its thread pool from the CPUs this process may run on, and JAX
 0.10 has no flag to change it, so `set_threads` narrows the process's CPU affinity (before JAX
 starts its backend) when fewer threads than CPUs are asked for.
+
+Precision (lab.precision): `apply_precision` sets JAX's default matmul precision ("highest":
+no TF32, "tensorfloat32": TF32 allowed). Mixed precision is the policy torch's autocast
+follows, written out: the step casts the float32 parameters and inputs to the compute dtype,
+runs the model in it, and computes the loss in float32; gradients and the optimizer update
+stay float32, and BatchNorm statistics keep their stored dtype. The read-back traces the step
+and lists the dtypes its matmuls and convolutions really take.
 """
 
 from __future__ import annotations
@@ -22,8 +29,12 @@ import os
 
 import numpy as np
 
+from lab import precision as precisions
 from lab.backends.protocol import SideBase, Support
 from lab.workloads.base import JaxTask
+
+# what apply_precision set in this process: {"precision": name, "device": device}
+_PRECISION: dict = {}
 
 # Same optimizer hyperparameters as lab.backends.torch (torch.optim.SGD / Adam defaults).
 SGD_LR = 1e-3
@@ -69,20 +80,47 @@ def optimizer(kind: str):
     return adam_init, adam_update
 
 
-def _functions(task: JaxTask):
-    """Pure infer / loss-and-grads / train functions of (params, state, inputs, ...)."""
+def _mixed_compute_dtype() -> str | None:
+    """The compute dtype of the applied precision when it is mixed; None otherwise."""
+    if not _PRECISION:
+        return None
+    policy = precisions.policy(_PRECISION["precision"])
+    return policy.compute_dtype if policy.autocast else None
+
+
+def _cast_floating(jax, tree, dtype):
+    import jax.numpy as jnp
+
+    def cast(x):
+        return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _functions(task: JaxTask, compute_dtype: str | None = None):
+    """Pure infer / loss-and-grads / train functions of (params, state, inputs, ...);
+    `compute_dtype`: mixed precision (the model in that dtype, the loss in float32)."""
     import jax
 
     def forward(params, state, inputs, train):
+        if compute_dtype is not None:
+            params, inputs = (_cast_floating(jax, params, compute_dtype),
+                              _cast_floating(jax, inputs, compute_dtype))
         if task.state is None:
             return task.apply(params, *inputs), None
-        return task.apply(params, state, *inputs, train=train)
+        out, new_state = task.apply(params, state, *inputs, train=train)
+        if compute_dtype is not None:  # stored statistics keep their dtype (no retrace)
+            new_state = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype),
+                                               new_state, state)
+        return out, new_state
 
     def infer(params, state, inputs):
         return forward(params, state, inputs, False)[0]
 
     def loss(params, state, inputs, target):
         out, new_state = forward(params, state, inputs, True)
+        if compute_dtype is not None:
+            out = _cast_floating(jax, out, "float32")
         return task.loss_fn(out, target), new_state
 
     def loss_and_grads(params, state, inputs, target):
@@ -100,7 +138,8 @@ class JaxSide(SideBase):
         import jax
 
         self.jax, self.task, self.mode, self.jit = jax, task, mode, jit
-        infer, loss_and_grads = _functions(task)
+        self.compute_dtype = _mixed_compute_dtype()
+        infer, loss_and_grads = _functions(task, self.compute_dtype)
         opt_init, opt_update = optimizer(task.optimizer)
         self.opt_state = opt_init(task.params) if mode == "train" else None
 
@@ -151,15 +190,40 @@ class JaxSide(SideBase):
             infer, loss_and_grads = _functions(task64)
             return _outputs(jax, task64, self.mode, infer, loss_and_grads)
 
+    def precision(self) -> dict:
+        """The dtypes the parameters are stored in and the ones the step's matmuls and
+        convolutions take, read from a trace of the step (jax.make_jaxpr)."""
+        jax, task = self.jax, self.task
+        infer, _ = _functions(task, self.compute_dtype)
+        jaxpr = jax.make_jaxpr(infer)(task.params, task.state, task.inputs)
+        params = {str(np.dtype(x.dtype)) for x in jax.tree_util.tree_leaves(task.params)}
+        return {"parameter_dtypes": sorted(params), "step_compute_dtype": self.compute_dtype,
+                "matmul_operand_dtypes": sorted(_matmul_operand_dtypes(jaxpr.jaxpr))}
+
     def diagnostics(self) -> dict:
         info = {"execution": "xla" if self.jit else "op-by-op",
-                "weights_from": self.task.weights_source}
+                "weights_from": self.task.weights_source, "precision": self.precision()}
         cache_size = getattr(self._step_fn, "_cache_size", None)
         if self.jit and cache_size is not None:
             compiled = int(cache_size())
             # more than one cached executable means the step was traced again (a recompile)
             info.update(executables=compiled, recompiles=max(0, compiled - 1))
         return info
+
+
+def _matmul_operand_dtypes(jaxpr) -> set[str]:
+    """Dtypes of every dot_general and convolution operand in a jaxpr and the jaxprs nested
+    in it (jit, custom_jvp and control-flow bodies)."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            found.update(str(np.dtype(v.aval.dtype)) for v in eqn.invars)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    found |= _matmul_operand_dtypes(inner)
+    return found
 
 
 def _x64(jax):
@@ -235,6 +299,29 @@ def versions() -> dict:
 
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
             "backend": jax.default_backend(), "threads": dict(_SETTINGS)}
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    """JAX's default matmul precision: "highest" (no TF32, JAX's GPU default is TF32) unless
+    the precision allows TF32. Mixed precision is applied by the sides (see the module doc)."""
+    import jax
+
+    policy = precisions.policy(precision)
+    jax.config.update("jax_default_matmul_precision",
+                      "tensorfloat32" if policy.tf32 else "highest")
+    _PRECISION.update(precision=precisions.resolve(precision).value, device=device)
+    return precision_settings()
+
+
+def precision_settings() -> dict:
+    """The precision switches as JAX reports them."""
+    import jax
+
+    return {"precision": _PRECISION.get("precision"),
+            "default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "enable_x64": bool(jax.config.jax_enable_x64),
+            "mixed_compute_dtype": _mixed_compute_dtype(),
+            "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind}
 
 
 def process_env(threads: int, device: str) -> dict:

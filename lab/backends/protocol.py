@@ -86,6 +86,11 @@ class BackendModule(Protocol):
     def versions(self) -> dict:
         """The framework's versions and effective settings, read back from it."""
 
+    def apply_precision(self, precision: str, device: str) -> dict:
+        """Set the framework's precision switches for `precision` (a lab.precision name),
+        before the workload is built; return them as the framework reports them afterwards.
+        Raises CellFailure(SKIPPED, reason) where the framework cannot run that precision."""
+
     def process_env(self, threads: int, device: str) -> dict:
         """Environment variables the cell process needs before the framework loads."""
 
@@ -94,5 +99,5 @@ class BackendModule(Protocol):
 
 
 # the members of BackendModule, named for the error that lists what a module lacks
-MODULE_ATTRIBUTES = ("SIDES", "support", "build_task", "set_threads", "versions", "process_env",
-                     "cache_env")
+MODULE_ATTRIBUTES = ("SIDES", "support", "build_task", "set_threads", "versions",
+                     "apply_precision", "process_env", "cache_env")

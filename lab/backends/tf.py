@@ -8,14 +8,23 @@ the optimizer too, as Keras's own `fit` does with `jit_compile=True`.
 
 Threads: intra-op and inter-op pools are both set to the cell's thread count before any op
 runs; XLA's CPU code runs on the intra-op pool, so `tf-xla` gets the same count.
+
+Precision (lab.precision): `apply_precision` turns TF32 execution on or off (TensorFlow's
+default is on) and sets Keras's global dtype policy. The workload builders build their models
+under a float policy of their own (lab.workloads.weights.keras_floatx), so for mixed precision
+`build_task` sets the mixed policy ("mixed_bfloat16", "mixed_float16": float32 variables,
+computation in the low dtype) on every layer of the built model; the loss is computed in
+float32. No LossScaleOptimizer: the other frameworks scale no loss either.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lab import precision as precisions
 from lab.backends import flatten_outputs
 from lab.backends.protocol import SideBase, Support
+from lab.status import CellFailure, Status
 from lab.workloads.base import TfTask
 
 # Same optimizer hyperparameters as lab.backends.torch: SGD without momentum, lr 1e-3; Adam
@@ -24,6 +33,7 @@ SGD_LR = 1e-3
 ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8
 
 _SETTINGS: dict = {}  # what set_threads applied, reported with the versions
+_PRECISION: dict = {}  # what apply_precision set: {"precision": name, "device": device}
 
 
 def _optimizer(kind: str):
@@ -61,9 +71,15 @@ class TfSide(SideBase):
         def infer():
             return model(*task.inputs, training=False)
 
+        mixed = bool(_PRECISION) and precisions.policy(_PRECISION["precision"]).autocast
+
         def loss_and_grads():
             with tf.GradientTape() as tape:
-                loss = task.loss_fn(model(*task.inputs, training=True), task.target)
+                out = model(*task.inputs, training=True)
+                if mixed:  # the loss in float32, as in the other frameworks
+                    out = tf.nest.map_structure(
+                        lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating else t, out)
+                loss = task.loss_fn(out, task.target)
             return loss, tape.gradient(loss, variables)
 
         def train():
@@ -103,14 +119,31 @@ class TfSide(SideBase):
         return side.outputs()
 
     def diagnostics(self) -> dict:
+        precision = _model_precision(self.task)
         if self.jit is None:
-            return {"execution": "eager", "weights_from": self.task.weights_source}
+            return {"execution": "eager", "weights_from": self.task.weights_source,
+                    "precision": precision}
         traced = getattr(self._step, "experimental_get_tracing_count", lambda: None)()
         return {"execution": "xla" if self.jit else "graph", "jit_compile": self.jit,
-                "weights_from": self.task.weights_source,
+                "weights_from": self.task.weights_source, "precision": precision,
                 # a trace after the first is a retrace: the compiled graph was rebuilt
                 "trace_count": traced,
                 "retraces": max(0, traced - 1) if traced else None}
+
+
+def _layers(model) -> list:
+    """Every Keras layer of a model, itself included; [] for a model that is no Keras layer."""
+    flatten = getattr(model, "_flatten_layers", None)  # Keras's own recursive walk
+    return list(flatten(include_self=True, recursive=True)) if flatten else []
+
+
+def _model_precision(task: TfTask) -> dict:
+    """The dtype policies the model's layers really have and the dtypes they store."""
+    layers = _layers(task.model)
+    return {"layer_policies": sorted({layer.dtype_policy.name for layer in layers}),
+            "variable_dtypes": sorted({str(v.dtype) for v in task.model.weights}),
+            "input_dtypes": sorted({t.dtype.name for t in task.inputs
+                                    if getattr(t, "dtype", None) is not None})}
 
 
 def _outputs(task: TfTask, mode: str, infer, loss_and_grads) -> list[np.ndarray]:
@@ -143,7 +176,20 @@ def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
     import tensorflow as tf
 
     with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
-        return workload.build("tf", shape, mode, device, dtype, seed)
+        task = workload.build("tf", shape, mode, device, dtype, seed)
+    if _PRECISION and precisions.policy(_PRECISION["precision"]).autocast:
+        layers = _layers(task.model)
+        if not layers:
+            raise CellFailure(Status.SKIPPED, f"{_PRECISION['precision']}: the TensorFlow model "
+                                              f"is not a Keras layer (no dtype policy to set)")
+        mixed = _mixed_policy_name(_PRECISION["precision"])
+        for layer in layers:
+            layer.dtype_policy = mixed  # float32 variables stay; compute in the low dtype
+    return task
+
+
+def _mixed_policy_name(precision: str) -> str:
+    return f"mixed_{precisions.policy(precision).compute_dtype}"
 
 
 def support(device: str) -> Support:
@@ -170,6 +216,32 @@ def versions() -> dict:
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__,
             "cuda": tf.sysconfig.get_build_info().get("cuda_version"), "threads": dict(_SETTINGS)}
+
+
+def apply_precision(precision: str, device: str) -> dict:
+    """TF32 on only where the precision allows it (TensorFlow enables it by default); Keras's
+    global policy mixed for mixed precision, float32 otherwise (the builders set the storage
+    dtype themselves)."""
+    import keras
+    import tensorflow as tf
+
+    policy = precisions.policy(precision)
+    tf.config.experimental.enable_tensor_float_32_execution(policy.tf32)
+    keras.mixed_precision.set_global_policy(
+        _mixed_policy_name(precision) if policy.autocast else "float32")
+    _PRECISION.update(precision=precisions.resolve(precision).value, device=device)
+    return precision_settings()
+
+
+def precision_settings() -> dict:
+    """The precision switches as TensorFlow and Keras report them."""
+    import keras
+    import tensorflow as tf
+
+    return {"precision": _PRECISION.get("precision"),
+            "tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled(),
+            "keras_global_policy": keras.mixed_precision.global_policy().name,
+            "gpus_visible": len(tf.config.list_physical_devices("GPU"))}
 
 
 def process_env(threads: int, device: str) -> dict:

@@ -14,6 +14,7 @@ import os
 from lab.backends.protocol import Support
 from lab.backends.torch import (  # noqa: F401  (the shared parts of a torch backend)
     TorchSide,
+    apply_precision,
     build_task,
     cache_env,
     eager_side,

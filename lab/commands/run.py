@@ -23,9 +23,11 @@ def selection(args) -> session.Selection:
              if getattr(args, key, None) is not None}
     return session.Selection(
         workloads=args.workload, backends=args.backend, modes=args.mode, device=args.device,
-        dtype=args.dtype, named_shape=named, shape=explicit, threads=args.threads,
+        precision=getattr(args, "precision", None), dtype=getattr(args, "dtype", None),
+        named_shape=named, shape=explicit, threads=args.threads,
         repeats=getattr(args, "repeats", session.DEFAULT_REPEATS),
-        cold_l2=getattr(args, "cold_l2", False), cuda_graphs=getattr(args, "cuda_graphs", False))
+        cold_l2=getattr(args, "cold_l2", False), cuda_graphs=getattr(args, "cuda_graphs", False),
+        allow_nan=getattr(args, "allow_nan", False))
 
 
 def _exit_code(result: session.SessionResult, console) -> int:
@@ -45,7 +47,7 @@ def _exit_code(result: session.SessionResult, console) -> int:
 def cmd_run(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    cells, device = session.plan(selection(args))
+    cells, device = session.plan(selection(args), timeout_s=args.timeout)
     executor = executors.get(args.executor, **({"address": args.ray_address}
                                                if args.executor == "ray" else {}))
     console = table.make_console()
@@ -76,7 +78,7 @@ def cmd_run(args) -> int:
 def cmd_profile(args) -> int:
     from lab.profile import print_entry
 
-    cells, device = session.plan(selection(args))
+    cells, device = session.plan(selection(args), timeout_s=args.timeout)
     console = table.make_console()
 
     def on_start(cell):
