@@ -120,9 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.set_defaults(func=_delegate("lab.commands.show", "cmd_show"))
 
-    p = sub.add_parser("report", help="a stored run as a markdown throughput table")
-    p.add_argument("run", help="run folder, results.json or run id")
-    p.add_argument("--workload", help="only this workload's cells")
+    p = sub.add_parser("report", help="stored runs as markdown, an HTML page with plots, or CSV")
+    p.add_argument("runs", nargs="+", metavar="run",
+                   help="run folder, results.json or run id (several: --html only); with "
+                        "--html DIR, a folder of stored runs (profiles/) for an index")
+    p.add_argument("--workload", help="only this workload's cells (markdown)")
+    p.add_argument("--html", metavar="PATH",
+                   help="write one self-contained HTML page (docs/report.md); for a folder of "
+                        "runs, PATH is the folder for the index and a page per run")
+    p.add_argument("--csv", metavar="FILE", help="the run's cells with the lab's fields as "
+                                                 "CSV; - for stdout")
+    p.add_argument("--claims", metavar="JSON",
+                   help="with --html: the claim verdicts of `lab check --json`")
+    p.add_argument("--gate", metavar="JSON",
+                   help="with --html: the benchmark verdicts of `lab gate --json`")
+    p.add_argument("--title", help="with --html: the page's title")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.set_defaults(func=_delegate("lab.commands.show", "cmd_report"))
 
@@ -136,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stored-only", dest="stored_only", action="store_true",
                    help="judge only the cells of --run; never run missing cells")
     p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--json", action="store_true",
+                   help="print the verdicts as JSON on stdout (progress goes to stderr)")
     p.set_defaults(func=_delegate("lab.commands.verdicts", "cmd_check"))
 
     p = sub.add_parser("gate", help="regression gate: exit 1 when CANDIDATE is slower")
@@ -146,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare runs of different machines, threads, precision or device")
     p.add_argument("--allow-missing", dest="allow_missing", action="store_true",
                    help="pass even when the candidate lacks benchmarks the baseline measured")
-    p.add_argument("--markdown", help="also write the summary to this file")
+    p.add_argument("--markdown", help="also append the summary to this file (e.g. "
+                                      "$GITHUB_STEP_SUMMARY)")
+    p.add_argument("--json", action="store_true",
+                   help="print the verdicts as JSON on stdout instead of the markdown")
     p.add_argument("--noise-floor", dest="noise_floor", type=_positive_float, default=None,
                    help="between-process sd of log step time on this machine (default: the "
                         "lab's calibrated floor; bench/calibrate_gate.py measures yours)")
@@ -156,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", help="machine id (default: this machine)")
     p.add_argument("--benchmark", help="benchmark name (default: all)")
     p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--json", action="store_true", help="print the change points as JSON")
     p.set_defaults(func=_delegate("lab.commands.verdicts", "cmd_history"))
     return parser
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 
 from lab import report, results, table
 from lab.errors import UsageError
@@ -58,11 +60,80 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _verdicts_file(path: str | None, flag: str, key: str) -> list[dict] | None:
+    """The verdicts a `lab check --json` / `lab gate --json` wrote (lab.commands.verdicts)."""
+    if path is None:
+        return None
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UsageError(f"{flag} {path}: not JSON") from None
+    items = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise UsageError(f"{flag} {path}: no {key!r} list (expected the output of "
+                         f"`lab {flag.lstrip('-')} ... --json`)")
+    return items
+
+
+def _is_runs_folder(text: str) -> bool:
+    """A folder holding run folders (profiles/), not a run folder itself."""
+    from lab.html_report.runs import KERNELS_FILE
+
+    path = Path(text)
+    return path.is_dir() and not (path / results.RESULTS).is_file() \
+        and not (path / KERNELS_FILE).is_file()
+
+
+def _report_html(args) -> None:
+    from lab import html_report
+
+    if len(args.runs) == 1 and _is_runs_folder(args.runs[0]):
+        if args.claims or args.gate:
+            raise UsageError("--claims and --gate go with a report on runs, not an index")
+        index = html_report.write_index(args.runs[0], args.html)
+        print(f"wrote {index}", file=sys.stderr)
+        return
+    sources = [results.find_run(text, args.out) for text in args.runs]
+    page = html_report.write_report(
+        sources, args.html, title=args.title,
+        claims=_verdicts_file(args.claims, "--claims", "claims"),
+        gate=_verdicts_file(args.gate, "--gate", "verdicts"))
+    print(f"wrote {page}", file=sys.stderr)
+
+
+def _one_run(args, what: str) -> dict:
+    if len(args.runs) > 1:
+        raise UsageError(f"{what} is of one run; several runs go into one page with --html")
+    return results.load_run(args.runs[0], args.out)
+
+
 def cmd_report(args) -> int:
-    doc = results.load_run(args.run, args.out)
+    if (args.claims or args.gate or args.title) and not args.html:
+        raise UsageError("--claims, --gate and --title go with --html")
+    if args.html:
+        _report_html(args)
+    if args.csv:
+        from lab import export, store
+
+        text = export.cells_csv(_one_run(args, "--csv"))
+        if args.csv == "-":
+            sys.stdout.write(text)
+        else:
+            try:
+                store.atomic_write_text(Path(args.csv), text)
+            except OSError as exc:
+                raise UsageError(f"--csv {args.csv}: {exc.strerror or exc}") from None
+            print(f"wrote {args.csv}", file=sys.stderr)
+    if args.html or args.csv:
+        return 0
+    doc = _one_run(args, "the markdown report")
     names = list(dict.fromkeys(c.get("workload") for c in results.cells(doc)))
     if args.workload and args.workload not in names:
-        raise UsageError(f"no {args.workload!r} cells in {args.run}")
+        raise UsageError(f"no {args.workload!r} cells in {args.runs[0]}")
     # one table per workload: each has its own throughput unit
     print("\n\n".join(f"### {name}\n\n{report.markdown_table(doc, name)}"
                       for name in ([args.workload] if args.workload else names)))

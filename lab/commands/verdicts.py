@@ -1,15 +1,48 @@
-"""`lab check`, `lab gate` and `lab history`: verdicts on claims, runs and series."""
+"""`lab check`, `lab gate` and `lab history`: verdicts on claims, runs and series.
+
+`judge_claims` and `gate_runs` are what the commands and the Python API (lab.api) both call;
+`claims_json`, `gate_json` and `history_json` are the one schema that `--json` prints and
+`lab report --claims/--gate` reads back (docs/report.md).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab import gate, history, results, store, verdict
 from lab.errors import UsageError
 
 
-def _run_for_claims(todo: list[tuple], device: str, out: str) -> tuple[dict, str | None]:
+def _finite(value):
+    """JSON has no inf or NaN (strict parsers such as jq refuse them): None stands for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def print_json(document: dict) -> None:
+    print(json.dumps(document, indent=1, allow_nan=False))
+
+
+def append_markdown(path: str, text: str) -> None:
+    """Append, never replace: `$GITHUB_STEP_SUMMARY` keeps what earlier steps wrote there."""
+    target = Path(path)
+    try:
+        earlier = target.stat().st_size if target.exists() else 0
+        with target.open("a", encoding="utf-8") as f:
+            f.write(("\n" if earlier else "") + text)
+    except OSError as exc:
+        raise UsageError(f"--markdown {path}: {exc.strerror or exc}") from None
+
+
+def _run_for_claims(todo: list[tuple], device: str, out: str,
+                    progress=print) -> tuple[dict, str | None]:
     """Run the cells the claims need through the one run loop; (key -> cell, run folder)."""
     from lab import executors, session
 
@@ -23,7 +56,7 @@ def _run_for_claims(todo: list[tuple], device: str, out: str) -> tuple[dict, str
         return {}, None
 
     def on_start(cell):
-        print(f"running: {cell.spec.workload} {cell.spec.mode} {cell.choice.label}", flush=True)
+        progress(f"running: {cell.spec.workload} {cell.spec.mode} {cell.choice.label}")
 
     result = session.run_cells(list(planned.values()), out=out, label=f"check-{device}",
                                argv=sys.argv[1:], executor=executors.get("local"),
@@ -32,16 +65,29 @@ def _run_for_claims(todo: list[tuple], device: str, out: str) -> tuple[dict, str
     return {key: found[key] for key in planned if key in found}, str(result.run_dir)
 
 
-def cmd_check(args) -> int:
+@dataclass
+class ClaimCheck:
+    """Claims judged on one device: the verdicts, and the run the missing cells went into."""
+
+    results: list  # verdict.ClaimResult, in the claim file's order
+    device: str
+    hardware: str
+    run: str | None  # the stored run read (--run), or the one made for missing cells
+
+
+def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = False,
+                 out: str = "profiles", progress=print) -> ClaimCheck:
+    """Judge a claim file on a stored run's cells and, unless `stored_only`, on cells run now
+    (through the one run loop) for what the run lacks."""
     from lab import claims as claim_files
     from lab.session import resolve_device
 
     try:
-        claims = claim_files.load(args.claims)
+        claims = claim_files.load(claims_path)
     except claim_files.ClaimError as exc:
         raise UsageError(str(exc)) from None
-    if args.run:
-        doc = results.load_run(args.run, args.out)
+    if run:
+        doc = results.load_run(run, out)
         devices = {c.get("device") for c in results.cells(doc)}
         device = "cuda" if "cuda" in devices else "cpu"
         hardware = results.hardware_label(doc)
@@ -52,34 +98,118 @@ def cmd_check(args) -> int:
         stored = {}
     todo, skipped = verdict.missing_cells(claims, stored, device)
     new_run = None
-    if not args.stored_only:
-        ran, new_run = _run_for_claims(todo, device, args.out)
+    if not stored_only:
+        ran, new_run = _run_for_claims(todo, device, out, progress)
         stored = {**skipped, **ran, **stored}
-    print(verdict.format_results(verdict.check(claims, stored, device, hardware)), end="")
-    if new_run:
-        print(f"cells run for these claims are stored in {new_run}")
+    return ClaimCheck(verdict.check(claims, stored, device, hardware), device, hardware,
+                      new_run or run)
+
+
+def claims_json(check: ClaimCheck) -> dict:
+    """`lab check --json`: one object per claim, each with its judged cells."""
+    def claim(r) -> dict:
+        c = r.claim
+        return {"id": c.id, "quote": c.quote, "verdict": r.verdict, "metric": c.metric,
+                "backend": c.backend, "versus": c.versus, "low": _finite(float(c.low)),
+                "high": _finite(float(c.high)), "expectation": c.describe_expectation(),
+                "reason": r.reason, "hardware": r.hardware,
+                "cells": [{"label": cell.label, "ratio": _finite(cell.ratio),
+                           "ci95": _finite(list(cell.ci95)) if cell.ci95 else None,
+                           "verdict": cell.verdict, "reason": cell.reason,
+                           "compile": cell.compile_note, "detail": cell.detail}
+                          for cell in r.cells]}
+
+    return {"command": "check", "device": check.device, "hardware": check.hardware,
+            "run": check.run, "claims": [claim(r) for r in check.results]}
+
+
+def cmd_check(args) -> int:
+    as_json = getattr(args, "json", False)
+
+    def progress(line: str) -> None:  # with --json, stdout is the JSON document alone
+        print(line, file=sys.stderr if as_json else sys.stdout, flush=True)
+
+    check = judge_claims(args.claims, args.run, args.stored_only, args.out, progress)
+    if as_json:
+        print_json(claims_json(check))
+        return 0
+    print(verdict.format_results(check.results), end="")
+    if check.run and check.run != args.run:
+        print(f"cells run for these claims are stored in {check.run}")
     return 0
 
 
-def cmd_gate(args) -> int:
-    threshold = gate.parse_threshold(args.threshold)
-    base = results.load_run(args.baseline)
-    cand = results.load_run(args.candidate)
+@dataclass
+class GateResult:
+    """A gate between two stored runs: a verdict per benchmark, and whether the gate fails."""
+
+    rows: list  # gate.GateRow, one per benchmark of either run
+    threshold: float
+    baseline: str
+    candidate: str
+    notes: list[str]  # what --force let through
+    allow_missing: bool
+    failed: bool
+    markdown: str
+
+
+def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool = False,
+              noise_floor: float | None = None, allow_missing: bool = False) -> GateResult:
+    """Compare a candidate run with a baseline run; UsageError for runs that cannot be
+    compared (different machines or settings, unless `force`)."""
+    limit = gate.parse_threshold(threshold)
+    base = results.load_run(baseline)
+    cand = results.load_run(candidate)
+    problem = gate.unusable(base, cand)
+    if problem:
+        raise UsageError(problem)
     mismatch = gate.machine_mismatch(base, cand)
-    note = ""
+    notes = []
     if mismatch:
-        if not args.force:
+        if not force:
             raise UsageError(f"runs come from different machines ({mismatch}); timings are not "
                              f"comparable (--force compares them anyway)")
-        note = f"**forced across machines**: {mismatch}"
-    rows = gate.compare_runs(base, cand, threshold, args.noise_floor)
-    if not rows:
-        raise UsageError("neither run has any benchmark to compare")
-    text = gate.gate_markdown(rows, threshold, args.baseline, args.candidate, note)
-    print(text, end="")
+        notes.append(f"**forced across machines**: {mismatch}")
+    settings = gate.settings_mismatch(base, cand)
+    if settings:
+        if not force:
+            raise UsageError(f"runs were measured with different settings ({settings}); "
+                             f"timings are not comparable (--force compares them anyway)")
+        notes.append(f"**forced across settings**: {settings}")
+    rows = gate.compare_runs(base, cand, limit, noise_floor)
+    text = gate.gate_markdown(rows, limit, baseline, candidate, "; ".join(notes),
+                              allow_missing=allow_missing)
+    return GateResult(rows, limit, baseline, candidate, notes, allow_missing,
+                      gate.failed(rows, allow_missing), text)
+
+
+def gate_json(result: GateResult) -> dict:
+    """`lab gate --json`: one object per benchmark; ratio is candidate / baseline step time."""
+    return {"command": "gate", "baseline": result.baseline, "candidate": result.candidate,
+            "threshold": result.threshold, "failed": result.failed, "notes": result.notes,
+            "allow_missing": result.allow_missing,
+            "verdicts": [{"name": r.name, "verdict": r.verdict, "ratio": _finite(r.ratio),
+                          "ci": _finite(list(r.ci)) if r.ci else None,
+                          "p_value": _finite(r.p_value), "rank_p_value": _finite(r.rank_p_value),
+                          "min_detectable_ratio": _finite(r.min_detectable_ratio),
+                          "processes": list(r.processes), "dropped": r.dropped,
+                          "reason": r.reason} for r in result.rows]}
+
+
+def cmd_gate(args) -> int:
+    result = gate_runs(args.baseline, args.candidate, args.threshold, args.force,
+                       args.noise_floor, getattr(args, "allow_missing", False))
+    if getattr(args, "json", False):
+        print_json(gate_json(result))
+    else:
+        print(result.markdown, end="")
     if args.markdown:
-        store.atomic_write_text(Path(args.markdown), text)
-    return 1 if any(r.verdict == "regressed" for r in rows) else 0
+        append_markdown(args.markdown, result.markdown)
+    return 1 if result.failed else 0
+
+
+def _history_verdict(found) -> str:
+    return "too_few_runs" if found is None else "changed" if found else "unchanged"
 
 
 def cmd_history(args) -> int:
@@ -95,6 +225,19 @@ def cmd_history(args) -> int:
         if args.benchmark not in series:
             raise UsageError(f"no benchmark {args.benchmark!r} in the runs of {machine}")
         series = {args.benchmark: series[args.benchmark]}
+    if getattr(args, "json", False):  # one object per benchmark, its change points in it
+        found = {name: history.changes(points) for name, points in sorted(series.items())}
+        print_json({"command": "history", "machine": machine, "runs": run_ids,
+                    "unreadable_runs": skipped, "min_runs": history.MIN_RUNS,
+                    "benchmarks": [
+                        {"name": name, "runs": len(series[name]),
+                         "verdict": _history_verdict(changes),
+                         "changes": [{"run_id": c.run_id, "ratio": _finite(c.ratio),
+                                      "direction": "slower" if c.ratio > 1 else "faster",
+                                      "runs_before": c.runs_before,
+                                      "runs_after": c.runs_after} for c in changes or []]}
+                        for name, changes in found.items()]})
+        return 0
     print(f"{machine}: {len(run_ids)} runs" + (f" ({skipped} unreadable, skipped)"
                                                  if skipped else ""))
     for name, points in sorted(series.items()):
