@@ -3,7 +3,8 @@ outcomes as they come back, in whatever order they finish.
 
 - `local`: one cell process at a time on this machine (lab.runner), so timed cells never
   share the machine with each other.
-- `ray`: each cell a Ray task on a cluster node (lab.executors.ray).
+- `ray`: each cell a Ray task on a cluster node (lab.executors.ray, docs/cluster.md); cells
+  run side by side, each holding its own CPUs (and GPU), and say which node ran them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class CellJob:
 
 class Executor(Protocol):
     name: str
+
+    def prepare(self, specs: list[CellSpec], trace: bool = False) -> dict:
+        """Before the run folder is made: check that these cells can run here (UsageError if
+        not) and say where they will run; the answer goes into the run's fingerprint."""
 
     def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, CellOutcome]]:
         """Yield each job with its outcome as it finishes."""

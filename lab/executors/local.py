@@ -6,12 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lab import runner
+from lab.cellspec import CellSpec
 from lab.executors import CellJob
 from lab.runner import CellOutcome
 
 
 class LocalExecutor:
     name = "local"
+
+    def prepare(self, specs: list[CellSpec], trace: bool = False) -> dict:
+        return {"name": self.name}  # the run's own fingerprint says where: this machine
 
     def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, CellOutcome]]:
         # a cell process that is running when Ctrl-C or SIGTERM arrives is killed by
