@@ -85,12 +85,34 @@ def gate_decision(pr: stats.ProcessRatio, threshold: float,
     return "inconclusive"
 
 
+def run_machines(doc: dict) -> dict[str, dict]:
+    """Machine id -> hardware of every machine that timed one of the run's measured cells. A
+    cell run on a cluster names its node's (`machine_id`, `node.fingerprint.hardware`); a cell
+    that names none ran on the run's own machine (machine_info)."""
+    info = doc.get("machine_info") or {}
+    machines = {}
+    for cell in cells_by_name(doc).values():
+        if not cell.get("samples_s"):  # skipped or failed: timed nowhere
+            continue
+        node_hardware = ((cell.get("node") or {}).get("fingerprint") or {}).get("hardware")
+        machine = cell.get("machine_id") or info.get("lab_machine_id", "?")
+        machines[machine] = node_hardware or info.get("lab_hardware")
+    return machines
+
+
 def machine_mismatch(base: dict, cand: dict) -> str | None:
-    """Why two runs are not comparable (different hardware fingerprints), or None."""
-    hb = (base.get("machine_info") or {}).get("lab_hardware")
-    hc = (cand.get("machine_info") or {}).get("lab_hardware")
-    if hb is None or hc is None:
-        return "a run lacks machine_info.lab_hardware (not a lab run?)"
+    """Why two runs are not comparable, or None: a run whose cells were timed on different
+    kinds of machine (a mixed cluster), or two runs on different hardware."""
+    hardware = []
+    for side, doc in (("baseline", base), ("candidate", cand)):
+        if (doc.get("machine_info") or {}).get("lab_hardware") is None:
+            return "a run lacks machine_info.lab_hardware (not a lab run?)"
+        machines = run_machines(doc)
+        if len(machines) > 1:
+            return f"the {side} mixes machines: {', '.join(sorted(machines))}"
+        hardware.append(next(iter(machines.values()), None)
+                        or doc["machine_info"]["lab_hardware"])
+    hb, hc = hardware
     diffs = [f"{k}: {hb.get(k)!r} vs {hc.get(k)!r}" for k in sorted(set(hb) | set(hc))
              if hb.get(k) != hc.get(k)]
     return "; ".join(diffs) if diffs else None
