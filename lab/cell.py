@@ -22,12 +22,12 @@ import traceback
 from lab import accuracy, measure
 from lab.cellspec import CellPass, CellResult, CellSpec
 from lab.nvtx import PHASES, Ranges
-from lab.status import CellFailure, Status
+from lab.status import OOM_MARKERS, CellFailure, Status
 
 
 def _is_oom(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
-    return isinstance(exc, MemoryError) or "out of memory" in text or "resource_exhausted" in text
+    return isinstance(exc, MemoryError) or any(m in text for m in OOM_MARKERS)
 
 
 def _failure(exc: BaseException, status: Status) -> CellFailure:
@@ -83,6 +83,65 @@ class _Phases:
         finally:
             spent = time.perf_counter() - t0
             self.result.phases_s[name] = round(self.result.phases_s.get(name, 0.0) + spent, 6)
+
+
+def _check_accuracy(spec: CellSpec, result: CellResult, candidate, baseline) -> None:
+    """Eager first: run twice on the timed inputs, it must agree with itself and (unless the
+    user allowed it) be finite, or nothing can be judged against it. Then the compiled side
+    against eager. Sets the result's accuracy, and its status and reason on a failure."""
+    allow_nan = bool(spec.extra.get("allow_nan"))
+    eager = baseline or candidate  # a cell without a baseline is an eager cell
+    try:
+        first = eager.outputs()
+    except NotImplementedError:  # a side that cannot give its outputs: nothing to check
+        return
+    verdict = accuracy.check_eager(first, eager.outputs(), spec.dtype, allow_nan)
+    if verdict["passed"] and baseline:
+        verdict = {**accuracy.check(candidate.outputs(), first, spec.dtype,
+                                    candidate.reference_fp64, allow_nan=allow_nan),
+                   "eager_repeat_max_abs_err": verdict["max_abs_err"]}
+        if not verdict["passed"]:
+            verdict["status"] = Status.FAIL_ACCURACY.value
+            verdict["detail"] = accuracy.describe_failure(verdict)
+    result.accuracy = verdict
+    if not verdict["passed"]:
+        result.status = Status(verdict["status"])
+        result.reason = verdict["detail"]
+
+
+MEMORY_STEPS = 3  # steps per side in the memory phase: the first may still grow caches
+
+
+def _measure_memory(probe, after_import: int, first_call: memory.Phase,
+                    sides: list[measure.Side]) -> dict:
+    """Each side's peak over a few steps of its own, above what was resident before them
+    (weights, inputs, optimizer state), and the first call's peak (the compile or
+    conversion), beside the process's state after the framework's import."""
+    steady = {}
+    for side in sides:
+        start = memory.begin(probe)
+        for _ in range(MEMORY_STEPS):
+            side.sync(side.step())
+        steady[side.name] = memory.end(probe, start)
+    cand, base = steady["candidate"], steady.get("baseline")
+    out = {
+        "probe": probe.name, "resettable": probe.resettable,
+        "after_import_mib": memory.mib(after_import),
+        "first_call_peak_above_start_mib": memory.mib(first_call.above_start_bytes),
+        "resident_mib": memory.mib(cand.start_bytes),
+        "step_peak_above_resident_mib": memory.mib(cand.above_start_bytes),
+        "peak_mib": memory.mib(max(cand.peak_bytes, first_call.peak_bytes)),
+        "peak_above_import_mib": memory.mib(
+            max(cand.peak_bytes, first_call.peak_bytes) - after_import),
+    }
+    if base is not None:
+        out["baseline_step_peak_above_resident_mib"] = memory.mib(base.above_start_bytes)
+        # the dynamo harness's "compression ratio": eager's peak over the compiled one's; a
+        # probe that cannot reset its peak cannot tell the two sides apart
+        out["ratio_eager_over_candidate"] = (
+            round(base.above_start_bytes / cand.above_start_bytes, 4)
+            if probe.resettable and cand.above_start_bytes > 0 else None)
+    return out
 
 
 def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
@@ -147,12 +206,8 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
         if baseline:
             with phase("first_call"):
                 result.baseline_first_call_s = _timed_first_call(sides[0])
-            with phase("accuracy"):
-                result.accuracy = accuracy.check(candidate.outputs(), baseline.outputs(),
-                                                 spec.dtype, candidate.reference_fp64)
-            if not result.accuracy["passed"]:
-                result.status = Status.FAIL_ACCURACY
-                result.reason = accuracy.describe_failure(result.accuracy)
+        with phase("accuracy"):
+            _check_accuracy(spec, result, candidate, baseline)
         result.diagnostics = candidate.diagnostics()
         if not result.ok:
             return result

@@ -35,6 +35,36 @@ class GateRow:
     rank_decides: bool = False  # enough processes for the rank test (see gate_decision)
     shift_ratio: float | None = None
     rank_p_slower: float | None = None
+    dropped: bool = False  # measured in the baseline, not in the candidate
+
+
+# per-cell settings that change what a step costs: runs that differ in them are not comparable
+SETTINGS = ("threads", "precision", "dtype", "device")
+
+
+def unusable(base: dict, cand: dict) -> str | None:
+    """Why two runs cannot be gated at all, or None: an incomplete candidate (interrupted, or
+    still running: its missing cells would pass unseen), or no benchmark in common."""
+    lab = cand.get("lab") or {}
+    if lab.get("complete") is False:
+        return (f"the candidate run {lab.get('run_id', '?')} is incomplete (interrupted or "
+                f"still running); gate a run that finished")
+    shared = set(cells_by_name(base)) & set(cells_by_name(cand))
+    if not shared:
+        return "the runs share no benchmark: nothing to compare"
+    return None
+
+
+def settings_mismatch(base: dict, cand: dict) -> str | None:
+    """The first setting (threads, precision, dtype, device) that differs between the two
+    runs' cells of one benchmark, said in one line; None when every shared cell agrees."""
+    base_cells, cand_cells = cells_by_name(base), cells_by_name(cand)
+    for name in sorted(set(base_cells) & set(cand_cells)):
+        b, c = base_cells[name], cand_cells[name]
+        for key in SETTINGS:
+            if key in b and key in c and b[key] != c[key]:
+                return f"{key} {b[key]!r} vs {c[key]!r} in {name}"
+    return None
 
 
 def parse_threshold(text: str) -> float:
@@ -135,7 +165,10 @@ def compare_runs(base: dict, cand: dict, threshold: float,
                                        f"(baseline ok)"))
             continue
         if missing:
-            rows.append(GateRow(name, "missing", reason="; ".join(missing)))
+            measured_before = (b is not None and b.get("status") == "ok"
+                               and bool(b.get("samples_s")))
+            rows.append(GateRow(name, "missing", reason="; ".join(missing),
+                                dropped=measured_before))
             continue
         pr = gate_statistic(process_medians(b), process_medians(c), floor_sd_log)
         rows.append(GateRow(name, gate_decision(pr, threshold), pr.ratio, pr.ci, pr.p_value,
@@ -146,11 +179,18 @@ def compare_runs(base: dict, cand: dict, threshold: float,
     return rows
 
 
+def failed(rows: list[GateRow], allow_missing: bool = False) -> bool:
+    """The gate fails on a regression, and on a benchmark the candidate no longer measures
+    unless that is allowed (a cell dropped from a run must not pass unseen)."""
+    return any(r.verdict == "regressed" or (r.dropped and not allow_missing) for r in rows)
+
+
 def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_label: str,
-                  note: str = "") -> str:
+                  note: str = "", allow_missing: bool = False) -> str:
     counts = {v: sum(r.verdict == v for r in rows) for v in VERDICT_ORDER}
-    failed = counts["regressed"] > 0
-    lines = [f"## lab gate: {'FAIL' if failed else 'pass'} (threshold {threshold:.0%})", "",
+    failed_gate = failed(rows, allow_missing)
+    lines = [f"## lab gate: {'FAIL' if failed_gate else 'pass'} (threshold {threshold:.0%})",
+             "",
              f"baseline `{base_label}`, candidate `{cand_label}`" + (f"; {note}" if note else ""),
              "", f"| benchmark | verdict | candidate/baseline | {GATE_CONFIDENCE:.0%} CI | p "
              f"| processes | note |",
@@ -166,6 +206,11 @@ def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_l
                      f"{r.ci[0]:.3f}-{r.ci[1]:.3f} | {r.p_value:.3g} | "
                      f"{r.processes[0]} vs {r.processes[1]} | {mde} |")
     lines += ["", ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER)]
+    dropped = sum(r.dropped for r in rows)
+    if dropped:
+        lines.append(f"{dropped} benchmark(s) measured in the baseline are missing from the "
+                     f"candidate: " + ("allowed (--allow-missing)" if allow_missing
+                                       else "the gate fails (--allow-missing accepts that)"))
     if any(r.verdict == "inconclusive" for r in rows):
         lines.append("inconclusive: the interval is too wide to decide; store more processes "
                      "per run (`lab run --processes N`)")

@@ -40,11 +40,14 @@ from __future__ import annotations
 import bisect
 import csv
 import gzip
+import io
 import json
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from lab import store
 
 STEP_RANGE = "lab::sample"
 TF_EAGER_OP = "EagerLocalExecute: "
@@ -327,9 +330,10 @@ def write(table: dict, folder: str | Path) -> dict:
     """`hot.json` (the whole table) and `hot.csv` (its rows) in `folder`; returns the paths."""
     folder = Path(folder)
     json_path, csv_path = folder / "hot.json", folder / "hot.csv"
-    json_path.write_text(json.dumps(table, indent=1) + "\n")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(HotRow.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(table["rows"])
+    store.atomic_write_text(json_path, json.dumps(table, indent=1) + "\n")
+    rows = io.StringIO(newline="")
+    writer = csv.DictWriter(rows, fieldnames=list(HotRow.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(table["rows"])
+    store.atomic_write_text(csv_path, rows.getvalue())  # never half a table on disk
     return {"json": json_path, "csv": csv_path}

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import hotkernels
+from lab import hotkernels, store
 
 PROFILED_STEPS = 7  # medians over 7 steps survive a preempted step; traces stay small
 WARMUP_STEPS = 3  # the baseline's first call and allocator growth happen before the trace
@@ -229,8 +229,7 @@ def _keep_inductor_code(cache_dir: str, cell_dir: Path) -> list[Path]:
         text = path.read_text(errors="replace")
         if "def call(" in text and "async_compile" in text:
             target = cell_dir / "inductor" / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            store.atomic_write_text(target, text)
             kept.append(target)
     return kept
 
@@ -279,7 +278,8 @@ def profile_cell(spec, label: str, run_dir: Path, timeout_s: float) -> dict:
                                kernels_per_step=_candidate_kernels(entry, spec.backend),
                                cache_dir=nsight_cache)
         entry["nsys"] = run_nsys(pspec, cell_dir, run_dir, timeout_s, cache_dir=nsight_cache)
-    (cell_dir / "profile.json").write_text(json.dumps(entry, indent=1, default=str) + "\n")
+    store.atomic_write_text(cell_dir / "profile.json",
+                            json.dumps(entry, indent=1, default=str) + "\n")
     return entry
 
 
@@ -404,7 +404,7 @@ def _export_ncu_csv(exe: str, report: Path, csv_path: Path, run_dir: Path) -> di
         return {"csv_error": f"export ran past {NCU_EXPORT_TIMEOUT_S:.0f} s"}
     if export.returncode != 0:
         return {"csv_error": (export.stderr.strip().splitlines() or ["?"])[-1][:300]}
-    csv_path.write_text(export.stdout)
+    store.atomic_write_text(csv_path, export.stdout)
     return {"csv": str(csv_path.relative_to(run_dir))}
 
 

@@ -46,7 +46,12 @@ def find_run(text: str, root: str | Path = DEFAULT_ROOT) -> Path:
 def load(path: str | Path) -> dict:
     """Read and validate a stored run; one-line StoreError for anything unusable."""
     file = resolve(path)
-    text = file.read_text()
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise StoreError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise StoreError(f"{file} is not a results file (not UTF-8 text)") from None
     if not text.strip():
         raise StoreError(f"{file} is empty")
     try:
@@ -63,6 +68,9 @@ def load(path: str | Path) -> dict:
         if not isinstance(stats, dict) or not isinstance(stats.get("data"), list) \
                 or "name" not in bench:
             raise StoreError(f"{file}: benchmark {i} lacks a name or raw samples (stats.data)")
+    if not isinstance(doc.get("lab"), dict):  # every reader needs the lab's cell fields
+        raise StoreError(f"{file} is a pytest-benchmark file but not a lab run (no 'lab' "
+                         f"section); `pytest-benchmark compare` reads it")
     return doc
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lab import backends
 from lab.cellspec import CellPass, CellResult, CellSpec
-from lab.status import Status
+from lab.status import OOM_MARKERS, Status
 
 
 @dataclass
@@ -95,13 +95,50 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
             return CellResult.from_dict(json.loads(result_path.read_text())), wall
         tail = log_path.read_text(errors="replace").strip().splitlines()[-20:]
         text = "\n".join(tail)
-        if code in (-signal.SIGKILL, 137) or "out of memory" in text.lower():
+        if code in (-signal.SIGKILL, 137) or any(m in text.lower() for m in OOM_MARKERS):
             status = Status.OOM
         else:
             status = Status.RUN_ERROR
         last = tail[-1] if tail else ""
         return CellResult.failed(status, f"cell process exited {code}: {last}"[:500],
                                  log_tail=text[-4000:]), wall
+
+
+def validate_user_workload(spec: str, timeout_s: float) -> str | None:
+    """Import a user's `file.py:factory`, call it and check what it returns, in a process of
+    its own with a timeout: a factory that hangs, calls os._exit or crashes the interpreter
+    cannot hang or kill the lab. None when valid, else one line saying why not."""
+    from lab.workloads import user
+
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "lab.workloads.user", spec],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace", env=env, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        return (f"workload {spec}: loading and calling the factory took more than "
+                f"{timeout_s:g} s (--timeout)")
+    except BaseException:
+        kill_group(proc)
+        raise
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    if proc.returncode == 0:
+        return None
+    if proc.returncode == user.INVALID_EXIT:
+        return lines[-1] if lines else f"workload {spec} is not valid"
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return f"workload {spec}: the process calling the factory was killed by {name}"
+    last = f": {lines[-1]}" if lines else ""
+    return (f"workload {spec}: the process calling the factory exited with code "
+            f"{proc.returncode}{last}")[:500]
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -27,6 +27,13 @@ class Status(StrEnum):
         return self not in (Status.OK, Status.SKIPPED)
 
 
+# what allocators say when memory runs out: CUDA's and XLA's "out of memory", torch's CPU
+# allocator "DefaultCPUAllocator: can't allocate memory", Windows' "not enough memory"; the
+# cell matches its exception against these, the runner a dead cell's log
+OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory",
+               "resource_exhausted")
+
+
 class CellFailure(Exception):
     """Raised inside a cell process to end the cell with `status` and a one-line reason."""
 

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,19 +29,41 @@ ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCH", "TORCHINDUCTOR_", "TRITON_
                 "TF_", "JAX_", "CUDA_", "NVIDIA_", "PYTORCH_")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc; elsewhere reading it means setting it for
+    a moment, which a thread creating a file at that instant would see."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path` and rename it into place: a reader sees
+    the old file or the new one, never half of one. The file gets the mode a plain open()
+    would give (0666 less the umask): mkstemp's 0600 would hide runs from the user's group."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, data) -> None:
@@ -153,8 +176,26 @@ def machine_id(hw: dict | None = None) -> str:
 
 
 def new_run_id(label: str = "") -> str:
+    """Time to the second, the label, and a short random suffix: two runs started in the same
+    second into one folder get different ids (create_run_dir makes sure of it)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{_slug(label)}" if label else stamp
+    suffix = secrets.token_hex(2)
+    return f"{stamp}-{_slug(label)}-{suffix}" if label else f"{stamp}-{suffix}"
+
+
+def create_run_dir(parent: Path, label: str = "", attempts: int = 20) -> Path:
+    """A new, empty run folder under `parent`, created exclusively (never one that another
+    run made first). OSError when `parent` cannot hold folders (a file, read-only, full)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(attempts):
+        path = parent / new_run_id(label)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free run id under {parent} after {attempts} tries")
 
 
 # ---------------------------------------------------------------- results.json

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lab import store
+
 PROFILED_STEPS = 7  # medians over 7 steps survive a preempted step; traces stay small
 WARMUP_STEPS = 3  # the baseline's first call and allocator growth happen before the trace
 WARMUP_SECONDS = 0.5  # CPU: the same steadiness test as the timed pass, shorter
@@ -135,8 +137,8 @@ def _tf_trace(one_step, steps: int, side_dir: Path, device: str) -> Path:
             return path
         data, _ = raw_to_tool_data.xspace_to_tool_data(xspaces[-1:], "trace_viewer", {})
     path = side_dir / "trace.json.gz"
-    with gzip.open(path, "wt") as f:
-        f.write(data if isinstance(data, str) else data.decode())
+    store.atomic_write_bytes(path, gzip.compress(data if isinstance(data, bytes)
+                                                 else data.encode()))
     return path
 
 
@@ -149,10 +151,9 @@ def _write_trace(doc: dict, path: Path) -> Path:
         path.unlink(missing_ok=True)
         path = path.with_name(path.name + ".gz")
         doc["traceName"] = run_relative(path)
-        with gzip.open(path, "wt") as f:
-            json.dump(doc, f)
+        store.atomic_write_bytes(path, gzip.compress(json.dumps(doc).encode()))
     else:
-        path.write_text(text)
+        store.atomic_write_text(path, text)
     return path
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab import runner
+from lab import machine_load, runner
 from lab.cellspec import CellSpec
 from lab.executors import CellJob
 from lab.runner import CellOutcome
@@ -28,8 +28,13 @@ class LocalExecutor:
                                                         Path(job.trace_dir), job.timeout_s)
                 yield job, outcome
                 continue
-            yield job, runner.run_cell_processes(job.spec, job.label, job.timeout_s,
-                                                 job.processes)
+            start = machine_load.mark()
+            outcome = runner.run_cell_processes(job.spec, job.label, job.timeout_s,
+                                                job.processes)
+            load = machine_load.between(start)
+            if load is not None:  # other work on this machine during the cell: suspect timings
+                outcome.extra.update(load)
+            yield job, outcome
 
     def cancel(self) -> None:
         pass

@@ -63,6 +63,9 @@ def _call_factory(spec: str):
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
         raise UserWorkloadError(f"workload factory {spec} must give tensors as inputs")
+    if loss_fn is not None and not callable(loss_fn):
+        raise UserWorkloadError(f"workload factory {spec} gave a loss_fn that is not callable "
+                                f"({type(loss_fn).__name__})")
     return model, inputs, loss_fn
 
 
@@ -71,7 +74,9 @@ def _squared_mean_loss(output, target=None):
 
 
 def user_workload(spec: str, validate: bool = True) -> Workload:
-    """Build a Workload from `file.py:factory`; `validate` calls the factory once now."""
+    """Build a Workload from `file.py:factory`; `validate` calls the factory once now, in this
+    process (the lab validates in a child process instead: lab.runner.validate_user_workload,
+    which runs this module's `main`)."""
     if validate:
         _call_factory(spec)
 
@@ -82,6 +87,9 @@ def user_workload(spec: str, validate: bool = True) -> Workload:
         model, inputs, loss_fn = _call_factory(spec)
         dt = getattr(torch, dtype)
         model = model.to(device=device, dtype=dt)
+        # infer measures inference: dropout off, batch norm on its running statistics. Left in
+        # training mode, dropout makes two eager calls disagree and any accuracy check moot.
+        model.train(mode == "train")
         inputs = tuple(t.to(device=device, dtype=dt) if t.is_floating_point() else t.to(device)
                        for t in inputs)
         loss = (lambda out, _target: loss_fn(out)) if loss_fn else _squared_mean_loss
@@ -97,3 +105,25 @@ def user_workload(spec: str, validate: bool = True) -> Workload:
         builders={"torch": build_torch},
         source=spec,
     )
+
+
+INVALID_EXIT = 3  # `main`'s exit code for a factory that does not give a valid workload
+
+
+def main(argv: list[str]) -> int:
+    """`python -m lab.workloads.user FILE.py:FACTORY`: call the factory and check what it
+    returns; exit 0 when valid, INVALID_EXIT with the reason as the last line on stderr."""
+    import sys
+
+    try:
+        _call_factory(argv[0])
+    except UserWorkloadError as exc:
+        print(str(exc).splitlines()[0] if str(exc) else "invalid workload", file=sys.stderr)
+        return INVALID_EXIT
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
