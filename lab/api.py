@@ -1,0 +1,83 @@
+"""The Python API for notebooks and scripts: the same code as the command line.
+
+    from lab.api import run, load, gate, check
+
+    folder = run("mlp", backends=["torch-eager", "torch-compile"], repeats=10)
+    doc = load(folder)                       # results.json as a dict; cells: lab.results.cells
+    verdicts = gate(baseline_folder, folder)  # the document `lab gate --json` prints
+    claims = check("claims/seed.toml", run=folder, stored_only=True)
+
+`run` goes through the one run loop (lab.session) with the local executor, as `lab run` does;
+`gate` and `check` return the documents that `lab gate --json` and `lab check --json` print
+(docs/api.md). Bad input raises lab.errors.UsageError with a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab import session
+
+__all__ = ["check", "gate", "load", "run"]
+
+
+def _names(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), *,
+        device: str = "auto", precision: str | None = None, repeats: int = session.DEFAULT_REPEATS,
+        shape: dict | None = None, threads: int | None = None, processes: int = 1,
+        timeout_s: float = session.DEFAULT_TIMEOUT_S, out: str = session.DEFAULT_OUT) -> Path:
+    """Measure workloads x backends x modes like `lab run`; returns the stored run's folder.
+    A cell that fails is stored with its status (read it with `load`); an interrupted run is
+    kept and marked incomplete."""
+    from lab import executors
+
+    selection = session.Selection(
+        workloads=_names(workloads), backends=_names(backends), modes=_names(modes),
+        device=device, precision=precision, shape=dict(shape or {}), threads=threads,
+        repeats=repeats)
+    cells, resolved = session.plan(selection, timeout_s=timeout_s)
+    # the command line that measures the same cells, recorded where `lab run` records its own
+    argv = ["run", "--workload", ",".join(selection.workloads),
+            "--backend", ",".join(selection.backends), "--mode", ",".join(selection.modes),
+            "--device", resolved, "--repeats", str(repeats), "--processes", str(processes)]
+    if precision:
+        argv += ["--precision", precision]
+    argv += [f"--shape={k}={v}" for k, v in selection.shape.items()]
+    result = session.run_cells(cells, out=out, label=resolved, argv=argv,
+                               executor=executors.get("local"), timeout_s=timeout_s,
+                               processes=processes)
+    return result.run_dir
+
+
+def load(run: str | Path, out: str = session.DEFAULT_OUT) -> dict:
+    """A stored run (folder, results.json or run id under `out`) as its results document;
+    `lab.results.cells(doc)` gives its cells as flat dicts (pandas.DataFrame takes them)."""
+    from lab import results
+
+    return results.load_run(str(run), out)
+
+
+def gate(baseline: str | Path, candidate: str | Path, threshold: str = "5%", *,
+         force: bool = False, noise_floor: float | None = None,
+         allow_missing: bool = False) -> dict:
+    """`lab gate BASELINE CANDIDATE --json`: a verdict per benchmark and `failed`."""
+    from lab.commands import verdicts
+
+    return verdicts.gate_json(verdicts.gate_runs(str(baseline), str(candidate), threshold,
+                                                 force, noise_floor, allow_missing))
+
+
+def check(claims: str | Path, run: str | Path | None = None, *, stored_only: bool = False,
+          out: str = session.DEFAULT_OUT) -> dict:
+    """`lab check CLAIMS --json`: a verdict per claim, judged on `run`'s cells and, unless
+    `stored_only`, on cells measured now for what it lacks."""
+    from lab.commands import verdicts
+
+    def quiet(line: str) -> None:  # the notebook gets the document, not progress lines
+        pass
+
+    return verdicts.claims_json(verdicts.judge_claims(
+        str(claims), str(run) if run is not None else None, stored_only, out, quiet))

@@ -1,0 +1,198 @@
+"""Machine-readable outputs: `--json` of check, gate and history (the schema `lab report
+--claims/--gate` reads back), `--markdown` appending, `lab report --html/--csv`, the histogram
+of `pytest-benchmark compare`, and the user's commit beside the lab's."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import store
+from lab.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "profiles/amd-epyc-2c"
+CPU_RUN = RUNS / "20261124-212813-cpu"
+CHECK_RUN = RUNS / "20261124-214437-check-cpu"  # shares the compiled cells with CPU_RUN
+SEED = ROOT / "claims/seed.toml"
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_json_has_a_verdict_per_claim_and_progress_stays_off_stdout(capsys):
+    code, out, _ = _run(capsys, "check", SEED, "--run", CHECK_RUN, "--stored-only", "--json")
+    assert code == 0
+    doc = json.loads(out)  # stdout is the document alone
+    claim_ids = [line.split('"')[1] for line in SEED.read_text().splitlines()
+                 if line.replace(" ", "").startswith("id=")]
+    assert [c["id"] for c in doc["claims"]] == claim_ids
+    for claim in doc["claims"]:
+        assert claim["verdict"] in ("supported", "refuted", "inconclusive")
+        for cell in claim["cells"]:
+            assert cell["verdict"] in ("supported", "refuted", "inconclusive")
+            if cell["ratio"] is not None:
+                lo, hi = cell["ci95"]
+                assert lo <= cell["ratio"] <= hi
+    # the same verdicts as the human output
+    code, text, _ = _run(capsys, "check", SEED, "--run", CHECK_RUN, "--stored-only")
+    for claim in doc["claims"]:
+        assert f"{claim['verdict'].upper():13s}{claim['id']}:" in text
+
+
+def test_gate_json_has_a_verdict_per_benchmark_and_the_exit_code_of_the_gate(capsys):
+    code, out, _ = _run(capsys, "gate", CHECK_RUN, CPU_RUN, "--json")
+    doc = json.loads(out)
+    names = {b["name"] for r in (CHECK_RUN, CPU_RUN)
+             for b in json.loads((r / "results.json").read_text())["benchmarks"]}
+    assert {v["name"] for v in doc["verdicts"]} >= names
+    assert code == (1 if doc["failed"] else 0)
+    compared = [v for v in doc["verdicts"] if v["ratio"] is not None]
+    assert compared, "the two runs share compiled cells"
+    for v in compared:
+        assert v["ci"][0] <= v["ratio"] <= v["ci"][1] and sum(v["processes"]) >= 2
+    _, text, _ = _run(capsys, "gate", CHECK_RUN, CPU_RUN)
+    for v in compared:
+        assert f"| {v['verdict']} | {v['ratio']:.3f}x |" in text
+
+
+def test_gate_markdown_appends_so_earlier_steps_are_kept(tmp_path, capsys):
+    summary = tmp_path / "summary.md"
+    summary.write_text("## an earlier step\n")
+    for _ in range(2):
+        _run(capsys, "gate", CHECK_RUN, CPU_RUN, "--markdown", summary)
+    text = summary.read_text()
+    assert text.startswith("## an earlier step\n")
+    assert text.count("## lab gate:") == 2
+
+
+def test_history_json_has_an_object_per_benchmark(capsys):
+    code, out, _ = _run(capsys, "history", "--machine", "amd-epyc-2c", "--out", ROOT / "profiles",
+                        "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["runs"] == sorted(p.name for p in RUNS.iterdir() if p.is_dir())
+    assert doc["benchmarks"] and all(
+        b["verdict"] == ("too_few_runs" if b["runs"] < doc["min_runs"] else b["verdict"])
+        for b in doc["benchmarks"])
+
+
+def test_report_reads_back_what_check_and_gate_print(tmp_path, capsys):
+    """One schema: the --json documents go into the page's claim and gate tables."""
+    _, claims, _ = _run(capsys, "check", SEED, "--run", CHECK_RUN, "--stored-only", "--json")
+    _, gate, _ = _run(capsys, "gate", CHECK_RUN, CPU_RUN, "--json")
+    (tmp_path / "check.json").write_text(claims)
+    (tmp_path / "gate.json").write_text(gate)
+    page = tmp_path / "r.html"
+    code, _, err = _run(capsys, "report", CPU_RUN, "--html", page, "--claims",
+                        tmp_path / "check.json", "--gate", tmp_path / "gate.json")
+    assert code == 0 and str(page) in err
+    text = page.read_text()
+    for claim in json.loads(claims)["claims"]:
+        assert f"<td>{claim['id']}</td>" in text
+    for v in json.loads(gate)["verdicts"]:
+        assert f'<td class="name">{v["name"]}</td><td class="verdict verdict-{v["verdict"]}"' \
+            in text
+
+
+def test_report_of_a_profiles_folder_writes_an_index(tmp_path, capsys):
+    code, _, _ = _run(capsys, "report", ROOT / "profiles", "--html", tmp_path / "site")
+    assert code == 0
+    index = (tmp_path / "site" / "index.html").read_text()
+    for run in RUNS.iterdir():
+        assert run.name in index
+
+
+def test_report_csv_to_stdout_has_a_row_per_cell(capsys):
+    code, out, _ = _run(capsys, "report", CPU_RUN, "--csv", "-")
+    doc = json.loads((CPU_RUN / "results.json").read_text())
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["name"] for r in rows] == doc["lab"]["order"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", CPU_RUN, "--claims", "x.json"], "go with --html"),
+    (["report", CPU_RUN, CHECK_RUN, "--csv", "-"], "one run"),
+    (["report", CPU_RUN, "--html", "{tmp}/r.html", "--gate", "{tmp}/nope.json"], "cannot be read"),
+    (["report", "{tmp}", "--html", "{tmp}/site"], "no stored runs under"),
+    (["report", "{tmp}/missing", "--html", "{tmp}/r.html"], "no run at"),
+])
+def test_bad_report_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    code, out, err = _run(capsys, *[str(a).replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2 and message in err and err.count("\n") == 1 and out == ""
+
+
+def test_report_gate_file_of_another_schema_is_refused(tmp_path, capsys):
+    (tmp_path / "g.json").write_text(json.dumps([{"name": "x"}]))
+    code, _, err = _run(capsys, "report", CPU_RUN, "--html", tmp_path / "r.html", "--gate",
+                        tmp_path / "g.json")
+    assert code == 2 and "no 'verdicts' list" in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_pytest_benchmark_compare_writes_its_histogram(tmp_path):
+    exe = Path(sys.executable).with_name("pytest-benchmark")
+    assert exe.exists(), "pytest-benchmark's console script is installed with the lab"
+    done = subprocess.run([str(exe), "compare", str(CPU_RUN / "results.json"), "--histogram",
+                           str(tmp_path / "h")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    svgs = sorted(tmp_path.glob("h*.svg"))
+    assert svgs and all(p.read_text().lstrip().startswith(("<?xml", "<svg")) for p in svgs)
+
+
+# ---------------------------------------------------------------- the user's commit
+
+def _git(cwd: Path, *args) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.fixture
+def user_repo(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "their-project"
+    (repo / "models").mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "trunk")
+    _git(repo, "config", "user.email", "dev@example.com")
+    _git(repo, "config", "user.name", "dev")
+    (repo / "models" / "net.py").write_text("def make():\n    pass\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "model")
+    store.workload_commit.cache_clear()
+    yield repo
+    store.workload_commit.cache_clear()
+
+
+def test_a_user_workload_records_the_commit_of_its_own_repository(user_repo):
+    source = f"{user_repo / 'models/net.py'}:make"
+    commit = store.workload_commit(source)
+    assert commit == {"id": _git(user_repo, "rev-parse", "HEAD"), "dirty": False,
+                      "branch": "trunk", "project": "their-project", "file": "models/net.py"}
+    info = store.commit_info([source, "mlp"])
+    assert info["user_commits"] == {source: commit}  # the built-in mlp has none
+    lab_head = _git(ROOT, "rev-parse", "HEAD")
+    assert info["id"] == lab_head != commit["id"]  # the lab's commit stays beside it
+
+
+def test_an_edited_user_file_is_dirty_and_a_file_outside_git_is_unversioned(user_repo,
+                                                                            tmp_path):
+    (user_repo / "models" / "net.py").write_text("def make():\n    return 1\n")
+    assert store.workload_commit(f"{user_repo / 'models/net.py'}:make")["dirty"] is True
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "m.py").write_text("")
+    assert store.workload_commit(f"{loose / 'm.py'}:f") == {"id": "unversioned", "dirty": None,
+                                                           "file": "m.py"}
+    assert store.workload_commit("transformer") is None
+    assert "user_commits" not in store.commit_info()
