@@ -9,6 +9,7 @@ never leaves half a file. Knows no framework: versions are read from package met
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -222,15 +223,49 @@ def machine_info(fp: dict) -> dict:
     return info
 
 
-def commit_info() -> dict:
+def commit_info(workload_sources=()) -> dict:
+    """The lab's own commit (pytest-benchmark's commit_info), and under `user_commits` the
+    commit of the repository holding each user workload (`path/file.py:factory`) among
+    `workload_sources`: a user's model run is reproducible only with the user's code."""
     from pytest_benchmark.utils import get_commit_info
 
     cwd = os.getcwd()
     try:  # pytest-benchmark reads git from the working directory: use the project's
         os.chdir(Path(__file__).resolve().parent.parent)
-        return get_commit_info("perflab")
+        info = get_commit_info("perflab")
     finally:
         os.chdir(cwd)
+    users = {source: workload_commit(source) for source in workload_sources}
+    users = {source: commit for source, commit in users.items() if commit is not None}
+    return {**info, "user_commits": users} if users else info
+
+
+@functools.lru_cache(maxsize=64)
+def workload_commit(source: str) -> dict | None:
+    """Git state of the repository holding a user workload's file (`path/file.py:factory`),
+    read once per process: {id, dirty, branch, project, file (relative to the repository)};
+    id `unversioned` when the file is in no repository; None for a built-in workload. Paths
+    stay relative: a stored run must not carry this machine's folders."""
+    path_text, sep, factory = source.rpartition(":")
+    if not sep or not path_text.endswith(".py") or not factory:
+        return None
+    file = Path(path_text).resolve()
+
+    def git(*args) -> str:
+        return subprocess.run(["git", "-C", str(file.parent), *args], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+
+    try:
+        root = git("rev-parse", "--show-toplevel")
+        if not root:
+            return {"id": "unversioned", "dirty": None, "file": file.name}
+        return {"id": git("rev-parse", "--verify", "-q", "HEAD") or "unversioned",
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+                "branch": git("rev-parse", "--abbrev-ref", "HEAD") or None,
+                "project": Path(root).name,
+                "file": file.relative_to(Path(root).resolve()).as_posix()}
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {"id": "unversioned", "dirty": None, "file": file.name}
 
 
 def results_document(fp: dict, benchmarks: list[dict], unmeasured: list[dict], run: dict,
