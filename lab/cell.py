@@ -19,10 +19,12 @@ import sys
 import time
 import traceback
 
-from lab import accuracy, measure
+from lab import accuracy, measure, memory
 from lab.cellspec import CellPass, CellResult, CellSpec
 from lab.nvtx import PHASES, Ranges
 from lab.status import OOM_MARKERS, CellFailure, Status
+
+_PROCESS_START = time.perf_counter()  # a cell's budget counts from its process's start
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -95,10 +97,11 @@ def _check_accuracy(spec: CellSpec, result: CellResult, candidate, baseline) -> 
         first = eager.outputs()
     except NotImplementedError:  # a side that cannot give its outputs: nothing to check
         return
-    verdict = accuracy.check_eager(first, eager.outputs(), spec.dtype, allow_nan)
+    verdict = accuracy.check_eager(first, eager.outputs(), spec.precision, allow_nan)
     if verdict["passed"] and baseline:
-        verdict = {**accuracy.check(candidate.outputs(), first, spec.dtype,
-                                    candidate.reference_fp64, allow_nan=allow_nan),
+        verdict = {**accuracy.check(candidate.outputs(), first, spec.precision,
+                                    candidate.reference_fp64, allow_nan=allow_nan,
+                                    stated=candidate.accuracy_tolerance),
                    "eager_repeat_max_abs_err": verdict["max_abs_err"]}
         if not verdict["passed"]:
             verdict["status"] = Status.FAIL_ACCURACY.value
@@ -159,6 +162,8 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
     result.versions = module.versions()
     result.phases_s["import"] = round(time.perf_counter() - t0, 6)
     framework = info.framework.value
+    probe = memory.probe(framework, spec.device)
+    after_import = probe.in_use()
     # trace annotations (lab::<phase>) only in the tracing pass: they cost more than NVTX
     ranges = Ranges(f"{spec.workload}/{spec.backend}/{spec.mode}",
                     annotate=framework if spec.cell_pass == CellPass.TRACE else None)
@@ -166,6 +171,8 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
 
     try:
         with phase("setup"):
+            # before the model is built: Keras's dtype policy applies when layers are made
+            result.precision_settings = module.apply_precision(spec.precision, spec.device)
             workload = workloads.get(spec.workload)
             task = module.build_task(workload, spec.shape, spec.mode, spec.device, spec.dtype,
                                      spec.seed, spec.backend)
@@ -182,7 +189,9 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
     # First calls: the compiled side's is its compile (cold or warm cache, set by the parent).
     try:
         with phase("first_call"):
+            start = memory.begin(probe)
             result.first_call_s = _timed_first_call(cand_side)
+            first_call_memory = memory.end(probe, start)
             candidate.mark_first_call_done()
     except Exception as exc:
         raise _failure(exc, Status.COMPILE_ERROR if info.compiles else Status.RUN_ERROR) \
@@ -190,12 +199,12 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
     if spec.cell_pass == CellPass.FIRST_CALL:
         return result
     if spec.cell_pass == CellPass.TRACE:  # lab.profile's pass, a process apart from timing
-        from lab import profile
+        from lab import tracing
 
         named = ([(info.baseline, sides[0])] if baseline else []) + [(spec.backend, cand_side)]
         try:  # `sample` ranges stay top-level, as in the timed pass (ncu filters on them)
             with phase("trace"):
-                result.profile = profile.capture(
+                result.profile = tracing.capture(
                     framework, spec.device, named, ranges, spec.profile_dir,
                     capture_mode=spec.extra.get("profile_capture", "trace"))
         except Exception as exc:
@@ -211,14 +220,23 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
         result.diagnostics = candidate.diagnostics()
         if not result.ok:
             return result
+        with phase("memory"):
+            result.memory = _measure_memory(probe, after_import, first_call_memory, sides)
 
         timer = _timer(spec, framework, sides)
+        deadline = None if spec.budget_s is None else _PROCESS_START + spec.budget_s
         with phase("warmup"):
+            # a quarter of what the budget has left, at most the usual 10 s
+            longest = 10.0 if deadline is None else \
+                min(10.0, max(spec.warmup_seconds, 0.25 * (deadline - time.perf_counter())))
             result.warmup = measure.warm_up(timer, sides, spec.warmup_steps,
-                                            spec.warmup_seconds)
+                                            spec.warmup_seconds, max_seconds=longest)
             inner = max(measure.calibrate_inner(timer, s, spec.min_sample_s) for s in sides)
         with phase("sampling"):
-            measure.sample_interleaved(timer, sides, spec.repeats, inner, ranges=ranges)
+            rounds = measure.sample_interleaved(timer, sides, spec.repeats, inner,
+                                                ranges=ranges, deadline=deadline)
+        result.sampling = {"rounds_planned": spec.repeats, "rounds": rounds,
+                           "cut_by_budget": rounds < spec.repeats, "budget_s": spec.budget_s}
     except CellFailure:
         raise
     except Exception as exc:
@@ -241,11 +259,20 @@ def main(argv: list[str]) -> int:
     except CellFailure as failure:
         result = CellResult.failed(failure.status, failure.reason, versions=result.versions,
                                    phases_s=result.phases_s,
+                                   precision_settings=result.precision_settings,
                                    traceback=traceback.format_exc(limit=8)[-4000:])
     tmp = f"{result_path}.tmp"
     with open(tmp, "w") as f:
         json.dump(result.to_dict(), f)
     os.replace(tmp, result_path)
+    if spec.cell_pass != CellPass.TRACE:
+        # The result is on disk; a normal exit would now wait for the frameworks' teardown
+        # (Inductor's compile-worker pool alone took 4.9 s after one torch.compile on the
+        # 2-core CPU). The parent reaps whatever this process group leaves behind. The
+        # tracing pass exits normally: Nsight's injection libraries flush at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

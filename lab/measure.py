@@ -187,15 +187,24 @@ def warm_up(timer, sides: list[Side], min_steps: int = 3, min_seconds: float = 0
         steps += 1
 
 
+MIN_ROUNDS = 5  # fewer samples than this give no usable interval; a budget never cuts below
+
+
 def sample_interleaved(timer, sides: list[Side], repeats: int, inner: int,
-                       on_sample: Callable[[], None] | None = None, ranges=None) -> None:
-    """Collect `repeats` samples per side in ABBA order.
+                       on_sample: Callable[[], None] | None = None, ranges=None,
+                       deadline: float | None = None) -> int:
+    """Collect `repeats` samples per side in ABBA order; returns the rounds taken.
 
     Interleaving makes slow drift (thermal, frequency, a neighbour process) hit every side
     alike; reversing the order every other round cancels the advantage of going first or
-    second (caches warmed by the other side, allocator state).
+    second (caches warmed by the other side, allocator state). With a `deadline`
+    (perf_counter seconds), sampling stops after the round that passes it, once MIN_ROUNDS
+    are in: a cell whose slower side would run past its budget ends with fewer samples
+    instead of a timeout.
     """
     for r in range(repeats):
+        if deadline is not None and r >= MIN_ROUNDS and time.perf_counter() > deadline:
+            return r
         order = sides if r % 2 == 0 else list(reversed(sides))
         for side in order:
             with ranges.phase("sample", payload=r) if ranges else contextlib.nullcontext():
@@ -205,6 +214,7 @@ def sample_interleaved(timer, sides: list[Side], repeats: int, inner: int,
         timer.flush()
         if on_sample is not None:
             on_sample()
+    return repeats
 
 
 def cuda_graph_step(torch_module, step: Step, warmup_steps: int = 3) -> Step:

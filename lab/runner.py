@@ -63,8 +63,10 @@ def cell_command(spec_path: Path, result_path: Path) -> list[str]:
 
 
 def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = None,
-                     env_extra: dict | None = None) -> tuple[CellResult, float]:
-    """Run one cell process; returns (its result, its wall seconds)."""
+                     env_extra: dict | None = None, wrapper: tuple[str, ...] = (),
+                     log_path: Path | None = None) -> tuple[CellResult, float]:
+    """Run one cell process; returns (its result, its wall seconds). `wrapper`: a tool that
+    runs the cell under it (ncu, nsys); `log_path`: keep the process's output there."""
     t0 = time.perf_counter()
     try:
         env = cell_env(spec, cache_dir, env_extra)
@@ -74,15 +76,16 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
     with tempfile.TemporaryDirectory(prefix="lab-cell-") as tmp:
         spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_path.write_text(spec.to_json())
-        log_path = Path(tmp, "log.txt")
+        log_path = Path(log_path or Path(tmp, "log.txt"))
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                cell_command(spec_path, result_path),
+                [*wrapper, *cell_command(spec_path, result_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,  # its own process group: a timeout kills all of it
             )
             try:
                 code = proc.wait(timeout=timeout_s)
+                reap_group(proc)  # helpers the cell left behind (it exits without teardown)
             except subprocess.TimeoutExpired:
                 kill_group(proc)
                 return (CellResult.failed(Status.TIMEOUT, f"no result after {timeout_s:.0f} s"),
@@ -139,6 +142,14 @@ def validate_user_workload(spec: str, timeout_s: float) -> str | None:
     last = f": {lines[-1]}" if lines else ""
     return (f"workload {spec}: the process calling the factory exited with code "
             f"{proc.returncode}{last}")[:500]
+
+
+def reap_group(proc: subprocess.Popen) -> None:
+    """Kill what is left of an exited cell's process group (compile workers and the like)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -85,7 +85,7 @@ def make_console():
     """A console wide enough for the table even when output is piped (rich assumes 80)."""
     from rich.console import Console
 
-    return Console(width=max(Console().width, 160))
+    return Console(width=max(Console().width, 200))
 
 
 def render(doc: dict, console=None) -> None:
@@ -105,7 +105,8 @@ def render(doc: dict, console=None) -> None:
     if len(found) > 1:
         columns.insert(columns.index("backend") + 1, "precision")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        # numbers stay on one line; the status (with its reason) folds
+        table.add_column(column, overflow="fold", no_wrap=column != "status")
     for row in rows:
         cells = table_cells(row)
         if len(found) > 1:

@@ -57,7 +57,8 @@ def test_absent_cells_are_missing_and_newly_failing_cells_regressed(tmp_path):
     assert rows[0].reason.startswith("candidate fail_accuracy")
     rows = gate.compare_runs(results.load_run(str(base)), results.load_run(str(other)), 0.05)
     assert sorted(r.verdict for r in rows) == ["missing", "missing"]
-    assert run_lab_main("gate", str(base), str(other)).returncode == 0
+    # no benchmark in common: nothing was compared, so the gate refuses rather than pass
+    assert run_lab_main("gate", str(base), str(other)).returncode == 2
     assert run_lab_main("gate", str(base), str(failed)).returncode == 1
 
 

@@ -178,3 +178,22 @@ def test_calibrate_and_warm_up_read_cold_steps_through_the_same_timer(fake_strea
     side = measure.Side("A", _step([0.0005]))
     assert measure.calibrate_inner(timer, side, min_sample_s=0.002) == 4  # flush not counted
     assert side.samples_s == []  # calibration leaves no sample behind
+
+
+def test_a_deadline_cuts_sampling_to_what_fits_but_never_below_the_minimum():
+    import time
+
+    def slow():
+        time.sleep(0.01)
+
+    sides = [measure.Side("A", slow), measure.Side("B", lambda: None)]
+    start = time.perf_counter()
+    rounds = measure.sample_interleaved(measure.HostTimer(), sides, repeats=1000, inner=1,
+                                        deadline=start + 0.15)
+    assert measure.MIN_ROUNDS <= rounds < 1000
+    assert len(sides[0].samples_s) == len(sides[1].samples_s) == rounds
+    past = [measure.Side("A", lambda: None)]
+    assert measure.sample_interleaved(measure.HostTimer(), past, repeats=50, inner=1,
+                                      deadline=start - 1) == measure.MIN_ROUNDS
+    assert measure.sample_interleaved(measure.HostTimer(), [measure.Side("A", lambda: None)],
+                                      repeats=7, inner=1) == 7

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lab import hotkernels, profile, results, store  # noqa: F401
+from lab import hotkernels, profile, results, store, tracing  # noqa: F401
 
 TINY = ("--shape", "d_model=32", "--seq", "16", "--batch", "2")
 
@@ -55,7 +55,7 @@ def cpu_torch_trace(tmp_path_factory):
     layer, x = torch.nn.Linear(32, 32), torch.randn(4, 32)
     side = measure.Side("candidate", lambda: torch.relu(layer(x)))
     cell_dir = tmp_path_factory.mktemp("run") / profile.TRACES / "cell"
-    captured = profile.capture("torch", "cpu", [("torch-eager", side)],
+    captured = tracing.capture("torch", "cpu", [("torch-eager", side)],
                                Ranges("test", annotate="torch"), str(cell_dir))
     return cell_dir / captured["traces"]["torch-eager"]
 
@@ -72,11 +72,11 @@ def test_torch_trace_marks_each_measured_step_as_a_profiler_step(cpu_torch_trace
     steps = sorted((e for e in xs if e["name"].startswith("ProfilerStep#")),
                    key=lambda e: e["ts"])
     samples = sorted((e for e in xs if e["name"] == "lab::sample"), key=lambda e: e["ts"])
-    assert len(steps) == len(samples) == profile.PROFILED_STEPS  # the warm-up step is left out
+    assert len(steps) == len(samples) == tracing.PROFILED_STEPS  # the warm-up step is left out
     for step, sample in zip(steps, samples, strict=True):  # one measured step per ProfilerStep
         assert step["ts"] <= sample["ts"] and \
             sample["ts"] + sample["dur"] <= step["ts"] + step["dur"] + 1e-3
-    assert hotkernels.table_from_trace(cpu_torch_trace)["steps"] == profile.PROFILED_STEPS
+    assert hotkernels.table_from_trace(cpu_torch_trace)["steps"] == tracing.PROFILED_STEPS
 
 
 def test_holistic_trace_analysis_finds_the_steps_of_a_cpu_trace(cpu_torch_trace, caplog):
@@ -86,12 +86,12 @@ def test_holistic_trace_analysis_finds_the_steps_of_a_cpu_trace(cpu_torch_trace,
     analysis = TraceAnalysis(trace_dir=str(cpu_torch_trace.parent),
                              include_last_profiler_step=True)
     assert "ProfilerStep not found" not in caplog.text
-    assert analysis.get_profiler_steps() == list(range(1, profile.PROFILED_STEPS + 1))
+    assert analysis.get_profiler_steps() == list(range(1, tracing.PROFILED_STEPS + 1))
     frame = analysis.t.get_trace(0)
     symbols = analysis.t.symbol_table.get_sym_table()
     sample_steps = [it for name, it in zip(frame["name"], frame["iteration"], strict=True)
                     if symbols[name] == "lab::sample"]
-    assert sorted(sample_steps) == list(range(1, profile.PROFILED_STEPS + 1))
+    assert sorted(sample_steps) == list(range(1, tracing.PROFILED_STEPS + 1))
 
 
 def test_holistic_trace_analysis_breakdowns_on_the_h200_trace(tmp_path, caplog):
@@ -168,9 +168,9 @@ def test_ncu_export_is_the_raw_page_as_csv_under_a_timeout(tmp_path, monkeypatch
 
 
 def test_run_relative_trace_names():
-    assert profile.run_relative(Path("/a/traces/b/profiles/m/r/traces/cell/torch-eager/t.json")) \
+    assert tracing.run_relative(Path("/a/traces/b/profiles/m/r/traces/cell/torch-eager/t.json")) \
         == "traces/cell/torch-eager/t.json"
-    assert profile.run_relative(Path("/elsewhere/t.json")) == "t.json"
+    assert tracing.run_relative(Path("/elsewhere/t.json")) == "t.json"
 
 
 # ---------------------------------------------------------------- bad input
@@ -207,7 +207,7 @@ def test_profile_links_traces_and_tables_from_extra_info(transformer_profile):
     assert doc["benchmarks"] == [] and doc["lab"]["kind"] == "profile"  # no timings from traces
     assert set(cells) == {"torch-eager", "torch-compile"}
     compiled = cells["torch-compile"]["profile"]
-    assert compiled["status"] == "ok" and compiled["steps"] == profile.PROFILED_STEPS
+    assert compiled["status"] == "ok" and compiled["steps"] == tracing.PROFILED_STEPS
     assert set(compiled["sides"]) == {"torch-eager", "torch-compile"}
     for cell in cells.values():
         for side in cell["profile"]["sides"].values():
@@ -229,7 +229,7 @@ def test_holistic_trace_analysis_loads_traces_with_the_measured_ranges(transform
         frame = analysis.t.get_trace(0)
         symbols = analysis.t.symbol_table.get_sym_table()
         names = [symbols[i] for i in frame["name"]]
-        assert names.count("lab::sample") == profile.PROFILED_STEPS
+        assert names.count("lab::sample") == tracing.PROFILED_STEPS
         assert any(n.startswith("aten::") for n in names)
 
 
@@ -293,6 +293,6 @@ def test_jax_and_tf_traces_are_chrome_trace_json(tmp_path):
             with gzip.open(trace, "rt") as f:
                 events = json.load(f)["traceEvents"]
             steps = [e for e in events if e.get("ph") == "X" and e["name"] == "lab::sample"]
-            assert len(steps) == profile.PROFILED_STEPS
+            assert len(steps) == tracing.PROFILED_STEPS
         assert entry["sides"][backend]["kernels_per_step"] >= 1
         assert any(p.endswith("after_optimizations.txt") for p in entry["generated_code"])

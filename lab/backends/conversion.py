@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lab.backends.protocol import SideBase
 from lab.status import CellFailure, Status
 
 INFERENCE_ONLY = "inference runtime"  # the skip reason for train cells
@@ -110,7 +111,7 @@ def require_infer(mode: str) -> None:
         raise CellFailure(Status.SKIPPED, INFERENCE_ONLY)
 
 
-class ConvertedSide:
+class ConvertedSide(SideBase):
     """A side that runs a converted model. Subclasses implement `convert()`, which returns the
     zero-argument call that runs one step on the timed inputs and the Conversion record, plus
     `outputs()` / `reference_fp64()` for their framework.

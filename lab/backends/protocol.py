@@ -48,6 +48,11 @@ class Side(Protocol):
     def mark_first_call_done(self) -> None:
         """Called after the timed first call, so later compiles count as recompiles."""
 
+    @property
+    def accuracy_tolerance(self) -> dict | None:
+        """{"rtol", "atol", "why"} where this side is judged with a stated tolerance other
+        than its precision's (a quantized runtime); None otherwise."""
+
 
 class SideBase:
     """Defaults for the optional parts of a side: nothing to report, nothing to complete."""
@@ -61,6 +66,8 @@ class SideBase:
 
     def mark_first_call_done(self) -> None:
         pass
+
+    accuracy_tolerance = None
 
 
 SideFactory = Callable[[Any, str, "str | None"], Side]  # (task, mode, option) -> side
