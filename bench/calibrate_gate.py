@@ -13,7 +13,7 @@ little smaller, and `analyze` prints what was measured).
 
 `analyze` draws many gate comparisons from the pool: for each, N baseline processes and N
 candidate processes chosen at random without overlap, compared with the gate's own statistic
-(`lab.gate.gate_statistic`) and decision rule (`lab.gate.gate_decision`). The false-alarm
+(`lab.regression.gate_statistic`) and decision rule (`lab.regression.gate_decision`). The false-alarm
 rate is the share of A/A draws that say `regressed`; the detection rate the share of A/B draws
 that do.
 
@@ -117,7 +117,7 @@ def draw_rates(baseline: list[float], candidate: list[float] | float | None, pro
     """
     import numpy as np
 
-    from lab.gate import gate_decision, gate_statistic
+    from lab.regression import gate_decision, gate_statistic
 
     rng = np.random.default_rng(seed)
     base = np.asarray(baseline)

@@ -6,10 +6,9 @@ the modules that need them, so `lab list` and `lab show` start fast.
 
 __version__ = "0.1.0"
 
-# the Python API (lab.api), imported on first use so that `import lab` stays cheap. `gate` is
-# not re-exported here: `lab.gate` is the module of the gate's statistics, which the import
-# system binds on the package whenever it is imported; `from lab.api import gate` is the API.
-_API = ("run", "load", "check")
+# the Python API (lab.api), imported on first use so that `import lab` stays cheap. No module
+# of the package may share these names: importing a submodule binds its name on the package.
+_API = ("run", "load", "gate", "check")
 
 
 def __getattr__(name: str):

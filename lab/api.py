@@ -1,6 +1,6 @@
 """The Python API for notebooks and scripts: the same code as the command line.
 
-    from lab.api import run, load, gate, check
+    from lab import run, load, gate, check
 
     folder = run("mlp", backends=["torch-eager", "torch-compile"], repeats=10)
     doc = load(folder)                       # results.json as a dict; cells: lab.results.cells

@@ -61,6 +61,9 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         "versions": result.versions, "accuracy": result.accuracy,
         "diagnostics": result.diagnostics, "first_call_s": result.first_call_s,
         **outcome.extra,  # links added after timing, e.g. the cell's trace
+        # a user's model is reproducible only with the user's code: its repository's commit
+        **({"workload_commit": store.workload_commit(workload.source)}
+           if workload is not None and workload.source != "builtin" else {}),
     }
     samples = result.samples_s or []
     if not samples:
@@ -156,6 +159,10 @@ class RunRecorder:
         # (lab.executors.ray); a cell run here ran on this run's machine
         outcome.extra.setdefault("machine_id", self._machine_id)
         self.outcomes.append((outcome, workload))
+        if workload is not None and workload.source != "builtin":  # the user's commit beside ours
+            sources = sorted({w.source for _, w in self.outcomes
+                              if w is not None and w.source != "builtin"})
+            self._cached["commit_info"] = store.commit_info(workload_sources=sources)
         self.save()
 
     @property

@@ -63,3 +63,21 @@ def test_bad_input_raises_the_clis_usage_error(tmp_path):
         api.run("mlp", backends="torch-eager", modes="fly", out=str(tmp_path))
     with pytest.raises(UsageError, match="threshold"):
         api.gate(CHECK_RUN, CPU_RUN, threshold="fast")
+
+
+def test_the_package_exports_the_api_lazily_even_after_every_module_is_imported():
+    """No module of `lab` may shadow an API name: importing a submodule binds its name on the
+    package, which would replace the function (this once made `from lab import gate` give the
+    gate's statistics module)."""
+    import importlib
+    import pkgutil
+
+    import lab
+
+    for info in pkgutil.walk_packages(lab.__path__, "lab."):
+        if info.name.startswith(("lab.backends.", "lab.kernels", "lab.workloads.llm")):
+            continue  # framework-heavy; none is named like the API
+        importlib.import_module(info.name)
+    from lab import check, gate, load, run
+
+    assert {f.__module__ for f in (run, load, gate, check)} == {"lab.api"}

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from verdict_helpers import HARDWARE, cell, run_lab_main, samples, write_run
 
-from lab import gate, results
+from lab import regression, results
 
 CALIBRATE = ROOT / "bench" / "calibrate_gate.py"
 
@@ -28,11 +28,11 @@ def test_gate_compares_process_medians(tmp_path):
     same = _run(tmp_path / "b", [1.01e-3, 0.99e-3, 1.00e-3, 1.02e-3, 0.98e-3])
     slow = _run(tmp_path / "c", [1.30e-3, 1.33e-3, 1.28e-3, 1.31e-3, 1.29e-3])
     load = results.load_run
-    (row,) = gate.compare_runs(load(str(base)), load(str(slow)), 0.05)
+    (row,) = regression.compare_runs(load(str(base)), load(str(slow)), 0.05)
     assert row.verdict == "regressed" and row.ratio > 1.25 and row.processes == (5, 5)
-    (row,) = gate.compare_runs(load(str(base)), load(str(same)), 0.05)
+    (row,) = regression.compare_runs(load(str(base)), load(str(same)), 0.05)
     assert row.verdict in ("unchanged", "inconclusive")
-    (row,) = gate.compare_runs(load(str(slow)), load(str(base)), 0.05)
+    (row,) = regression.compare_runs(load(str(slow)), load(str(base)), 0.05)
     assert row.verdict == "improved"
 
 
@@ -52,10 +52,10 @@ def test_absent_cells_are_missing_and_newly_failing_cells_regressed(tmp_path):
     base = _run(tmp_path / "a", [1e-3] * 3)
     failed = _run(tmp_path / "b", [1e-3] * 3, status="fail_accuracy")
     other = _run(tmp_path / "c", [1e-3] * 3, name="transformer")
-    rows = gate.compare_runs(results.load_run(str(base)), results.load_run(str(failed)), 0.05)
+    rows = regression.compare_runs(results.load_run(str(base)), results.load_run(str(failed)), 0.05)
     assert [r.verdict for r in rows] == ["regressed"]
     assert rows[0].reason.startswith("candidate fail_accuracy")
-    rows = gate.compare_runs(results.load_run(str(base)), results.load_run(str(other)), 0.05)
+    rows = regression.compare_runs(results.load_run(str(base)), results.load_run(str(other)), 0.05)
     assert sorted(r.verdict for r in rows) == ["missing", "missing"]
     # no benchmark in common: nothing was compared, so the gate refuses rather than pass
     assert run_lab_main("gate", str(base), str(other)).returncode == 2

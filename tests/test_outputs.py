@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_lab
 
 from lab import store
 from lab.cli import main
@@ -196,3 +197,20 @@ def test_an_edited_user_file_is_dirty_and_a_file_outside_git_is_unversioned(user
                                                            "file": "m.py"}
     assert store.workload_commit("transformer") is None
     assert "user_commits" not in store.commit_info()
+
+
+def test_lab_run_stores_the_user_workloads_commit_in_its_cell_and_the_run(user_repo, tmp_path):
+    (user_repo / "models" / "net.py").write_text(
+        "import torch\n\ndef make():\n    return torch.nn.Linear(4, 4), torch.randn(2, 4)\n")
+    _git(user_repo, "commit", "-qam", "a real model")
+    source = f"{user_repo / 'models/net.py'}:make"
+    out = run_lab("run", "--workload", source, "--backend", "torch-eager", "--device", "cpu",
+                  "--repeats", "3", "--out", str(tmp_path / "runs"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    (path,) = (tmp_path / "runs").glob("*/*/results.json")
+    doc = json.loads(path.read_text())
+    head = _git(user_repo, "rev-parse", "HEAD")
+    (bench,) = doc["benchmarks"]
+    assert bench["extra_info"]["workload_commit"]["id"] == head
+    assert doc["commit_info"]["user_commits"][source]["id"] == head
+    assert doc["commit_info"]["id"] == _git(ROOT, "rev-parse", "HEAD")

@@ -26,7 +26,7 @@ from conftest import ROOT
 from ray_helpers import HOLD_DIR_VAR
 from verdict_helpers import HARDWARE, cell, run_lab_main, samples, write_run
 
-from lab import backends, gate, results, session, store, workloads
+from lab import backends, regression, results, session, store, workloads
 from lab.cellspec import CellSpec
 from lab.errors import UsageError
 from lab.executors import CellJob
@@ -308,7 +308,7 @@ def test_gate_refuses_a_run_that_mixes_machines_unless_forced(tmp_path):
     plain = write_run(tmp_path / "plain", [cell("mlp", "torch-eager", "infer", samples(1e-3)),
                                            cell("transformer", "torch-eager", "infer",
                                                 samples(1e-3))])
-    why = gate.machine_mismatch(results.load(plain), results.load(mixed))
+    why = regression.machine_mismatch(results.load(plain), results.load(mixed))
     assert why == f"the candidate mixes machines: {', '.join(sorted([cpu_id, gpu_id]))}"
     refused = run_lab_main("gate", str(plain), str(mixed))
     assert refused.returncode == 2 and "mixes machines" in refused.stderr
@@ -323,14 +323,14 @@ def test_gate_compares_cluster_cells_by_the_nodes_that_timed_them(tmp_path):
                                                        HARDWARE)])
     other = write_run(tmp_path / "other", [_cluster_cell("mlp", store.machine_id(gpu), gpu)])
     local = write_run(tmp_path / "local", [cell("mlp", "torch-eager", "infer", samples(1e-3))])
-    assert gate.machine_mismatch(results.load(local), results.load(same)) is None
-    why = gate.machine_mismatch(results.load(local), results.load(other))
+    assert regression.machine_mismatch(results.load(local), results.load(same)) is None
+    why = regression.machine_mismatch(results.load(local), results.load(other))
     assert why.startswith("gpus: []")
     # a failed cell was timed nowhere: it does not make a run mixed
     lost = cell("transformer", "torch-eager", "infer", None, status="lost", machine_id=None)
     partly = write_run(tmp_path / "partly", [_cluster_cell("mlp", store.machine_id(HARDWARE),
                                                            HARDWARE), lost])
-    assert gate.machine_mismatch(results.load(local), results.load(partly)) is None
+    assert regression.machine_mismatch(results.load(local), results.load(partly)) is None
 
 
 def test_guard_kills_marked_processes_when_its_owner_dies(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lab import stats
-from lab.gate import GATE_CONFIDENCE, gate_decision
+from lab.regression import GATE_CONFIDENCE, gate_decision
 
 
 def test_ratio_of_medians_finds_a_known_speedup():

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import gate, history, results, store, verdict
+from lab import history, regression, results, store, verdict
 from lab.errors import UsageError
 
 
@@ -157,30 +157,30 @@ def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool 
               noise_floor: float | None = None, allow_missing: bool = False) -> GateResult:
     """Compare a candidate run with a baseline run; UsageError for runs that cannot be
     compared (different machines or settings, unless `force`)."""
-    limit = gate.parse_threshold(threshold)
+    limit = regression.parse_threshold(threshold)
     base = results.load_run(baseline)
     cand = results.load_run(candidate)
-    problem = gate.unusable(base, cand)
+    problem = regression.unusable(base, cand)
     if problem:
         raise UsageError(problem)
-    mismatch = gate.machine_mismatch(base, cand)
+    mismatch = regression.machine_mismatch(base, cand)
     notes = []
     if mismatch:
         if not force:
             raise UsageError(f"runs come from different machines ({mismatch}); timings are not "
                              f"comparable (--force compares them anyway)")
         notes.append(f"**forced across machines**: {mismatch}")
-    settings = gate.settings_mismatch(base, cand)
+    settings = regression.settings_mismatch(base, cand)
     if settings:
         if not force:
             raise UsageError(f"runs were measured with different settings ({settings}); "
                              f"timings are not comparable (--force compares them anyway)")
         notes.append(f"**forced across settings**: {settings}")
-    rows = gate.compare_runs(base, cand, limit, noise_floor)
-    text = gate.gate_markdown(rows, limit, baseline, candidate, "; ".join(notes),
+    rows = regression.compare_runs(base, cand, limit, noise_floor)
+    text = regression.gate_markdown(rows, limit, baseline, candidate, "; ".join(notes),
                               allow_missing=allow_missing)
     return GateResult(rows, limit, baseline, candidate, notes, allow_missing,
-                      gate.failed(rows, allow_missing), text)
+                      regression.failed(rows, allow_missing), text)
 
 
 def gate_json(result: GateResult) -> dict:
