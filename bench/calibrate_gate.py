@@ -14,8 +14,8 @@ little smaller, and `analyze` prints what was measured).
 `analyze` draws many gate comparisons from the pool: for each, N baseline processes and N
 candidate processes chosen at random without overlap, compared with the gate's own statistic
 (`lab.regression.gate_statistic`) and decision rule (`lab.regression.gate_decision`). The
-false-alarm rate is the share of A/A draws that say `regressed`; the detection rate the share of A/B draws
-that do.
+false-alarm rate is the share of A/A draws that say `regressed`; the detection rate the share
+of A/B draws that do.
 
 This file is also a user workload: `--workload bench/calibrate_gate.py:make_model`, with
 LAB_GATE_BLOCKS=<n> in the environment choosing the number of blocks.
