@@ -19,6 +19,7 @@ Outcomes come back as tasks finish and go into the one run folder on the driver.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -98,6 +99,10 @@ class RayExecutor:
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'perflab[ray]'") from None
         if not ray.is_initialized():
+            if self.address is None:
+                # may start a local instance, whose raylet waits for its dashboard agent (a
+                # Python process) to start: Ray's 15 s is too short on a loaded small machine
+                os.environ.setdefault("RAY_agent_register_timeout_ms", "60000")
             try:
                 ray.init(address=self.address, log_to_driver=False,
                          logging_level=logging.WARNING)
