@@ -28,7 +28,8 @@ def _names(value) -> list[str]:
 def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), *,
         device: str = "auto", precision: str | None = None, repeats: int = session.DEFAULT_REPEATS,
         shape: dict | None = None, threads: int | None = None, processes: int = 1,
-        timeout_s: float = session.DEFAULT_TIMEOUT_S, out: str = session.DEFAULT_OUT) -> Path:
+        timeout_s: float = session.DEFAULT_TIMEOUT_S, out: str = session.DEFAULT_OUT,
+        executor: str = "local", ray_address: str | None = None) -> Path:
     """Measure workloads x backends x modes like `lab run`; returns the stored run's folder.
     A cell that fails is stored with its status (read it with `load`); an interrupted run is
     kept and marked incomplete."""
@@ -37,7 +38,7 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     selection = session.Selection(
         workloads=_names(workloads), backends=_names(backends), modes=_names(modes),
         device=device, precision=precision, shape=dict(shape or {}), threads=threads,
-        repeats=repeats)
+        repeats=repeats, on_this_machine=executor == "local")
     cells, resolved = session.plan(selection, timeout_s=timeout_s)
     # the command line that measures the same cells, recorded where `lab run` records its own
     argv = ["run", "--workload", ",".join(selection.workloads),
@@ -46,9 +47,11 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     if precision:
         argv += ["--precision", precision]
     argv += [f"--shape={k}={v}" for k, v in selection.shape.items()]
-    result = session.run_cells(cells, out=out, label=resolved, argv=argv,
-                               executor=executors.get("local"), timeout_s=timeout_s,
-                               processes=processes)
+    argv += ["--executor", executor] + (["--ray-address", ray_address] if ray_address else [])
+    result = session.run_cells(
+        cells, out=out, label=resolved, argv=argv, timeout_s=timeout_s, processes=processes,
+        executor=executors.get(executor, **({"address": ray_address}
+                                             if executor == "ray" else {})))
     return result.run_dir
 
 

@@ -379,3 +379,19 @@ def test_guard_leaves_children_alone_when_its_owner_finishes(tmp_path):
             assert alive(child)
         finally:
             os.kill(child, signal.SIGKILL)
+
+
+def test_check_refuses_a_run_that_mixes_machines_and_names_the_node_that_timed_it(tmp_path):
+    claims = tmp_path / "c.toml"
+    claims.write_text('[[claim]]\nid = "t"\nquote = "q"\nmetric = "speedup"\n'
+                      'backend = "torch-compile"\nworkload = "mlp"\nmode = "infer"\n'
+                      'expect = "at_least"\nvalue = 1.5\n')
+    gpu = {**HARDWARE, "gpus": [{"name": "Test GPU", "memory": "80 GiB"}]}
+    mixed = write_run(tmp_path / "mixed", [
+        _cluster_cell("mlp", store.machine_id(HARDWARE), HARDWARE),
+        _cluster_cell("transformer", store.machine_id(gpu), gpu)])
+    refused = run_lab_main("check", str(claims), "--run", str(mixed), "--stored-only")
+    assert refused.returncode == 2 and "kinds of machine" in refused.stderr
+    node = write_run(tmp_path / "node", [_cluster_cell("mlp", store.machine_id(gpu), gpu)])
+    judged = run_lab_main("check", str(claims), "--run", str(node), "--stored-only")
+    assert judged.returncode == 0 and "Test GPU x1" in judged.stdout

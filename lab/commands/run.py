@@ -25,7 +25,7 @@ def selection(args) -> session.Selection:
         workloads=args.workload, backends=args.backend, modes=args.mode, device=args.device,
         precision=getattr(args, "precision", None), dtype=getattr(args, "dtype", None),
         named_shape=named, shape=explicit, threads=args.threads,
-        repeats=getattr(args, "repeats", session.DEFAULT_REPEATS),
+        repeats=getattr(args, "repeats", None), latency=getattr(args, "latency", False),
         cold_l2=getattr(args, "cold_l2", False), cuda_graphs=getattr(args, "cuda_graphs", False),
         allow_nan=getattr(args, "allow_nan", False))
 
@@ -47,7 +47,9 @@ def _exit_code(result: session.SessionResult, console) -> int:
 def cmd_run(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    cells, device = session.plan(selection(args), timeout_s=args.timeout)
+    chosen = selection(args)
+    chosen.on_this_machine = args.executor == "local"
+    cells, device = session.plan(chosen, timeout_s=args.timeout)
     executor = executors.get(args.executor, **({"address": args.ray_address}
                                                if args.executor == "ray" else {}))
     console = table.make_console()

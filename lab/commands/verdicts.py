@@ -88,9 +88,14 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
         raise UsageError(str(exc)) from None
     if run:
         doc = results.load_run(run, out)
+        machines = regression.run_machines(doc)
+        if len(machines) > 1:  # a verdict names one machine; a mixed cluster run has several
+            raise UsageError(f"run {run} was timed on {len(machines)} kinds of machine "
+                             f"({', '.join(sorted(machines))}); a claim is judged on one")
         devices = {c.get("device") for c in results.cells(doc)}
         device = "cuda" if "cuda" in devices else "cpu"
-        hardware = results.hardware_label(doc)
+        (hw,) = machines.values() if machines else [None]
+        hardware = results.describe_hardware(hw) if hw else results.hardware_label(doc)
         stored = verdict.index(doc, device)
     else:
         device = resolve_device("auto")
