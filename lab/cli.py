@@ -14,7 +14,13 @@ import threading
 
 from lab.errors import UsageError
 from lab.precision import NAMES as PRECISIONS
-from lab.session import DEFAULT_OUT, DEFAULT_REPEATS, DEFAULT_TIMEOUT_S, DTYPES
+from lab.session import (
+    DEFAULT_LATENCY_REPEATS,
+    DEFAULT_OUT,
+    DEFAULT_REPEATS,
+    DEFAULT_TIMEOUT_S,
+    DTYPES,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +62,8 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated workload names, or path/to/file.py:factory")
     p.add_argument("--backend", type=_csv, default=["torch-eager", "torch-compile"],
                    help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode")
-    p.add_argument("--mode", type=_csv, default=["infer"], help="infer, train or infer,train")
+    p.add_argument("--mode", type=_csv, default=["infer"],
+                   help="infer, train, generate (greedy decoding: gpt2, llama), comma-separated")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="arithmetic in every framework alike (docs/precision.md); default: "
@@ -69,6 +76,9 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
                    help="image side (resnet50)")
     p.add_argument("--shape", action="append", metavar="KEY=VALUE",
                    help="any other shape parameter, e.g. --shape d_model=512")
+    p.add_argument("--full-size", dest="full_size", action="store_true",
+                   help="the workloads' real sizes (their CUDA defaults: GPT-2 124M, "
+                        "Llama-3.2-1B) on any device")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for every framework (default: the cores this process may use)")
     p.add_argument("--out", default=DEFAULT_OUT, help="root folder for run folders")
@@ -99,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="measure workloads x backends; store and print the table")
     add_selection_arguments(p)
-    p.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
-                   help="samples per side (each sample times enough steps to last >= 2 ms)")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help=f"samples per side (default {DEFAULT_REPEATS}; each sample times "
+                        f"enough steps to last >= 2 ms; with --latency one call, default "
+                        f"{DEFAULT_LATENCY_REPEATS})")
+    p.add_argument("--latency", action="store_true",
+                   help="infer cells: time one call per sample and report p50/p90/p99 per "
+                        "call (the serving view; with --batch 1 a call is a request)")
     p.add_argument("--cold-l2", dest="cold_l2", action="store_true",
                    help="CUDA: flush the L2 before every sample")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true",

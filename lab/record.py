@@ -56,6 +56,8 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         "inner_steps": result.inner_steps, "warmup": result.warmup,
         "cold_l2": spec.cold_l2,
         "cuda_graphs": spec.cuda_graphs, "cell_wall_s": round(outcome.wall_s, 3),
+        # one call per sample (--latency): the samples are per-call latencies
+        "latency": spec.latency,
         "sampling": result.sampling, "memory": result.memory,
         "wall_s_breakdown": wall_breakdown(outcome),
         "versions": result.versions, "accuracy": result.accuracy,
@@ -76,7 +78,8 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         relative_ci_width=summary.relative_ci_width,
     )
     flops = workload.flops(spec.shape, spec.mode) if workload else float("nan")
-    items = workload.items_per_step(spec.shape) if workload else 1
+    # generate: the tokens a step produces (batch x new tokens), so throughput is tokens/s
+    items = workload.items(spec.shape, spec.mode) if workload else 1
     fields.update(
         flops_per_step=flops, achieved_gflops=flops / median / 1e9 if flops == flops else None,
         throughput=items / median,
@@ -84,6 +87,14 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         throughput_ci95=(items / summary.median_ci95[1], items / summary.median_ci95[0]),
         throughput_unit=workload.throughput_unit if workload else None,
     )
+    if spec.mode == "generate":  # the two numbers a decode benchmark reports
+        fields.update(tokens_per_s=items / median,
+                      first_token_s=(result.diagnostics or {}).get("first_token_s"))
+    if spec.latency:  # per-call percentiles in ms with bootstrap 95% intervals, both sides
+        fields["latency_ms"] = stats.latency_percentiles(samples, scale=1e3)
+        if result.baseline_samples_s:
+            fields["baseline_latency_ms"] = stats.latency_percentiles(
+                result.baseline_samples_s, scale=1e3)
     if info.compiles:
         cold = result.first_call_s
         warm = outcome.warm.first_call_s if outcome.warm else None

@@ -24,6 +24,10 @@ from lab.workloads.user import UserWorkloadError
 
 DEFAULT_OUT = "profiles"
 DEFAULT_REPEATS = 30
+# --latency: one call per sample, so many more samples for the same cost, and enough that the
+# p99 rests on more than one call (the budget still bounds them: BUDGET_SHARE)
+DEFAULT_LATENCY_REPEATS = 200
+LATENCY_MODE = "infer"  # per-call latency is a serving measure: infer cells only
 DEFAULT_TIMEOUT_S = 900.0
 # a cell process aims to finish within this share of its timeout: warm-up and sampling shrink
 # to fit, so a slow but valid cell ends with fewer samples (said so) instead of `timeout`
@@ -71,10 +75,17 @@ class Selection:
     named_shape: dict = field(default_factory=dict)  # --batch/--seq/--image-size
     shape: dict = field(default_factory=dict)  # --shape key=value: must exist in every workload
     threads: int | None = None
-    repeats: int = DEFAULT_REPEATS
+    # the cells run here (the local executor): this machine's cores bound --threads and
+    # --device cuda needs its GPU; a cluster executor checks its nodes instead
+    on_this_machine: bool = True
+    repeats: int | None = None  # None: DEFAULT_REPEATS, or DEFAULT_LATENCY_REPEATS (latency)
     cold_l2: bool = False
     cuda_graphs: bool = False
     allow_nan: bool = False  # NaN/Inf accepted where eager has them in the same places
+    latency: bool = False  # infer cells: one call per sample, p50/p90/p99 (docs/inference.md)
+    # the workloads' real sizes (their CUDA default shapes: GPT-2 124M, Llama-3.2-1B) on any
+    # device, in place of the device's default
+    full_size: bool = False
 
 
 @dataclass
@@ -143,9 +154,12 @@ def plan(selection: Selection,
             raise UsageError(f"--shape {key}={value}: shape values must be positive integers")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count()
-    if selection.threads is not None and selection.threads > cores:
+    if selection.on_this_machine and selection.threads is not None and selection.threads > cores:
         raise UsageError(f"--threads {selection.threads}: this process may use {cores} cores; "
                          f"more threads than cores time the scheduler, not the model")
+    if selection.latency and LATENCY_MODE not in selection.modes:
+        raise UsageError(f"--latency times {LATENCY_MODE} cells one call at a time; "
+                         f"--mode {','.join(selection.modes)} has none")
     for mode in selection.modes:
         if mode not in workloads.MODES:
             raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(workloads.MODES)}")
@@ -153,21 +167,24 @@ def plan(selection: Selection,
         choices = [backends.resolve(b) for b in selection.backends]
     except backends.UnknownBackend as exc:
         raise UsageError(str(exc)) from None
-    device = resolve_device(selection.device)
+    # cells that run elsewhere (a cluster) are checked against its nodes by the executor
+    device = resolve_device(selection.device) if selection.on_this_machine or \
+        selection.device == "auto" else selection.device
     precision = resolve_precision(selection, device)
     loaded = _load_workloads(selection.workloads, timeout_s)
     threads = selection.threads or default_threads()
+    shape_device = "cuda" if selection.full_size else device  # the CUDA defaults are the real
     for key in selection.named_shape:  # --seq on mlp alone would be ignored without a word
-        if not any(key in w.shape_for(device) for w in loaded):
+        if not any(key in w.shape_for(shape_device) for w in loaded):
             flag = "--" + key.replace("_", "-")
             raise UsageError(f"{flag}: none of the workloads ({', '.join(w.name for w in loaded)}) "
                              f"has a {key} parameter")
     cells = []
     for workload in loaded:
-        known = workload.shape_for(device)
+        known = workload.shape_for(shape_device)
         named = {k: v for k, v in selection.named_shape.items() if k in known}
         try:
-            shape = workload.shape_for(device, {**named, **selection.shape})
+            shape = workload.shape_for(shape_device, {**named, **selection.shape})
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         for mode in selection.modes:
@@ -176,14 +193,35 @@ def plan(selection: Selection,
                     workload=workload.name, backend=choice.info.name, option=choice.option,
                     mode=mode, shape=shape, device=device, precision=precision.value,
                     dtype=precisions.POLICIES[precision].storage_dtype, threads=threads,
-                    repeats=selection.repeats, cold_l2=selection.cold_l2,
+                    repeats=_repeats(selection, mode), cold_l2=selection.cold_l2,
+                    latency=selection.latency and mode == LATENCY_MODE,
                     cuda_graphs=selection.cuda_graphs, budget_s=BUDGET_SHARE * timeout_s,
                     extra={"allow_nan": True} if selection.allow_nan else {})
-                framework = choice.info.framework.value
-                skip = (None if framework in workload.frameworks
-                        else f"workload {workload.name} has no {framework} version")
-                cells.append(PlannedCell(spec, choice, workload, skip))
+                cells.append(PlannedCell(spec, choice, workload,
+                                         _skip_reason(workload, choice, mode)))
     return cells, device
+
+
+def _skip_reason(workload: workloads.Workload, choice: BackendChoice, mode: str) -> str | None:
+    """Why a cell cannot run, known before any process starts; None when it can."""
+    framework = choice.info.framework.value
+    if framework not in workload.frameworks:
+        return f"workload {workload.name} has no {framework} version"
+    if mode not in workload.modes:
+        having = [w for w in workloads.names() if mode in workloads.get(w).modes]
+        return (f"workload {workload.name} has no {mode} mode"
+                + (f" ({mode}: {', '.join(having)})" if having else ""))
+    if mode == workloads.GENERATE_MODE and not choice.info.generates:
+        return f"backend {choice.info.name} has no {mode} mode"
+    return None
+
+
+def _repeats(selection: Selection, mode: str) -> int:
+    """Samples per side: as asked, or the default for how the cell is timed."""
+    if selection.repeats is not None:
+        return selection.repeats
+    latent = selection.latency and mode == LATENCY_MODE
+    return DEFAULT_LATENCY_REPEATS if latent else DEFAULT_REPEATS
 
 
 class StoreWriteError(UsageError):

@@ -29,6 +29,8 @@ class BackendInfo:
     baseline: str | None = None  # eager backend of the same framework; None for eager itself
     options: tuple[str, ...] = ()  # valid values after ':'; the first is the default
     requires: tuple[str, ...] = ()  # importable modules it needs beyond its framework
+    # whether it runs the `generate` mode (a greedy decode loop: lab.backends.generation)
+    generates: bool = False
 
     @property
     def compiles(self) -> bool:
@@ -38,11 +40,15 @@ class BackendInfo:
 BACKENDS: dict[str, BackendInfo] = {
     b.name: b
     for b in (
-        BackendInfo("torch-eager", Framework.TORCH, "lab.backends.torch", "PyTorch eager"),
+        BackendInfo("torch-eager", Framework.TORCH, "lab.backends.torch", "PyTorch eager",
+                    generates=True),
+        # dynamic / static: the default mode with dynamic=True / dynamic=False (shapes that
+        # change between steps: llama-varlen)
         BackendInfo("torch-compile", Framework.TORCH, "lab.backends.torch",
                     "torch.compile (Inductor)", baseline="torch-eager",
                     options=("default", "reduce-overhead", "max-autotune",
-                             "max-autotune-no-cudagraphs")),
+                             "max-autotune-no-cudagraphs", "dynamic", "static"),
+                    generates=True),
         BackendInfo("torch-triton", Framework.TORCH, "lab.backends.triton",
                     "PyTorch eager with the lab's Triton kernels swapped in",
                     baseline="torch-eager", requires=("triton",)),
@@ -51,9 +57,10 @@ BACKENDS: dict[str, BackendInfo] = {
                     baseline="tf-eager"),
         BackendInfo("tf-xla", Framework.TF, "lab.backends.tf",
                     "tf.function(jit_compile=True) (XLA)", baseline="tf-eager"),
-        BackendInfo("jax-eager", Framework.JAX, "lab.backends.jax", "JAX op-by-op dispatch"),
+        BackendInfo("jax-eager", Framework.JAX, "lab.backends.jax", "JAX op-by-op dispatch",
+                    generates=True),
         BackendInfo("jax-jit", Framework.JAX, "lab.backends.jax", "jax.jit (XLA)",
-                    baseline="jax-eager"),
+                    baseline="jax-eager", generates=True),
         # inference runtimes (infer mode only; docs/inference.md): conversion is their compile
         BackendInfo("torchscript", Framework.TORCH, "lab.backends.torchscript",
                     "TorchScript (torch.jit.trace, or script where trace cannot; deprecated)",

@@ -21,6 +21,11 @@ follows, written out: the step casts the float32 parameters and inputs to the co
 runs the model in it, and computes the loss in float32; gradients and the optimizer update
 stay float32, and BatchNorm statistics keep their stored dtype. The read-back traces the step
 and lists the dtypes its matmuls and convolutions really take.
+
+A generate cell times the greedy loop with the decoder's forward, `jax.jit`-ted or not, its
+parameters bound (lab.backends.generation); under mixed precision the parameters are cast to
+the compute dtype once. A ShapeCycle (`llama-varlen`) runs its batches in turn
+(lab.backends.cycle); each new padded length is a new trace, counted as `executables`.
 """
 
 from __future__ import annotations
@@ -30,26 +35,34 @@ import os
 import numpy as np
 
 from lab import precision as precisions
+from lab.backends.cycle import CycleSide
+from lab.backends.generation import GenerateSide
 from lab.backends.protocol import SideBase, Support
-from lab.workloads.base import JaxTask
+from lab.workloads.base import GenerateTask, JaxTask, ShapeCycle
 
 # what apply_precision set in this process: {"precision": name, "device": device}
 _PRECISION: dict = {}
 
-# Same optimizer hyperparameters as lab.backends.torch (torch.optim.SGD / Adam defaults).
+# Same optimizer hyperparameters as lab.backends.torch (torch.optim.SGD / Adam / AdamW).
 SGD_LR = 1e-3
 ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8
+ADAMW_WEIGHT_DECAY = 0.01
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 _SETTINGS: dict = {}
 
 
 def optimizer(kind: str):
     """(init(params) -> state, update(params, grads, state) -> (params, state)) in plain
-    jax.numpy, matching torch.optim.SGD (no momentum) and torch.optim.Adam."""
+    jax.numpy, matching torch.optim.SGD (no momentum), torch.optim.Adam and torch.optim.AdamW
+    (Adam after the decoupled decay p -= lr * weight_decay * p, in torch's order)."""
     import jax
     import jax.numpy as jnp
 
     tree_map = jax.tree_util.tree_map
+    if kind not in OPTIMIZERS:  # never a silent fallback to another optimizer
+        raise ValueError(f"unknown optimizer {kind!r}; valid: {', '.join(OPTIMIZERS)}")
+    decay = ADAMW_WEIGHT_DECAY if kind == "adamw" else 0.0
     if kind == "sgd":
         def init(params):
             return ()
@@ -71,12 +84,11 @@ def optimizer(kind: str):
         c1, c2 = 1 - ADAM_BETA1 ** tf, 1 - ADAM_BETA2 ** tf
 
         def step(p, m, v):
+            p = p * (1 - ADAM_LR * decay) if decay else p  # AdamW: decay before the update
             return (p - ADAM_LR * (m / c1) / (jnp.sqrt(v / c2) + ADAM_EPS)).astype(p.dtype)
 
         return tree_map(step, params, m, v), {"t": t, "m": m, "v": v}
 
-    if kind != "adam":
-        raise ValueError(f"unknown optimizer {kind!r}; valid: sgd, adam")
     return adam_init, adam_update
 
 
@@ -248,12 +260,45 @@ def _outputs(jax, task: JaxTask, mode: str, infer, loss_and_grads) -> list[np.nd
     return [_as_numpy(value)] + [_as_numpy(g) for g in jax.tree_util.tree_leaves(grads)]
 
 
-def eager_side(task: JaxTask, mode: str, option=None) -> JaxSide:
-    return JaxSide(task, mode, jit=False)
+def _generate_side(task: GenerateTask, jit: bool) -> GenerateSide:
+    import functools
+
+    import jax
+
+    compute = _mixed_compute_dtype()
+    params = task.params if compute is None else _cast_floating(jax, task.params, compute)
+    eager = functools.partial(task.model, params)
+    tie = precisions.tolerance(_PRECISION.get("precision", precisions.Precision.FP32.value))
+    if not jit:
+        return GenerateSide(task, eager, eager, tie,
+                            diagnostics=lambda: {"execution": "op-by-op",
+                                                 "weights_from": task.weights_source})
+    jitted = jax.jit(task.model)
+
+    def diagnostics() -> dict:
+        # the prefill's shape and the one-token step's: 2 executables; more is a retrace
+        compiled = int(jitted._cache_size())
+        return {"execution": "xla", "weights_from": task.weights_source,
+                "executables": compiled, "recompiles": max(0, compiled - 2)}
+
+    return GenerateSide(task, functools.partial(jitted, params), eager, tie,
+                        diagnostics=diagnostics)
 
 
-def jit_side(task: JaxTask, mode: str, option=None) -> JaxSide:
-    return JaxSide(task, mode, jit=True)
+def _side(task, mode: str, jit: bool):
+    if isinstance(task, GenerateTask):
+        return _generate_side(task, jit)
+    if isinstance(task, ShapeCycle):
+        return CycleSide(task, JaxSide(task.task, mode, jit=jit))
+    return JaxSide(task, mode, jit=jit)
+
+
+def eager_side(task, mode: str, option=None):
+    return _side(task, mode, jit=False)
+
+
+def jit_side(task, mode: str, option=None):
+    return _side(task, mode, jit=True)
 
 
 SIDES = {"jax-eager": eager_side, "jax-jit": jit_side}
@@ -264,12 +309,18 @@ def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
 
     platform = "gpu" if device == "cuda" else "cpu"
     with jax.default_device(jax.devices(platform)[0]):
-        task = workload.build("jax", shape, mode, device, dtype, seed)
+        built = workload.build("jax", shape, mode, device, dtype, seed)
         put = jax.device_put
+        if isinstance(built, GenerateTask):
+            built.params, built.prompt = put(built.params), put(built.prompt)
+            return built
+        task = built.task if isinstance(built, ShapeCycle) else built
         task.params, task.inputs = put(task.params), put(task.inputs)
         task.target = None if task.target is None else put(task.target)
         task.state = None if task.state is None else put(task.state)
-    return task
+        if isinstance(built, ShapeCycle):
+            built.batches = [(put(inputs), put(target)) for inputs, target in built.batches]
+    return built
 
 
 def support(device: str) -> Support:

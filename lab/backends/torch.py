@@ -5,6 +5,12 @@ both run on identical parameters; each side has its own optimizer for train mode
 compiles the model (forward and, through AOTAutograd, backward); the optimizer step runs eagerly
 on both sides, so the comparison isolates what the compiler does to the model.
 
+torch-compile's options: the compile modes, and `dynamic` / `static` (the default mode with
+`dynamic=True` / `dynamic=False`), which matter where shapes change between steps
+(`llama-varlen`: its ShapeCycle runs through lab.backends.cycle). A generate cell compiles the
+model's forward (prefill and one-token decode step) and times the whole greedy loop
+(lab.backends.generation).
+
 Precision (lab.precision): `apply_precision` sets the TF32 switches of matmuls and cuDNN before
 the model is built; the storage dtype comes from the workload builder; mixed precision runs the
 forward and the loss of every step under `torch.autocast`, on both sides and in the accuracy
@@ -21,8 +27,10 @@ import numpy as np
 
 from lab import precision as precisions
 from lab.backends import flatten_outputs
+from lab.backends.cycle import CycleSide
+from lab.backends.generation import GenerateSide
 from lab.backends.protocol import SideBase, Support
-from lab.workloads.base import TorchTask
+from lab.workloads.base import GenerateTask, ShapeCycle, TorchTask
 
 # what apply_precision set in this process: {"precision": name, "device": device}
 _PRECISION: dict = {}
@@ -37,10 +45,20 @@ def _autocast(torch):
     return torch.autocast("cuda" if _PRECISION["device"] == "cuda" else "cpu", dtype=dtype)
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+ADAMW_WEIGHT_DECAY = 0.01  # lab.backends.jax applies the same decoupled decay
+
+
 def _optimizer(torch, params, kind: str):
+    """The train step's optimizer; an unknown name is an error, never a silent SGD."""
     if kind == "adam":
         return torch.optim.Adam(params, lr=1e-4, foreach=True)
-    return torch.optim.SGD(params, lr=1e-3)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, weight_decay=ADAMW_WEIGHT_DECAY,
+                                 foreach=True)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=1e-3)
+    raise ValueError(f"unknown optimizer {kind!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 class TorchSide(SideBase):
@@ -127,20 +145,27 @@ def _outputs(torch, fn, task: TorchTask, mode: str, autocast) -> list[np.ndarray
     return result
 
 
-def eager_side(task: TorchTask, mode: str, option=None) -> TorchSide:
-    return TorchSide(task, mode)
+# torch-compile options that set `dynamic` rather than the mode (the mode is then "default")
+DYNAMIC_OPTIONS = {"dynamic": True, "static": False}
 
 
-class CompiledTorchSide(TorchSide):
-    """torch.compile of the model; diagnostics come from Dynamo's counters."""
+def compile_settings(option: str | None) -> tuple[str, bool | None]:
+    """(mode, dynamic) of a torch-compile option; dynamic None is torch.compile's default
+    (static for the first shape, dynamic once a dimension changes)."""
+    if option in DYNAMIC_OPTIONS:
+        return "default", DYNAMIC_OPTIONS[option]
+    return option or "default", None
 
-    def __init__(self, task: TorchTask, mode: str, compile_mode: str):
-        import torch
 
+class _Compiler:
+    """torch.compile of a model with fresh Dynamo state; what Dynamo did, from its counters."""
+
+    def __init__(self, torch, model, option: str | None):
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-        self.compile_mode = compile_mode
-        super().__init__(task, mode, fn=torch.compile(task.model, mode=compile_mode))
+        self.torch = torch
+        self.compile_mode, self.dynamic = compile_settings(option)
+        self.fn = torch.compile(model, mode=self.compile_mode, dynamic=self.dynamic)
         self._graphs_after_first_call = None
 
     def mark_first_call_done(self) -> None:
@@ -150,29 +175,76 @@ class CompiledTorchSide(TorchSide):
         return int(self.torch._dynamo.utils.counters["stats"].get("unique_graphs", 0))
 
     def diagnostics(self) -> dict:
-        counters = self.torch._dynamo.utils.counters
-        # Dynamo counts graph breaks under "graph_break" in older releases; torch 2.13 leaves
-        # that empty and counts them (with the reason as key) under "unimplemented", so a
-        # data-dependent branch showed 2 graphs and 0 breaks. Read both, count the larger.
-        breaks = dict(counters.get("graph_break", {}))
-        unimplemented = dict(counters.get("unimplemented", {}))
-        count = max(sum(breaks.values()), sum(unimplemented.values()))
-        reasons = {(str(k).strip().splitlines() or [""])[0] for k in (*breaks, *unimplemented)}
-        graphs = self._unique_graphs()
+        from lab.workloads.llm.recompiles import dynamo_summary
+
+        # torch 2.13 counts graph breaks under "unimplemented" (with the reason) and where the
+        # graph resumed under "resumes", not under "graph_break": dynamo_summary reads all three
+        summary = dynamo_summary(self.torch._dynamo.utils.counters)
         first = self._graphs_after_first_call
         return {
-            **super().diagnostics(),
-            "compile_mode": self.compile_mode,
-            "graph_count": graphs,
-            "graph_breaks": int(count),
-            "graph_break_reasons": sorted(reasons)[:20],
+            "compile_mode": self.compile_mode, "dynamic": self.dynamic,
+            "graph_count": summary["graphs"], "graph_breaks": summary["graph_breaks"],
+            "graph_break_reasons": summary["graph_break_reasons"],
+            "graph_resumed_at": summary["resumed_at"],  # function:line after each break
             # graphs compiled after the first call are recompilations (guards failed)
-            "recompiles": max(0, graphs - first) if first is not None else None,
+            "recompiles": max(0, summary["graphs"] - first) if first is not None else None,
         }
 
 
-def compiled_side(task: TorchTask, mode: str, option: str | None) -> CompiledTorchSide:
-    return CompiledTorchSide(task, mode, option or "default")
+class CompiledTorchSide(TorchSide):
+    """torch.compile of the model; diagnostics come from Dynamo's counters."""
+
+    def __init__(self, task: TorchTask, mode: str, option: str | None):
+        import torch
+
+        self.compiler = _Compiler(torch, task.model, option)
+        self.compile_mode = self.compiler.compile_mode
+        super().__init__(task, mode, fn=self.compiler.fn)
+
+    def mark_first_call_done(self) -> None:
+        self.compiler.mark_first_call_done()
+
+    def diagnostics(self) -> dict:
+        return {**super().diagnostics(), **self.compiler.diagnostics()}
+
+
+def _under_autocast(torch, fn):
+    """fn(ids, cache) run in the precision's autocast, as a step's forward is."""
+    def forward(ids, cache):
+        with _autocast(torch):
+            return fn(ids, cache)
+
+    return forward
+
+
+def _generate_side(task: GenerateTask, compiler: _Compiler | None) -> GenerateSide:
+    import torch
+
+    eager = _under_autocast(torch, task.model)
+    tie = precisions.tolerance(_PRECISION.get("precision", precisions.Precision.FP32.value))
+    if compiler is None:
+        return GenerateSide(task, eager, eager, tie)
+    return GenerateSide(task, _under_autocast(torch, compiler.fn), eager, tie,
+                        diagnostics=compiler.diagnostics,
+                        first_call_done=compiler.mark_first_call_done)
+
+
+def eager_side(task, mode: str, option=None):
+    if isinstance(task, GenerateTask):
+        return _generate_side(task, None)
+    if isinstance(task, ShapeCycle):
+        return CycleSide(task, TorchSide(task.task, mode))
+    return TorchSide(task, mode)
+
+
+def compiled_side(task, mode: str, option: str | None):
+    import torch
+
+    if isinstance(task, GenerateTask):
+        return _generate_side(task, _Compiler(torch, task.model, option))
+    if isinstance(task, ShapeCycle):
+        return CycleSide(task, CompiledTorchSide(task.task, mode, option))
+    return CompiledTorchSide(task, mode, option)
 
 
 SIDES = {"torch-eager": eager_side, "torch-compile": compiled_side}

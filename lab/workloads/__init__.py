@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import MODES, Workload, shape_label  # noqa: F401
+from .base import GENERATE_MODE, MODES, Workload, shape_label  # noqa: F401
 
 # name -> module defining WORKLOAD; modules import no framework at import time
 _BUILTIN = {

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("infer", "train")
+GENERATE_MODE = "generate"  # greedy decoding; only workloads whose builders return GenerateTask
+# every mode the lab knows; a workload says which of them it has (`Workload.modes`)
+MODES = ("infer", "train", GENERATE_MODE)
+STEP_MODES = ("infer", "train")  # what every workload has: one forward, or a training step
 
 
 @dataclass
@@ -23,7 +26,7 @@ class TorchTask:
     inputs: tuple  # positional tensors for model(*inputs)
     target: Any = None
     loss_fn: Callable | None = None
-    optimizer: str = "sgd"  # the train step's optimizer: "sgd" or "adam"
+    optimizer: str = "sgd"  # the train step's optimizer: "sgd", "adam" or "adamw"
 
 
 @dataclass
@@ -56,8 +59,6 @@ class JaxTask:
     weights_source: str | None = None  # "torch" (copied) or "numpy"
 
 
-GENERATE_MODE = "generate"  # greedy decoding; only workloads whose builders return GenerateTask
-
 
 @dataclass
 class GenerateTask:
@@ -79,6 +80,9 @@ class GenerateTask:
     # step(forward, ids, cache) -> (next_ids (batch, 1), cache): one greedy step; the prefill
     # is a step on the whole prompt, each decode step a step on the last new token
     step: Callable
+    # next_logits(forward, ids, cache) -> (logits of the last position (batch, vocab), cache):
+    # the step before its argmax, for the accuracy check that reads how close a choice was
+    next_logits: Callable
     framework: str  # "torch" or "jax"
     params: Any = None  # JAX parameters (torch keeps them in the module)
     sync: Callable = lambda x: x  # waits for a token array to be computed (JAX: block_until_ready)
@@ -114,10 +118,20 @@ class Workload:
     # framework name ("torch", "tf", "jax") -> builder(shape, mode, device, dtype, seed) -> task
     builders: dict[str, Callable] = field(default_factory=dict)
     source: str = "builtin"  # "builtin" or the path:factory of a user's workload
+    modes: tuple[str, ...] = STEP_MODES  # GENERATE_MODE only where builders give GenerateTask
+    # tokens one generate step produces (batch x new tokens), its throughput's items; None
+    # for a workload without the generate mode
+    generated_items: Callable[[dict], int] | None = None
 
     @property
     def frameworks(self) -> tuple[str, ...]:
         return tuple(self.builders)
+
+    def items(self, shape: dict, mode: str) -> int:
+        """Items one step of `mode` processes (train, infer) or produces (generate)."""
+        if mode == GENERATE_MODE and self.generated_items is not None:
+            return self.generated_items(shape)
+        return self.items_per_step(shape)
 
     def shape_for(self, device: str, overrides: dict | None = None) -> dict:
         shape = dict(self.default_shape(device))

@@ -85,11 +85,16 @@ def jax_generate_task(model: Callable, params, prompt, max_new_tokens: int,
         return {"k": jnp.zeros(kv_shape, dtype), "v": jnp.zeros(kv_shape, dtype),
                 "pos": jnp.zeros((), jnp.int32)}
 
-    def step(forward, ids, cache):
+    def next_logits(forward, ids, cache):
         logits, cache = forward(ids, cache)
-        return jnp.argmax(logits[:, -1], axis=-1, keepdims=True).astype(jnp.int32), cache
+        return logits[:, -1], cache
+
+    def step(forward, ids, cache):
+        logits, cache = next_logits(forward, ids, cache)
+        return jnp.argmax(logits, axis=-1, keepdims=True).astype(jnp.int32), cache
 
     return GenerateTask(model=model, prompt=jnp.asarray(prompt, jnp.int32),
                         max_new_tokens=max_new_tokens, new_cache=new_cache, step=step,
+                        next_logits=next_logits,
                         framework="jax", params=params, sync=jax.block_until_ready,
                         weights_source="torch")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import Workload
+from ..base import GENERATE_MODE, STEP_MODES, Workload
 from . import config as cfg
 
 
@@ -21,12 +21,13 @@ def build_jax(shape: dict, mode: str, device: str, dtype: str, seed: int):
 WORKLOAD = Workload(
     name="gpt2",
     summary="GPT-2 from the 124M config, random weights (cuda: the real 12 layers x 768; cpu: "
-            "2 x 256, vocab 8192; --shape layers=,hidden=,heads=,vocab= resize it)",
+            "2 x 256, vocab 8192; --full-size: the real one anywhere; --shape resizes it)",
     default_shape=lambda device: cfg.default_shape(cfg.GPT2, device),
-    # items_per_step cannot see the mode: these are train/infer tokens; a generate cell's
-    # tokens are cfg.tokens_per_step(shape, "generate")
+    # train/infer tokens; a generate step's produced tokens are `generated_items`
     flops=lambda shape, mode: cfg.flops(cfg.GPT2, shape, mode),
     items_per_step=lambda shape: cfg.tokens_per_step(shape, "train"),
     throughput_unit="tokens/s",
     builders={"torch": build_torch, "jax": build_jax},
+    modes=(*STEP_MODES, GENERATE_MODE),
+    generated_items=lambda shape: cfg.tokens_per_step(shape, GENERATE_MODE),
 )
