@@ -1,10 +1,18 @@
 """Shared pieces of the kernel tests: fresh seeds, inputs, the poisoned run, the comparison.
 
-conftest.py sets TRITON_INTERPRET=1 before any test imports Triton (the interpreter is chosen
-when a kernel is defined); importing this module skips the importing test module when Triton
-is missing or the interpreter is off. The kernels compute
-in fp32 and round once; every comparison is against the kernel file's `reference` run in
-float64 on the same values, rounded to the dtype, within `lab.kernels._common.TOLERANCES`.
+The same tests run on one of two devices, `DEVICE`:
+
+- "cpu", under the Triton interpreter: conftest.py sets TRITON_INTERPRET=1 before any test
+  imports Triton (the interpreter is chosen when a kernel is defined), the default;
+- "cuda", compiled for the GPU: `TRITON_INTERPRET=0 pytest tests/test_kernel_*.py` on a machine
+  with CUDA. The kernels then use their GPU tiles and configs, not the interpreter's.
+
+Importing this module skips the importing test module when Triton is missing, or when the
+interpreter is off and there is no CUDA device. Inputs come from `randn` (made on the CPU from
+the test's generator, then moved to `DEVICE`), so a test written against these helpers runs
+on both. The kernels compute in fp32 and round once; every comparison is against the kernel
+file's `reference` run in float64 on the same values, rounded to the dtype, within
+`lab.kernels._common.TOLERANCES`.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import pytest
 import torch
 
 pytest.importorskip("triton", reason="the kernel tests need Triton")
-if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1",
-                allow_module_level=True)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+if not INTERPRETED and not torch.cuda.is_available():
+    pytest.skip("the kernel tests run on CUDA (TRITON_INTERPRET=0) or on CPU tensors under "
+                "TRITON_INTERPRET=1; this machine has no CUDA device", allow_module_level=True)
+DEVICE = torch.device("cpu" if INTERPRETED else "cuda")
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -47,8 +57,9 @@ def fresh_generator() -> torch.Generator:
 
 
 def randn(shape, dtype: torch.dtype, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    """Normal values (clamped to 4 sigma so scaled fp16 stays finite), times scale."""
-    return (torch.randn(shape, generator=gen).clamp(-4, 4) * scale).to(dtype)
+    """Normal values (clamped to 4 sigma so scaled fp16 stays finite), times scale, on DEVICE.
+    Drawn on the CPU, so a seed gives the same values on either device."""
+    return (torch.randn(shape, generator=gen).clamp(-4, 4) * scale).to(dtype).to(DEVICE)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype,

@@ -40,31 +40,67 @@ def reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
 # --------------------------------------------------------------------------------- kernels
 
 
-def _configs() -> list:
-    """A few tiles that do well on Hopper for bf16/fp16 (128 x 256 and 256 x 128 for large
-    problems, 64-wide for small or skinny ones), 3-4 stages of shared-memory pipelining.
-    Under the interpreter one small tile: the autotuner would run every config per shape."""
-    def cfg(bm, bn, bk, stages, warps):
-        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
-                             num_stages=stages, num_warps=warps)
+def _cfg(bm, bn, bk, stages, warps):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                         num_stages=stages, num_warps=warps)
+
+
+# Tiles per dot precision. 16-bit: a few that do well on Hopper (128 x 256 and 256 x 128 for
+# large problems, 64-wide for small or skinny ones), 3-4 stages of shared-memory pipelining.
+# float32 follows torch's float32 matmul precision, as in attention.py: "ieee" (torch's default)
+# has no tensor-core instruction, Triton emits FMA loops with every operand in registers, so it
+# gets one small tile and is never autotuned; "tf32" (when torch allows it) gets two.
+# `python -m lab.kernels.aot --only matmul` checks that none spills on Hopper.
+_CONFIGS = {
+    "16bit": [_cfg(128, 256, 64, 3, 8), _cfg(256, 128, 64, 3, 8), _cfg(128, 128, 64, 4, 8),
+              _cfg(128, 128, 64, 4, 4), _cfg(128, 64, 64, 4, 4), _cfg(64, 128, 64, 4, 4),
+              _cfg(64, 64, 64, 4, 4)],
+    "tf32": [_cfg(128, 128, 32, 3, 8), _cfg(128, 64, 32, 3, 4)],
+    "ieee": [_cfg(64, 64, 16, 2, 4)],
+}
+# Under the interpreter one small tile: the autotuner would run every config per shape.
+_INTERPRET_CONFIGS = [_cfg(32, 32, 32, 1, 4)]
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """"ieee" for float32 unless torch allows TF32 for float32 matmuls, then "tf32"; "16bit"
+    (a table key; Triton ignores input_precision for 16-bit operands) otherwise."""
+    if dtype != torch.float32:
+        return "16bit"
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+# An activation epilogue needs registers beside the fp32 accumulator: with more than 64
+# accumulator values per thread (128 x 256 or 256 x 128 on 8 warps, 128 x 128 on 4) the erf
+# GELU made ptxas spill 256-512 bytes on Hopper, so those tiles serve only plain products.
+_MAX_ACC_PER_THREAD_WITH_ACTIVATION = 64
+
+
+def _configs_for(precision: str, activation: int = 0) -> list:
+    """The configs the autotuner may try for one launch (activation: the ACTIVATION code)."""
     if INTERPRET:
-        return [cfg(32, 32, 32, 1, 4)]
-    return [
-        cfg(128, 256, 64, 3, 8),
-        cfg(256, 128, 64, 3, 8),
-        cfg(128, 128, 64, 4, 8),
-        cfg(128, 128, 64, 4, 4),
-        cfg(128, 64, 64, 4, 4),
-        cfg(64, 128, 64, 4, 4),
-        cfg(64, 64, 64, 4, 4),
-    ]
+        return _INTERPRET_CONFIGS
+    configs = _CONFIGS[precision]
+    if activation:
+        configs = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]
+                   <= _MAX_ACC_PER_THREAD_WITH_ACTIVATION * 32 * c.num_warps]
+    return configs
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K"])
+def _prune_configs(configs, named_args, **kwargs) -> list:
+    # The autotuner compiles every config it benchmarks: keep only this launch's list.
+    precision = "16bit" if named_args["a_ptr"].dtype != torch.float32 else kwargs["PRECISION"]
+    return _configs_for(precision, kwargs["ACTIVATION"])
+
+
+@triton.autotune(configs=_INTERPRET_CONFIGS if INTERPRET else
+                 [c for configs in _CONFIGS.values() for c in configs],
+                 key=["M", "N", "K", "PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
                    stride_bn, stride_cm, stride_cn, HAS_BIAS: tl.constexpr,
-                   ACTIVATION: tl.constexpr, DOT_FP32: tl.constexpr, IEEE_FP32: tl.constexpr,
+                   ACTIVATION: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    GROUP_M: tl.constexpr):
     # Grouped order: consecutive programs walk down a column of GROUP_M row tiles before
@@ -93,10 +129,8 @@ def _matmul_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K, stride_am, stride_ak,
         if DOT_FP32:  # the interpreter multiplies bf16 as raw integers; see the launcher
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        if IEEE_FP32:  # fp32 inputs: full-precision products, as torch.matmul (no TF32)
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+        # "ieee" for fp32 under torch's default precision, as torch.matmul (no TF32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
@@ -143,6 +177,11 @@ def _check_inputs(a, b, bias, activation) -> None:
             raise ValueError(f"{name} has a negative stride {t.stride()}")
 
 
+def _kernel_precision(precision: str) -> str:
+    # Triton's name: "tf32" is its default, and what 16-bit operands get (they ignore it)
+    return "tf32" if precision == "16bit" else precision
+
+
 def matmul_fwd(a, b, bias, activation: str | None, c) -> torch.Tensor:
     """Write activation(a @ b + bias) into c (M x N, a's dtype, any strides)."""
     _check_inputs(a, b, bias, activation)
@@ -164,7 +203,7 @@ def matmul_fwd(a, b, bias, activation: str | None, c) -> torch.Tensor:
         b.stride(0), b.stride(1), c.stride(0), c.stride(1), HAS_BIAS=bias is not None,
         ACTIVATION=_ACTIVATION_CODE[activation or "none"],
         DOT_FP32=INTERPRET and a.dtype == torch.bfloat16,
-        IEEE_FP32=a.dtype == torch.float32)
+        PRECISION=_kernel_precision(dot_precision(a.dtype)))
     return c
 
 
@@ -242,3 +281,31 @@ def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False) -> int:
     if backward:  # read a, b, dc; write da, db
         return (2 * m * k + 2 * k * n + m * n) * dtype.itemsize
     return (m * k + k * n + m * n + n) * dtype.itemsize
+
+
+def compile_cases():
+    """For `python -m lab.kernels.aot`: every config of each precision. bf16 with b row-major
+    and transposed (a linear layer's weight.t()), each with the heaviest epilogue (bias + erf
+    GELU) and none; fp16 and float32 (IEEE and TF32) row-major with that epilogue."""
+    from .aot import cases
+
+    out = []
+    row_major = {"stride_ak": 1, "stride_bn": 1, "stride_cn": 1}
+    transposed_b = {"stride_ak": 1, "stride_bk": 1, "stride_cn": 1}
+    for dtype, precision, layouts, epilogues in (
+            (torch.bfloat16, "16bit", (("", row_major), ("b^T", transposed_b)),
+             ((False, 0), (True, 2))),
+            (torch.float16, "16bit", (("", row_major),), ((True, 2),)),
+            (torch.float32, "tf32", (("", row_major),), ((True, 2),)),
+            (torch.float32, "ieee", (("", row_major),), ((True, 2),))):
+        name = str(dtype).removeprefix("torch.") + (f" {precision}" if precision != "16bit"
+                                                    else "")
+        for layout, strides in layouts:
+            for has_bias, activation in epilogues:
+                variant = " ".join(filter(None, (layout, "bias+gelu" if has_bias else "")))
+                args = dict.fromkeys(("a_ptr", "b_ptr", "bias_ptr", "c_ptr"), dtype) | strides
+                out += cases(_matmul_kernel, name, args,
+                             {"HAS_BIAS": has_bias, "ACTIVATION": activation, "DOT_FP32": False,
+                              "PRECISION": _kernel_precision(precision)},
+                             variant=variant, configs=_configs_for(precision, activation))
+    return out
