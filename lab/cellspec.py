@@ -48,6 +48,9 @@ class CellSpec:
     budget_s: float | None = None
     cold_l2: bool = False
     cuda_graphs: bool = False
+    # infer cells timed as a server sees them: one call per sample, nothing averaged,
+    # for per-call percentiles (lab.stats.latency_percentiles)
+    latency: bool = False
     cell_pass: CellPass = CellPass.TIMED
     profile_dir: str | None = None  # where the TRACE pass writes
     extra: dict = field(default_factory=dict)

@@ -55,3 +55,60 @@ def markdown_table(doc: dict, workload: str | None = None) -> str:
             f"| speedup over own eager [95% CI] | compile s (cold / warm) | status |")
     rule = "|---|---|---|" + ("---|" if with_precision else "") + "--:|--:|--:|--:|--:|---|"
     return "\n".join([head, rule, *(_row(r, with_precision) for r in rows)])
+
+
+def _interval(entry: list) -> str:
+    value, lo, hi = entry
+    return f"{_ms(value)} [{_ms(lo)}, {_ms(hi)}]"
+
+
+def latency_table(doc: dict, workload: str | None = None) -> str:
+    """The --latency cells' per-call percentiles (ms, bootstrap 95% intervals), the backend's
+    and its own eager's side by side; "" when the run has none."""
+    rows = [c for c in results.cells(doc) if c.get("latency_ms")
+            and (not workload or c.get("workload") == workload)]
+    if not rows:
+        return ""
+    head = ("| backend | mode | shape | calls | p50 ms [95% CI] | p90 ms [95% CI] "
+            "| p99 ms [95% CI] | eager p50 / p90 / p99 ms | p50 speedup over eager [95% CI] |")
+    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    for row in rows:
+        mine, eager = row["latency_ms"], row.get("baseline_latency_ms")
+        eager_text = " / ".join(_ms(eager[p][0]) for p in ("p50", "p90", "p99")) \
+            if eager else "-"
+        speedup = "-"
+        if row.get("speedup") is not None:  # a latency cell's medians are its p50s
+            lo, hi = row["speedup_ci95"]
+            speedup = f"{row['speedup']:.2f}x [{lo:.2f}, {hi:.2f}]"
+        shape = ", ".join(f"{k}={v}" for k, v in (row.get("shape") or {}).items())
+        lines.append(f"| {row.get('backend')} | {row.get('mode')} | {shape} | {mine['n']} | "
+                     f"{_interval(mine['p50'])} | {_interval(mine['p90'])} | "
+                     f"{_interval(mine['p99'])} | {eager_text} | {speedup} |")
+    return "\n".join(lines)
+
+
+def memory_table(doc: dict, workload: str | None = None) -> str:
+    """Peak memory per cell (lab.memory): the step's above what was resident, eager's beside
+    it, their ratio, and the first call's (compile or conversion) apart; "" when none."""
+    rows = [c for c in results.cells(doc) if c.get("memory")
+            and (not workload or c.get("workload") == workload)]
+    if not rows:
+        return ""
+
+    def mib(value) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    lines = ["| backend | mode | step MiB | eager step MiB | eager / step | first call MiB "
+             "| peak above import MiB | probe |", "|---|---|--:|--:|--:|--:|--:|---|"]
+    for row in rows:
+        mem = row["memory"]
+        ratio = mem.get("ratio_eager_over_candidate")
+        ratio_text = f"{ratio:.2f}x" if ratio is not None else \
+            ("-" if mem.get("baseline_step_peak_above_resident_mib") is None
+             else f"none: {mem.get('ratio_unresolved') or 'not measurable'}")
+        lines.append(f"| {row.get('backend')} | {row.get('mode')} | "
+                     f"{mib(mem.get('step_peak_above_resident_mib'))} | "
+                     f"{mib(mem.get('baseline_step_peak_above_resident_mib'))} | {ratio_text} | "
+                     f"{mib(mem.get('first_call_peak_above_start_mib'))} | "
+                     f"{mib(mem.get('peak_above_import_mib'))} | {mem.get('probe')} |")
+    return "\n".join(lines)

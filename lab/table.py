@@ -78,7 +78,26 @@ def _memory(row: dict) -> str:
     if mine is None:
         return "-"
     eager = mem.get("baseline_step_peak_above_resident_mib")
-    return f"{eager:,.1f} / {mine:,.1f}" if eager is not None else f"{mine:,.1f}"
+    if eager is None:
+        return f"{mine:,.1f}"
+    ratio = mem.get("ratio_eager_over_candidate")  # None below the probe's resolution
+    return f"{eager:,.1f} / {mine:,.1f}" + (f" ({ratio:.2f}x)" if ratio is not None else "")
+
+
+# the p50s are the medians already shown (eager ms, ms/step): only the tail is added
+LATENCY_COLUMNS = ("p90 / p99 ms", "eager p90 / p99 ms")
+
+
+def _percentiles(latency: dict | None) -> str:
+    if not latency:
+        return "-"
+    return " / ".join(_ms(latency[p][0] / 1e3) for p in ("p90", "p99"))
+
+
+def latency_cells(row: dict) -> list[str]:
+    """Per-call percentiles (--latency) of the row's backend and, for a compiled backend, of
+    its eager baseline timed interleaved in the same process."""
+    return [_percentiles(row.get("latency_ms")), _percentiles(row.get("baseline_latency_ms"))]
 
 
 def make_console():
@@ -104,6 +123,11 @@ def render(doc: dict, console=None) -> None:
     columns = list(COLUMNS)
     if len(found) > 1:
         columns.insert(columns.index("backend") + 1, "precision")
+    # --latency cells: their percentiles beside the medians (which are their p50s)
+    latency = any(row.get("latency_ms") for row in rows)
+    if latency:
+        at = columns.index("speedup [95% CI]") + 1
+        columns[at:at] = LATENCY_COLUMNS
     for column in columns:
         # numbers stay on one line; the status (with its reason) folds
         table.add_column(column, overflow="fold", no_wrap=column != "status")
@@ -111,6 +135,9 @@ def render(doc: dict, console=None) -> None:
         cells = table_cells(row)
         if len(found) > 1:
             cells.insert(columns.index("precision"), precision.of_cell(row) or "?")
+        if latency:
+            at = columns.index(LATENCY_COLUMNS[0])
+            cells[at:at] = latency_cells(row)
         table.add_row(*cells)
     console.print(table)
     hardware = doc.get("machine_info", {}).get("lab_hardware", {})
@@ -126,3 +153,7 @@ def render(doc: dict, console=None) -> None:
     console.print("eager ms: median of the framework's eager step (for a compiled backend, "
                   "measured interleaved in the same process); speedup = eager / compiled "
                   "medians with a bootstrap 95% interval; break-even uses the cold compile.")
+    console.print("step MiB: a step's peak memory above what was resident, eager / compiled "
+                  "(eager over compiled as a ratio where both are measurable; docs/memory.md)."
+                  + (" Latency cells: one call per sample; ms are per call and their medians "
+                     "are the p50s." if latency else ""))

@@ -31,11 +31,10 @@ def cmd_list(args) -> int:
     grid = Table(title="backends (what this machine can run)")
     for column in ("name", "options", "baseline", "runs here", "summary"):
         grid.add_column(column)
+    supports = _supports(["cpu", "cuda"] if cuda else ["cpu"])
     for info in backends.BACKENDS.values():
-        missing = backends.missing_packages(info)
-        here = f"no: {' and '.join(missing)} not installed" if missing else "yes"
-        grid.add_row(info.name, ", ".join(info.options) or "-", info.baseline or "-", here,
-                     info.summary)
+        grid.add_row(info.name, ", ".join(info.options) or "-", info.baseline or "-",
+                     _runs_here(info, supports.get(info.name, {})), info.summary)
     console.print(grid)
     console.print(f"devices: cpu{', cuda' if cuda else ' (cuda: no CUDA device available)'}")
 
@@ -53,6 +52,73 @@ def cmd_list(args) -> int:
                              else (summary.__doc__ or "").strip().splitlines()[0])
             console.print(grid)
     return 0
+
+
+SUPPORT_TIMEOUT_S = 180.0  # a framework's import on a busy 2-core machine takes 10-30 s
+
+
+def _support_child(framework: str, devices: str) -> None:
+    """In a child process: each backend of one framework asked whether it runs on each device,
+    printed as JSON. One process per framework, as cells run: TensorFlow, torch's Triton and
+    JAX each bring an LLVM, and two of them in one process abort it."""
+    import json
+
+    from lab import backends
+
+    answers = {}
+    for name in backends.for_framework(framework):
+        info, answers[name] = backends.BACKENDS[name], {}
+        for device in devices.split(","):
+            try:
+                support = backends.support(info, device)
+                answers[name][device] = "yes" if support.ok else f"no: {support.reason}"
+            except Exception as exc:  # a broken install: its own answer, the rest still asked
+                first = (str(exc).strip().splitlines() or [""])[0][:100]
+                answers[name][device] = f"no: {type(exc).__name__}: {first}"
+    print("LAB-SUPPORT " + json.dumps(answers))
+
+
+def _supports(devices: list[str]) -> dict[str, dict[str, str]]:
+    """backend name -> device -> "yes" or "no: reason", from one child per framework (run
+    side by side); a child that dies or hangs makes its backends "unknown"."""
+    import json
+    import subprocess
+
+    from lab import backends
+
+    children = {}
+    for framework in backends.Framework:
+        code = ("from lab.commands.show import _support_child; "
+                f"_support_child({framework.value!r}, {','.join(devices)!r})")
+        children[framework.value] = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+    found: dict[str, dict[str, str]] = {}
+    for framework, child in children.items():
+        try:
+            out, err = child.communicate(timeout=SUPPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            err = f"no answer in {SUPPORT_TIMEOUT_S:.0f} s"
+        lines = [line for line in out.splitlines() if line.startswith("LAB-SUPPORT ")]
+        if lines:
+            found.update(json.loads(lines[-1].removeprefix("LAB-SUPPORT ")))
+            continue
+        why = (err.strip().splitlines() or [f"exit {child.returncode}"])[-1][:100]
+        for name in backends.for_framework(framework):
+            found[name] = {d: f"unknown: the {framework} check failed ({why})" for d in devices}
+    return found
+
+
+def _runs_here(info, answers: dict[str, str]) -> str:
+    """The packages a backend lacks, or each device's answer from the backend itself."""
+    from lab import backends
+
+    missing = backends.missing_packages(info)
+    if missing:
+        return f"no: {' and '.join(missing)} not installed"
+    return "; ".join(f"{device}: {answer}" for device, answer in answers.items())
 
 
 def cmd_show(args) -> int:
@@ -134,7 +200,11 @@ def cmd_report(args) -> int:
     names = list(dict.fromkeys(c.get("workload") for c in results.cells(doc)))
     if args.workload and args.workload not in names:
         raise UsageError(f"no {args.workload!r} cells in {args.runs[0]}")
-    # one table per workload: each has its own throughput unit
-    print("\n\n".join(f"### {name}\n\n{report.markdown_table(doc, name)}"
-                      for name in ([args.workload] if args.workload else names)))
+    # one table per workload: each has its own throughput unit; then per-call latency
+    # (--latency cells) and peak memory, where the run has them
+    print("\n\n".join(
+        f"### {name}\n\n" + "\n\n".join(filter(None, [
+            report.markdown_table(doc, name), report.latency_table(doc, name),
+            report.memory_table(doc, name)]))
+        for name in ([args.workload] if args.workload else names)))
     return 0
