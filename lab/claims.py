@@ -5,7 +5,7 @@ One `[[claim]]` table per claim (the grammar, with examples, is in docs/verdicts
     [[claim]]
     id = "compile-2x"                  # unique; letters, digits, '-', '_'
     quote = "torch.compile delivers up to 2x speedups"   # the claim in its own words
-    metric = "speedup"                 # speedup | throughput | time | memory
+    metric = "speedup"                 # speedup | throughput | time | memory | latency
     backend = "torch-compile"          # the backend the claim is about
     versus = "torch-eager"             # optional: compare against this backend's cells
     workload = ["mlp", "transformer"]  # a name, a file.py:factory, or a list
@@ -28,7 +28,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-METRICS = ("speedup", "throughput", "time", "memory")
+# memory: eager / backend step peak (in-process), or versus / backend across cells;
+# latency: per-call p50 of eager / backend (--latency cells), or versus / backend
+METRICS = ("speedup", "throughput", "time", "memory", "latency")
 EXPECTS = ("at_least", "at_most", "about", "between", "up_to")
 DEVICES = ("any", "cpu", "cuda")
 AGGREGATES = ("all", "best")
@@ -142,6 +144,10 @@ def _parse_one(table: dict) -> Claim:
         fail("versus", "metric 'speedup' compares two compiling backends' speedups")
     if metric in ("throughput", "time") and "versus" not in table:
         fail("metric", f"metric {metric!r} is a ratio of two backends: give 'versus'")
+    if metric in ("memory", "latency") and "versus" not in table \
+            and not backends.resolve(table["backend"]).info.compiles:
+        fail("backend", f"metric {metric!r} without 'versus' compares a backend with its own "
+                        f"eager side; {table['backend']!r} has none: give 'versus'")
     try:
         names = _strings(table["workload"], "workload")
     except ValueError as exc:

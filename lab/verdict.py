@@ -66,6 +66,55 @@ def _speedup(cell: dict) -> stats.Ratio | None:
     return stats.ratio_of_medians(base, cell["samples_s"]) if base else None
 
 
+def _latency_problem(claim, cell: dict, name: str) -> str | None:
+    """Why a cell cannot decide a latency claim: not timed per call, or at another shape."""
+    if not cell.get("latency"):
+        return f"{name}: measured without --latency (its samples average many calls); " \
+               f"{LATENCY_RUN_HINT}"
+    shape = cell.get("shape") or {}
+    other = {k: shape.get(k) for k, v in claim.shape.items() if k in shape and shape[k] != v}
+    if other:
+        asked = ", ".join(f"{k}={claim.shape[k]}" for k in other)
+        found = ", ".join(f"{k}={v}" for k, v in other.items())
+        return f"{name}: measured at {found}; the claim is about {asked}"
+    return None
+
+
+def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> CellRatio:
+    """Step memory, eager's over the backend's in one process, or versus's over the
+    backend's across two cells. Memory is nearly deterministic and measured once per side,
+    so the ratio is a point value (its interval is the point) with the probe named."""
+    from lab.cell import unresolved_memory_ratio
+
+    mem = cell.get("memory") or {}
+    if not mem:
+        out.reason = f"{claim.backend}: no memory recorded (a run from before memory was " \
+                     f"measured)"
+        return out
+    mine = mem.get("step_peak_above_resident_mib")
+    if claim.versus:
+        theirs_mem = (other or {}).get("memory") or {}
+        theirs = theirs_mem.get("step_peak_above_resident_mib")
+        resettable = bool(mem.get("resettable")) and bool(theirs_mem.get("resettable"))
+        names = (claim.versus, claim.backend)
+        probe = "; ".join(dict.fromkeys(filter(None, [mem.get("probe"),
+                                                      theirs_mem.get("probe")])))
+    else:
+        theirs = mem.get("baseline_step_peak_above_resident_mib")
+        resettable, names = bool(mem.get("resettable")), ("eager", claim.backend)
+        probe = mem.get("probe")
+    why = unresolved_memory_ratio(theirs, mine, resettable, names)
+    if why:
+        out.reason = f"no memory ratio: {why}"
+        return out
+    out.ratio = theirs / mine
+    out.ci95 = (out.ratio, out.ratio)
+    out.detail = f"{names[0]} {theirs:,.1f} MiB / {names[1]} {mine:,.1f} MiB per step above " \
+                 f"resident; point value, probe: {probe}"
+    out.verdict = judge(claim, *out.ci95)
+    return out
+
+
 def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> CellRatio:
     """The claim's ratio for one (workload, mode): in-process speedup, or across processes."""
     out = CellRatio(label)
@@ -74,8 +123,17 @@ def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> Cell
     if problems:
         out.reason = "; ".join(problems)
         return out
-    if claim.metric == "speedup":
+    if claim.metric == "memory":
+        return _memory_ratio(claim, out, cell, other)
+    if claim.metric == "latency":
+        problem = _latency_problem(claim, cell, claim.backend) or \
+            (_latency_problem(claim, other, claim.versus) if claim.versus else None)
+        if problem:
+            out.reason = problem
+            return out
+    if claim.metric == "speedup" or (claim.metric == "latency" and not claim.versus):
         # from the raw samples: the compiled side's and its interleaved eager baseline's
+        # (a --latency cell's samples are single calls, so this ratio is of p50 latencies)
         mine = _speedup(cell)
         if mine is None:
             out.reason = f"{claim.backend}: no in-process eager baseline samples"
@@ -99,11 +157,12 @@ def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> Cell
             out.reason = "across processes: interval widened by run-to-run variance"
         else:
             out.ratio, out.ci95 = parts[0][0], parts[0][1]
-    else:  # throughput or time of backend against versus, always across processes
+    else:  # throughput, time or latency of backend against versus, always across processes
         pr = stats.process_ratio(process_medians(cell), process_medians(other))
         lo, hi = pr.ci
         # pr.ratio = time(versus) / time(backend) = throughput(backend) / throughput(versus)
-        out.ratio, out.ci95 = (pr.ratio, (lo, hi)) if claim.metric == "throughput" \
+        # latency: versus's p50 per call over backend's (> 1: backend answers sooner)
+        out.ratio, out.ci95 = (pr.ratio, (lo, hi)) if claim.metric in ("throughput", "latency") \
             else (1 / pr.ratio, (1 / hi, 1 / lo))
         out.reason = (f"across processes ({pr.n_baseline} vs {pr.n_candidate}): interval "
                       f"includes run-to-run variance")
@@ -174,15 +233,22 @@ def _needs_gpu(claim, device: str) -> bool:
     return claim.device == "cuda" and device != "cuda"
 
 
-def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]:
+LATENCY_RUN_HINT = ("needs per-call samples: lab run --latency (with the claim's shape, e.g. "
+                    "--batch 1), then lab check --run RUN")
+
+
+def missing_cells(claims, stored: dict, device: str,
+                  with_latency: bool = False) -> tuple[list[tuple], dict]:
     """The cells the claims need that `stored` lacks, as (key, workload, backend, mode,
-    precision, shape overrides) to run; and the ones that cannot run, key -> a skipped cell."""
+    precision, shape overrides) to run; and the ones that cannot run, key -> a skipped cell.
+    With `with_latency` each entry ends with whether it is a --latency cell (a latency
+    claim's); without, a latency claim's cells are not run but skipped with how to run them,
+    as a cell run without --latency could not decide the claim."""
     from lab import backends, workloads
 
     todo, skipped = [], {}
     for claim in claims:
-        if claim.metric == "memory" or _needs_gpu(claim, device) or \
-                (claim.device not in ("any", device)):
+        if _needs_gpu(claim, device) or (claim.device not in ("any", device)):
             continue
         wanted = claim_precision(claim, device)
         for w, b, m in _wanted(claim, device):
@@ -201,7 +267,11 @@ def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]
                 continue
             known = workload.shape_for(device)
             shape = {k: v for k, v in claim.shape.items() if k in known}
-            todo.append((key, w, b, m, wanted, shape))
+            latency = claim.metric == "latency"
+            if latency and not with_latency:
+                skipped[key] = {"status": "skipped", "reason": LATENCY_RUN_HINT}
+                continue
+            todo.append((key, w, b, m, wanted, shape) + ((latency,) if with_latency else ()))
     return todo, skipped
 
 
@@ -218,11 +288,6 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
                                        f"claim is about {claim.device}; run is on {device}",
                                        hardware))
             continue
-        if claim.metric == "memory":
-            results.append(ClaimResult(claim, "inconclusive", [],
-                                       "not measured: the lab does not record memory yet",
-                                       hardware))
-            continue
         cells = []
         wanted = claim_precision(claim, device)
         for w in claim.workloads:
@@ -236,12 +301,22 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
     return results
 
 
+def _what(claim) -> str:
+    """The ratio a claim is judged on, in words (> 1 favours the claim's backend)."""
+    reference = claim.versus or "eager"
+    if claim.metric == "memory":
+        return f"step memory of {reference} / {claim.backend}"
+    if claim.metric == "latency":
+        return f"p50 latency per call of {reference} / {claim.backend}"
+    return f"{claim.metric} of {claim.backend}" + (f" over {claim.versus}" if claim.versus else "")
+
+
 def format_results(results: list[ClaimResult]) -> str:
     lines = []
     for r in results:
         c = r.claim
         lines.append(f"{r.verdict.upper():13s}{c.id}: \"{c.quote}\"")
-        what = f"{c.metric} of {c.backend}" + (f" over {c.versus}" if c.versus else "")
+        what = _what(c)
         lines.append(f"    claim: {what}, {c.describe_expectation()}; measured on {r.hardware}")
         for cell in r.cells:
             if cell.ratio is None:
