@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Triton picks its interpreter when a kernel is defined, so the CPU kernel tests need this set
 # before any test module imports Triton; cell subprocesses inherit it (Inductor's CPU backend
-# does not use Triton).
+# does not use Triton). `TRITON_INTERPRET=0 pytest tests/test_kernel_*.py` on a CUDA machine
+# runs the same kernel tests compiled on the GPU (tests/kernel_helpers.py picks the device).
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Cell subprocesses find `lab` through PYTHONPATH (the runner adds the tree too).
