@@ -114,7 +114,7 @@ def _check_accuracy(spec: CellSpec, result: CellResult, candidate, baseline) -> 
 
 MEMORY_STEPS = 3  # steps per side in the memory phase: the first may still grow caches
 # Below this, a step peak is allocator noise, not a working set: the seed's MLP (batch 32)
-# measured 0.004 to 0.15 MiB per step on the CPU's RSS probe, and ratios of such numbers
+# measured 0 to 0.15 MiB per step on the CPU's RSS probe, and ratios of such numbers
 # ran from 0.67 to 11 between backends doing the same work (docs/memory.md)
 MEMORY_RATIO_FLOOR_MIB = 1.0
 

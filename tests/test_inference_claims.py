@@ -151,3 +151,27 @@ def test_lab_check_on_a_stored_run_judges_memory_and_latency_naming_the_machine(
     assert re.search(r"mlp infer: (1\.9[5-9]|2\.0[0-4])\dx .* -> supported", out)
     assert f"measured on {HW}" in out
     assert "not measured: the lab does not record memory" not in out
+
+
+# ---------------------------------------------------------------- lab list: what runs here
+
+
+def test_lab_list_asks_every_backend_for_its_own_support_one_process_per_framework():
+    from lab import backends
+    from lab.commands import show
+
+    found = show._supports(["cpu"])
+    assert set(found) == set(backends.BACKENDS)
+    assert found["torch-eager"]["cpu"] == "yes"
+    assert found["tensorrt"]["cpu"].startswith("no: needs CUDA")  # the backend's own reason
+    info = backends.BACKENDS["onnxruntime"]
+    assert show._runs_here(info, found["onnxruntime"]).startswith("cpu: ")
+
+
+def test_lab_list_names_missing_packages_before_asking(monkeypatch):
+    from lab import backends
+    from lab.commands import show
+
+    monkeypatch.setattr(backends, "missing_packages", lambda info: ["onnxruntime"])
+    assert show._runs_here(backends.BACKENDS["onnxruntime"], {"cpu": "yes"}) == \
+        "no: onnxruntime not installed"

@@ -75,6 +75,19 @@ def test_one_call_per_sample_times_each_call_not_their_mean():
     assert np.percentile(per_call, 50) < 1e-3 and np.percentile(per_call, 95) > 4e-3
 
 
+def test_cuda_events_with_one_call_per_sample_give_each_calls_device_time():
+    """On CUDA a latency sample is one event pair around one call, read once per round: the
+    slow call shows as itself, not as a third of a mean (fake events with a device clock)."""
+    from test_measure import _FakeEvent, _FakeTorch, _step
+
+    _FakeEvent.clock, _FakeEvent.log = 0.0, []
+    timer = measure.CudaEventTimer(_FakeTorch(), cold_l2=False)
+    side = measure.Side("candidate", _step([0.001, 0.001, 0.009]))
+    measure.sample_interleaved(timer, [side], 6, inner=1)
+    assert side.samples_s == pytest.approx([0.001, 0.001, 0.009] * 2)
+    assert _FakeEvent.log[:3] == ["record", "step", "record"]
+
+
 # ---------------------------------------------------------------- planning
 
 
