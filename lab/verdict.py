@@ -116,7 +116,8 @@ def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> Cell
 
 
 def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> CellRatio:
-    """The claim's ratio for one (workload, mode): in-process speedup, or across processes."""
+    """The claim's ratio for one (workload, mode): in-process speedup (of p50 latency for a
+    latency claim), across processes where the claim names `versus`, or memory's point ratio."""
     out = CellRatio(label)
     problems = [p for p in (_unusable(cell, claim.backend),
                             _unusable(other, claim.versus) if claim.versus else None) if p]
