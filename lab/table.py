@@ -128,14 +128,20 @@ def render(doc: dict, console=None) -> None:
     if latency:
         at = columns.index("speedup [95% CI]") + 1
         columns[at:at] = LATENCY_COLUMNS
+        # per call, throughput is items / p50: it gives its place to the tails (lab report
+        # keeps it)
+        columns.remove("throughput")
     for column in columns:
-        # numbers stay on one line; the status (with its reason) folds
-        table.add_column(column, overflow="fold", no_wrap=column != "status")
+        # numbers stay on one line; the status (with its reason) folds, but never below a
+        # readable width when --latency's columns crowd the row
+        table.add_column(column, overflow="fold", no_wrap=column != "status",
+                         min_width=16 if column == "status" else None)
     for row in rows:
         cells = table_cells(row)
         if len(found) > 1:
             cells.insert(columns.index("precision"), precision.of_cell(row) or "?")
         if latency:
+            del cells[COLUMNS.index("throughput")]
             at = columns.index(LATENCY_COLUMNS[0])
             cells[at:at] = latency_cells(row)
         table.add_row(*cells)
