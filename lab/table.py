@@ -51,8 +51,13 @@ def _status(row: dict) -> str:
         sampling = row.get("sampling") or {}
         cut = (f"{sampling.get('rounds')} of {sampling.get('rounds_planned')} samples: budget"
                if sampling.get("cut_by_budget") else None)
+        # a shape cycle (llama-varlen): how many graphs the cycle's lengths cost the compiler
+        cycle = (row.get("diagnostics") or {}).get("cycle") or {}
+        graphs = (f"{cycle['graphs']} graphs, {cycle['recompiles']} recompiles over the cycle"
+                  if "graphs" in cycle else None)
         flags = [flag for flag, on in (("noisy", row.get("noisy")),
-                                       ("busy", row.get("machine_busy")), (cut, cut)) if on]
+                                       ("busy", row.get("machine_busy")), (cut, cut),
+                                       (graphs, graphs)) if on]
         return f"ok ({', '.join(flags)})" if flags else "ok"
     reason = row.get("reason")
     return f"{status}: {reason}" if reason else status

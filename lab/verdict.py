@@ -178,6 +178,7 @@ class ClaimResult:
     cells: list[CellRatio]
     reason: str = ""
     hardware: str = ""
+    precision: str = ""  # the arithmetic the cells ran in (lab.precision), "" when none ran
 
 
 def decide(claim, cells: list[CellRatio], hardware: str) -> ClaimResult:
@@ -298,7 +299,9 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
 
                 other = get(claim.versus) if claim.versus else None
                 cells.append(cell_ratio(claim, f"{w} {m}", get(claim.backend), other))
-        results.append(decide(claim, cells, hardware))
+        result = decide(claim, cells, hardware)
+        result.precision = wanted
+        results.append(result)
     return results
 
 
@@ -318,7 +321,8 @@ def format_results(results: list[ClaimResult]) -> str:
         c = r.claim
         lines.append(f"{r.verdict.upper():13s}{c.id}: \"{c.quote}\"")
         what = _what(c)
-        lines.append(f"    claim: {what}, {c.describe_expectation()}; measured on {r.hardware}")
+        lines.append(f"    claim: {what}, {c.describe_expectation()}; measured on {r.hardware}"
+                     + (f", precision {r.precision}" if r.precision else ""))
         for cell in r.cells:
             if cell.ratio is None:
                 lines.append(f"    {cell.label}: no verdict: {cell.reason}")

@@ -238,3 +238,11 @@ def test_llm_training_claim_is_judged_on_gpt2_and_llama(tmp_path):
     assert claim.verdict == "refuted" and claim.hardware == "Test CPU, 2 cores (CPU)"
     gpt_fast = next(r for r in check.results if r.claim.id == "gpt-fast-decode-4x")
     assert gpt_fast.verdict == "inconclusive" and gpt_fast.reason.startswith("needs GPU")
+
+
+def test_the_status_names_a_shape_cycles_graphs_and_recompiles():
+    from lab.table import _status
+
+    row = {"status": "ok", "diagnostics": {"cycle": {"graphs": 2, "recompiles": 1}}}
+    assert _status(row) == "ok (2 graphs, 1 recompiles over the cycle)"
+    assert _status({"status": "ok", "diagnostics": {"cycle": {"lengths": [3]}}}) == "ok"

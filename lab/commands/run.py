@@ -27,7 +27,8 @@ def selection(args) -> session.Selection:
         named_shape=named, shape=explicit, threads=args.threads,
         repeats=getattr(args, "repeats", None), latency=getattr(args, "latency", False),
         cold_l2=getattr(args, "cold_l2", False), cuda_graphs=getattr(args, "cuda_graphs", False),
-        allow_nan=getattr(args, "allow_nan", False))
+        allow_nan=getattr(args, "allow_nan", False),
+        full_size=getattr(args, "full_size", False))
 
 
 def _exit_code(result: session.SessionResult, console) -> int:

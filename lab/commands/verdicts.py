@@ -117,7 +117,7 @@ def claims_json(check: ClaimCheck) -> dict:
         return {"id": c.id, "quote": c.quote, "verdict": r.verdict, "metric": c.metric,
                 "backend": c.backend, "versus": c.versus, "low": _finite(float(c.low)),
                 "high": _finite(float(c.high)), "expectation": c.describe_expectation(),
-                "reason": r.reason, "hardware": r.hardware,
+                "reason": r.reason, "hardware": r.hardware, "precision": r.precision or None,
                 "cells": [{"label": cell.label, "ratio": _finite(cell.ratio),
                            "ci95": _finite(list(cell.ci95)) if cell.ci95 else None,
                            "verdict": cell.verdict, "reason": cell.reason,
