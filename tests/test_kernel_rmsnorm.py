@@ -4,6 +4,7 @@ the Triton interpreter."""
 import pytest
 import torch
 from kernel_helpers import (
+    DEVICE,
     DTYPES,
     cases,
     check_against_reference,
@@ -28,6 +29,7 @@ def _args(shape, dtype, gen, scale=1.0):
     ((1, 1), DTYPES),
     ((3, 7, 129), DTYPES),
     ((5, 3000), DTYPES),
+    ((3, 5000), DTYPES),  # streamed: longer than the interpreter's 4096-column register limit
 ))
 def test_forward_backward(shape, dtype):
     gen = fresh_generator()
@@ -41,6 +43,15 @@ def test_extreme_values(dtype, scale):
     gen = fresh_generator()
     check_against_reference(K.rmsnorm, K.reference, _args((9, 781), dtype, gen, scale=scale),
                             dtype, gen, grad_args=(0, 1), names=NAMES)
+
+
+@pytest.mark.parametrize("n_rows", [70, 113])
+def test_streamed_backward_with_uneven_and_empty_row_blocks(n_rows):
+    # 4500 columns: streamed, 16 x 1024 column tiles under the interpreter over 4 programs per
+    # column block; 70 rows leave one program without a tile, 113 end in a partial tile
+    gen = fresh_generator()
+    check_against_reference(K.rmsnorm, K.reference, _args((n_rows, 4500), torch.float32, gen),
+                            torch.float32, gen, grad_args=(0, 1), names=NAMES)
 
 
 def test_backward_with_an_empty_row_block():
@@ -66,10 +77,10 @@ def test_inside_torch_compile():
 
 
 def test_rejects_bad_input():
-    x = torch.randn(4, 8)
+    x = torch.randn(4, 8, device=DEVICE)
     with pytest.raises(ValueError, match="weight has 7 elements"):
-        K.rmsnorm(x, torch.randn(7))
+        K.rmsnorm(x, torch.randn(7, device=DEVICE))
     with pytest.raises(TypeError, match="x has dtype int32"):
-        K.rmsnorm(x.int(), torch.randn(8))
+        K.rmsnorm(x.int(), torch.randn(8, device=DEVICE))
     with pytest.raises(ValueError, match="x must be contiguous"):
-        K.rmsnorm(torch.randn(8, 4).t(), torch.randn(8))
+        K.rmsnorm(torch.randn(8, 4, device=DEVICE).t(), torch.randn(8, device=DEVICE))

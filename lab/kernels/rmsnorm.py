@@ -11,7 +11,23 @@ import math
 import torch
 
 from ._common import new_output
-from .layernorm import check_norm_inputs, norm_bwd, norm_fwd
+from .layernorm import (
+    _norm_bwd_kernel,
+    _norm_bwd_row_sums_kernel,
+    _norm_bwd_tiled_kernel,
+    _norm_fwd_kernel,
+    _norm_fwd_streamed_kernel,
+    check_norm_inputs,
+    norm_bwd,
+    norm_compile_cases,
+    norm_fwd,
+)
+
+# The kernels RMSNorm launches, by name in this module: `python -m lab.kernels.aot` compiles
+# a module's declared cases by looking their kernels up in it. (The partial-row sum that ends
+# the backward is declared in layernorm.py.)
+_KERNELS = (_norm_fwd_kernel, _norm_fwd_streamed_kernel, _norm_bwd_kernel,
+            _norm_bwd_row_sums_kernel, _norm_bwd_tiled_kernel)
 
 # ------------------------------------------------------------------------------ reference
 
@@ -46,7 +62,7 @@ def _rmsnorm_op(x: torch.Tensor, weight: torch.Tensor,
 
 @_rmsnorm_op.register_fake
 def _(x, weight, eps):
-    check_norm_inputs(x, weight, what="rmsnorm")
+    check_norm_inputs(x, weight)
     n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     return torch.empty_like(x), x.new_empty((n_rows,), dtype=torch.float32)
 
@@ -85,10 +101,10 @@ _rmsnorm_op.register_autograd(_backward, setup_context=_setup_context)
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps) * weight.
 
-    x: (..., n_cols) contiguous, fp32/fp16/bf16; weight: (n_cols,), x's dtype. n_cols <= 65536.
+    x: (..., n_cols) contiguous, fp32/fp16/bf16; weight: (n_cols,), x's dtype.
     Returns x's shape and dtype. Differentiable in x and weight.
     """
-    check_norm_inputs(x, weight, what="rmsnorm")
+    check_norm_inputs(x, weight)
     return _rmsnorm_op(x, weight, float(eps))[0]
 
 
@@ -104,3 +120,9 @@ def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False) -> int:
     rows = (3 if backward else 2) * n_rows * n_cols * dtype.itemsize
     params = (2 if backward else 1) * n_cols * dtype.itemsize
     return rows + params + 4 * n_rows
+
+
+def compile_cases():
+    """For `python -m lab.kernels.aot`: LayerNorm's kernels with `RMS=True` (no mean, no bias)
+    at each GPU launch configuration, for each dtype."""
+    return norm_compile_cases(rms=True)

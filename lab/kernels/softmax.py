@@ -232,3 +232,28 @@ def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False) -> int:
     """Minimum bytes to and from memory: each tensor read or written once."""
     tensors = 3 if backward else 2
     return tensors * math.prod(shape) * dtype.itemsize
+
+
+# Row lengths that reach each launch configuration `_launch_meta` can choose on a GPU: 781
+# (short rows stacked, 4 x 1024 on 8 warps; every stacked width is 4096 elements on 8 warps),
+# 8192 (one block, 8 warps), 16384 (one block, 16 warps) and 100_000 (streamed in 4096-wide
+# blocks).
+_COMPILE_ROW_LENGTHS = (781, 8192, 16384, 100_000)
+
+
+def compile_cases():
+    """For `python -m lab.kernels.aot`: forward and backward at each launch configuration the
+    launchers use on a GPU (`_COMPILE_ROW_LENGTHS`), for each dtype."""
+    from .aot import cases
+
+    out = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for n_cols in _COMPILE_ROW_LENGTHS:
+            meta = _launch_meta(n_cols)
+            warps = meta.pop("num_warps")
+            for kernel, ptrs in ((_softmax_fwd_kernel, ("x_ptr", "y_ptr")),
+                                 (_softmax_bwd_kernel, ("y_ptr", "dy_ptr", "dx_ptr"))):
+                out += cases(kernel, str(dtype).removeprefix("torch."),
+                             dict.fromkeys(ptrs, dtype) | {"n_cols": n_cols}, meta,
+                             variant=f"cols {n_cols}", num_warps=warps)
+    return out
