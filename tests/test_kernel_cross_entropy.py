@@ -4,6 +4,7 @@ reference, F.cross_entropy, on the CPU under the Triton interpreter."""
 import pytest
 import torch
 from kernel_helpers import (
+    DEVICE,
     DTYPES,
     cases,
     check_against_reference,
@@ -28,7 +29,7 @@ def _args(shape, dtype, gen, reduction="mean", scale=1.0):
     ignored = torch.rand(n_rows, generator=gen) < 0.1  # about one row in ten
     ignored[:1] = False  # at least one counted row, or the mean is 0 / 0
     target[ignored] = IGNORE
-    return [randn(shape, dtype, gen, scale=scale), target, IGNORE, reduction]
+    return [randn(shape, dtype, gen, scale=scale), target.to(DEVICE), IGNORE, reduction]
 
 
 @pytest.mark.parametrize("shape, dtype", cases(
@@ -79,7 +80,8 @@ def test_unit_upstream_gradient(reduction):
     with poisoned_outputs():
         leaf = logits.clone().requires_grad_()
         K.cross_entropy(leaf, target, IGNORE, reduction).backward(
-            torch.ones(19) if reduction == "none" else torch.tensor(1.0))
+            torch.ones(19, device=DEVICE) if reduction == "none"
+            else torch.tensor(1.0, device=DEVICE))
     ref = logits.double().requires_grad_()
     K.reference(ref, target, IGNORE, reduction).sum().backward()
     torch.testing.assert_close(leaf.grad, ref.grad.float(), **tolerance(torch.float32))
@@ -87,8 +89,8 @@ def test_unit_upstream_gradient(reduction):
 
 def test_all_rows_ignored():
     # F.cross_entropy gives NaN (0 / 0) for the mean and a zero gradient
-    logits = torch.randn(4, 50, requires_grad=True)
-    target = torch.full((4,), IGNORE)
+    logits = torch.randn(4, 50, requires_grad=True, device=DEVICE)
+    target = torch.full((4,), IGNORE, device=DEVICE)
     loss = K.cross_entropy(logits, target)
     loss.backward()
     assert torch.isnan(loss)
@@ -106,8 +108,8 @@ def test_empty(reduction):
 def test_second_backward_is_refused():
     # the backward scales the stored gradient in place; autograd's version check must stop a
     # second backward through the same graph from scaling it twice
-    logits = torch.randn(3, 40, requires_grad=True)
-    loss = K.cross_entropy(logits, torch.tensor([1, 2, 3]))
+    logits = torch.randn(3, 40, requires_grad=True, device=DEVICE)
+    loss = K.cross_entropy(logits, torch.tensor([1, 2, 3], device=DEVICE))
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
@@ -121,12 +123,14 @@ def test_inside_torch_compile():
 
 
 def test_rejects_bad_input():
-    logits = torch.randn(4, 10)
+    logits = torch.randn(4, 10, device=DEVICE)
     with pytest.raises(ValueError, match=r"target must have shape \(4,\)"):
-        K.cross_entropy(logits, torch.zeros(3, dtype=torch.int64))
+        K.cross_entropy(logits, torch.zeros(3, dtype=torch.int64, device=DEVICE))
     with pytest.raises(TypeError, match="target has dtype torch.float32"):
-        K.cross_entropy(logits, torch.zeros(4))
+        K.cross_entropy(logits, torch.zeros(4, device=DEVICE))
     with pytest.raises(ValueError, match="logits must have 2 dimensions"):
-        K.cross_entropy(torch.randn(2, 2, 10), torch.zeros(2, dtype=torch.int64))
+        K.cross_entropy(torch.randn(2, 2, 10, device=DEVICE),
+                        torch.zeros(2, dtype=torch.int64, device=DEVICE))
     with pytest.raises(ValueError, match="reduction='avg'"):
-        K.cross_entropy(logits, torch.zeros(4, dtype=torch.int64), reduction="avg")
+        K.cross_entropy(logits, torch.zeros(4, dtype=torch.int64, device=DEVICE),
+                        reduction="avg")

@@ -4,6 +4,7 @@ the CPU under the Triton interpreter."""
 import pytest
 import torch
 from kernel_helpers import (
+    DEVICE,
     DTYPES,
     cases,
     check_against_reference,
@@ -62,12 +63,12 @@ def test_inside_torch_compile():
 
 
 def test_rejects_bad_input():
-    x = torch.randn(4, 8)
+    x = torch.randn(4, 8, device=DEVICE)
     with pytest.raises(ValueError, match="bias has 7 elements"):
-        K.bias_gelu(x, torch.randn(7))
+        K.bias_gelu(x, torch.randn(7, device=DEVICE))
     with pytest.raises(ValueError, match="approximate='erf'"):
-        K.bias_gelu(x, torch.randn(8), "erf")
+        K.bias_gelu(x, torch.randn(8, device=DEVICE), "erf")
     with pytest.raises(TypeError, match="bias has dtype"):
-        K.bias_gelu(x, torch.randn(8, dtype=torch.float64))
+        K.bias_gelu(x, torch.randn(8, dtype=torch.float64, device=DEVICE))
     with pytest.raises(ValueError, match="x must be contiguous"):
-        K.bias_gelu(torch.randn(8, 4).t(), torch.randn(8))
+        K.bias_gelu(torch.randn(8, 4, device=DEVICE).t(), torch.randn(8, device=DEVICE))

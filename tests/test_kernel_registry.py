@@ -1,7 +1,6 @@
 """The kernel registry and the transformer block's drop-ins, on the CPU under the interpreter."""
 
 import importlib
-import os
 import subprocess
 import sys
 
@@ -29,15 +28,16 @@ def test_every_op_has_the_kernel_file_layout():
 
 def test_transformer_drop_ins_match_eager_ops():
     pytest.importorskip("triton", reason="the kernel tests need Triton")
-    if os.environ["TRITON_INTERPRET"] != "1":
-        pytest.skip("the kernel tests run CPU tensors under TRITON_INTERPRET=1")
+    # skips unless the kernels can run: CPU tensors under the interpreter, or CUDA
+    from kernel_helpers import DEVICE
+
     nn = importlib.import_module("lab.kernels.nn")
     F = torch.nn.functional
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(0)  # drawn on the CPU: the same values on either device
     b, t, c, heads = 2, 19, 128, 2
-    x = torch.randn(b, t, c, generator=gen)
-    w, bias = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
-    weight = torch.randn(3 * c, c, generator=gen)
+    x = torch.randn(b, t, c, generator=gen).to(DEVICE)
+    w, bias = (torch.randn(c, generator=gen).to(DEVICE) for _ in range(2))
+    weight = torch.randn(3 * c, c, generator=gen).to(DEVICE)
     ops = nn.ops()
     close = dict(atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ops.layer_norm(x, w, bias, 1e-5),

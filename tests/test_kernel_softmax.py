@@ -3,6 +3,7 @@
 import pytest
 import torch
 from kernel_helpers import (
+    DEVICE,
     DTYPES,
     cases,
     check_against_reference,
@@ -43,7 +44,7 @@ def test_extreme_values(dtype, scale, n_cols):
 
 def test_empty():
     gen = fresh_generator()
-    out = check_against_reference(K.softmax, K.reference, [torch.empty(0, 781)],
+    out = check_against_reference(K.softmax, K.reference, [torch.empty(0, 781, device=DEVICE)],
                                   torch.float32, gen, grad_args=(0,))
     assert out.shape == (0, 781)
 
@@ -56,11 +57,11 @@ def test_inside_torch_compile():
 
 def test_rejects_bad_input():
     with pytest.raises(TypeError, match="x has dtype int64"):
-        K.softmax(torch.ones(4, 4, dtype=torch.int64))
+        K.softmax(torch.ones(4, 4, dtype=torch.int64, device=DEVICE))
     with pytest.raises(ValueError, match="x must be contiguous"):
-        K.softmax(torch.randn(8, 4).t())
+        K.softmax(torch.randn(8, 4, device=DEVICE).t())
     with pytest.raises(ValueError, match="x must have at least 1"):
-        K.softmax(torch.tensor(1.0))
+        K.softmax(torch.tensor(1.0, device=DEVICE))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         K.softmax([1.0, 2.0])
 

@@ -4,6 +4,7 @@ Triton interpreter."""
 import pytest
 import torch
 from kernel_helpers import (
+    DEVICE,
     DTYPES,
     cases,
     check_against_reference,
@@ -44,7 +45,8 @@ def test_extreme_values(dtype, scale):
 
 def test_empty():
     gen = fresh_generator()
-    out = check_against_reference(K.swiglu, K.reference, [torch.empty(0, 8), torch.empty(0, 8)],
+    empty = [torch.empty(0, 8, device=DEVICE), torch.empty(0, 8, device=DEVICE)]
+    out = check_against_reference(K.swiglu, K.reference, empty,
                                   torch.float32, gen, grad_args=(0, 1), names=NAMES)
     assert out.shape == (0, 8)
 
@@ -57,8 +59,8 @@ def test_inside_torch_compile():
 
 def test_rejects_bad_input():
     with pytest.raises(ValueError, match="up has shape"):
-        K.swiglu(torch.randn(4, 8), torch.randn(4, 9))
+        K.swiglu(torch.randn(4, 8, device=DEVICE), torch.randn(4, 9, device=DEVICE))
     with pytest.raises(TypeError, match="up has dtype"):
-        K.swiglu(torch.randn(4, 8), torch.randn(4, 8).half())
+        K.swiglu(torch.randn(4, 8, device=DEVICE), torch.randn(4, 8, device=DEVICE).half())
     with pytest.raises(ValueError, match="gate must be contiguous"):
-        K.swiglu(torch.randn(8, 4).t(), torch.randn(4, 8))
+        K.swiglu(torch.randn(8, 4, device=DEVICE).t(), torch.randn(4, 8, device=DEVICE))

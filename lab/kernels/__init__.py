@@ -43,7 +43,7 @@ _OPS: dict[str, tuple[str, str]] = {
                       "cross-entropy over a large vocabulary; loss and gradient in one pass"),
     "matmul": ("matmul", "autotuned matmul with fused bias + relu/gelu epilogue; fwd + bwd"),
     "attention": ("attention",
-                  "flash attention forward, causal or not, head_dim 16-128 (bwd in PyTorch)"),
+                  "flash attention forward and backward (Triton), causal or not, head_dim 16-128"),
 }
 
 DESCRIPTIONS: dict[str, str] = {name: desc for name, (_module, desc) in _OPS.items()}

@@ -50,6 +50,10 @@ def reference(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1
 # than a chunk are stacked so one program still covers ELEMENTS_PER_PROGRAM logits.
 MAX_BLOCK_VOCAB = 1024 if INTERPRET else 16384
 ELEMENTS_PER_PROGRAM = 16384
+# At most this many rows stacked in a forward tile: each row carries its own running max, sum,
+# target and scale, and compiled for sm_90 a 16 x 1024 tile on 16 warps spilled 1.1-1.7 KB
+# (128 x 128: 3.3 KB); 8 rows sat at the 128-register cap, 4 take 48-102 registers.
+MAX_STACKED_ROWS = 4
 
 
 @triton.jit
@@ -186,8 +190,7 @@ def cross_entropy_fwd(logits, target, ignore_index: int, reduction: str,
     grad_scale = (1.0 / n_counted if reduction == "mean"
                   else torch.ones((), dtype=torch.float32, device=logits.device)).reshape(1)
     if n_rows:
-        block_rows, block_cols = row_tile(n_cols, max_block_cols=MAX_BLOCK_VOCAB,
-                                          elements_per_program=ELEMENTS_PER_PROGRAM)
+        block_rows, block_cols = _fwd_tile(n_cols)
         n_programs = persistent_programs(logits.device, triton.cdiv(n_rows, block_rows))
         _cross_entropy_fwd_kernel[(n_programs,)](
             logits, target, loss_rows, grad if grad is not None else logits, grad_scale, n_rows,
@@ -197,6 +200,18 @@ def cross_entropy_fwd(logits, target, ignore_index: int, reduction: str,
         return loss_rows.to(logits.dtype)
     total = loss_rows.sum()
     return (total / n_counted if reduction == "mean" else total).to(logits.dtype)
+
+
+def _fwd_tile(n_cols: int) -> tuple[int, int]:
+    rows, cols = row_tile(n_cols, max_block_cols=MAX_BLOCK_VOCAB,
+                          elements_per_program=ELEMENTS_PER_PROGRAM)
+    return min(rows, MAX_STACKED_ROWS), cols
+
+
+def _scale_grad_tile(n_rows: int, n_cols: int) -> tuple[int, int]:
+    block_cols = min(triton.next_power_of_2(n_cols), 4096)
+    return max(1, min(ELEMENTS_PER_PROGRAM // block_cols, triton.next_power_of_2(n_rows))), \
+        block_cols
 
 
 def scale_grad_(grad: torch.Tensor, scale: torch.Tensor) -> None:
@@ -209,8 +224,7 @@ def scale_grad_(grad: torch.Tensor, scale: torch.Tensor) -> None:
     if grad.numel() == 0:
         return
     n_rows, n_cols = grad.shape
-    block_cols = min(triton.next_power_of_2(n_cols), 4096)
-    block_rows = max(1, min(ELEMENTS_PER_PROGRAM // block_cols, triton.next_power_of_2(n_rows)))
+    block_rows, block_cols = _scale_grad_tile(n_rows, n_cols)
     n_tiles = triton.cdiv(n_rows, block_rows) * triton.cdiv(n_cols, block_cols)
     _scale_grad_kernel[(persistent_programs(grad.device, n_tiles),)](
         grad, scale, n_rows, n_cols, BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
@@ -311,3 +325,49 @@ def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False,
     if backward:
         return 0
     return n_rows * vocab * dtype.itemsize * (2 if with_grad else 1) + n_rows * (8 + 4)
+
+
+# (n_rows, vocab) that reach each tile on a GPU. Forward: vocab 100 and 1000 (rows stacked,
+# 4 x 128 on 4 warps and 4 x 1024 on 8), 8000 (2 x 8192 on 16) and 128256 (one row streamed in
+# 16384-wide chunks, 16 warps: every vocabulary above 8192). Gradient scaling: 4 x 4096 tiles
+# for a large vocabulary, 16 x 1024 for a small one, and a single row (1 x 4096, 8 warps).
+_COMPILE_FWD_SHAPES = ((8192, 100), (8192, 1000), (8192, 8000), (8192, 128256))
+_COMPILE_SCALE_SHAPES = ((8192, 1000), (8192, 128256), (1, 128256))
+
+
+def compile_cases():
+    """For `python -m lab.kernels.aot`: the forward with and without the gradient and the
+    gradient scaling (by a scalar and per row) at each GPU tile, for each dtype; int64 targets,
+    and int32 ones for bfloat16."""
+    from .aot import cases
+
+    out = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        group = str(dtype).removeprefix("torch.")
+        targets = (torch.int64, torch.int32) if dtype == torch.bfloat16 else (torch.int64,)
+        for (_n_rows, n_cols), target_dtype in ((s, t) for s in _COMPILE_FWD_SHAPES
+                                                for t in targets):
+            block_rows, block_cols = _fwd_tile(n_cols)
+            for write_grad in (True, False):
+                args = {"logits_ptr": dtype, "target_ptr": target_dtype,
+                        "loss_ptr": torch.float32, "grad_ptr": dtype,
+                        "grad_scale_ptr": torch.float32, "n_cols": n_cols,
+                        "ignore_index": -100}
+                out += cases(_cross_entropy_fwd_kernel, group, args,
+                             {"BLOCK_ROWS": block_rows, "BLOCK_COLS": block_cols,
+                              "WRITE_GRAD": write_grad},
+                             variant=(f"vocab {n_cols} {str(target_dtype)[6:]} targets"
+                                      f"{' +grad' if write_grad else ''}"),
+                             num_warps=num_warps_for(block_rows * block_cols))
+        for n_rows, n_cols in _COMPILE_SCALE_SHAPES:
+            block_rows, block_cols = _scale_grad_tile(n_rows, n_cols)
+            for per_row in (False, True):
+                # the scale is d(out)/d(loss): the loss's dtype, which is the logits'
+                out += cases(_scale_grad_kernel, group,
+                             {"grad_ptr": dtype, "scale_ptr": dtype, "n_rows": n_rows,
+                              "n_cols": n_cols},
+                             {"BLOCK_ROWS": block_rows, "BLOCK_COLS": block_cols,
+                              "PER_ROW": per_row},
+                             variant=f"{n_rows}x{n_cols}{' per row' if per_row else ''}",
+                             num_warps=num_warps_for(block_rows * block_cols))
+    return out

@@ -240,3 +240,33 @@ def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False) -> int:
     n_cols = shape[-1]
     rows = (3 if backward else 2) * math.prod(shape) * dtype.itemsize
     return rows + (2 if backward else 1) * n_cols * dtype.itemsize
+
+
+# Row lengths that reach each tile `_tile` chooses on a GPU: 100 (short rows stacked, 32 x 128)
+# and 4096 (4 x 1024: every row longer than 512 columns). Every tile is 4096 elements on 8 warps.
+_COMPILE_ROW_LENGTHS = (100, 4096)
+
+
+def compile_cases():
+    """For `python -m lab.kernels.aot`: forward and backward, tanh and erf, at each GPU tile,
+    for each dtype."""
+    from .aot import cases
+
+    out = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        ptrs = dict.fromkeys(("x_ptr", "b_ptr", "y_ptr", "dy_ptr", "dx_ptr"), dtype)
+        ptrs["db_part_ptr"] = torch.float32
+        for n_cols in _COMPILE_ROW_LENGTHS:
+            block_rows, block_cols = _tile(n_cols)
+            for approximate in APPROXIMATIONS:
+                for kernel, names in (
+                        (_bias_gelu_fwd_kernel, ("x_ptr", "b_ptr", "y_ptr")),
+                        (_bias_gelu_bwd_kernel, ("dy_ptr", "x_ptr", "b_ptr", "dx_ptr",
+                                                 "db_part_ptr"))):
+                    out += cases(kernel, str(dtype).removeprefix("torch."),
+                                 {n: ptrs[n] for n in names} | {"n_cols": n_cols},
+                                 {"BLOCK_ROWS": block_rows, "BLOCK_COLS": block_cols,
+                                  "TANH": approximate == "tanh"},
+                                 variant=f"cols {n_cols} {approximate}",
+                                 num_warps=num_warps_for(block_rows * block_cols))
+    return out

@@ -160,3 +160,18 @@ def flops(shape, *, backward: bool = False) -> int:
 def bytes_moved(shape, dtype: torch.dtype, *, backward: bool = False) -> int:
     """Minimum bytes: every input read once, every output written once."""
     return (5 if backward else 3) * math.prod(shape) * dtype.itemsize
+
+
+def compile_cases():
+    """For `python -m lab.kernels.aot`: forward and backward (one launch configuration each,
+    whatever the shape), for each dtype."""
+    from .aot import cases
+
+    out = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for kernel, names in ((_swiglu_fwd_kernel, ("gate_ptr", "up_ptr", "y_ptr")),
+                              (_swiglu_bwd_kernel, ("dy_ptr", "gate_ptr", "up_ptr", "dgate_ptr",
+                                                    "dup_ptr"))):
+            out += cases(kernel, str(dtype).removeprefix("torch."), dict.fromkeys(names, dtype),
+                         {"BLOCK": BLOCK}, num_warps=8)
+    return out
