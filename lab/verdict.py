@@ -80,6 +80,14 @@ def _latency_problem(claim, cell: dict, name: str) -> str | None:
     return None
 
 
+def _rss_across_frameworks(cell: dict, other: dict | None, mem: dict, theirs: dict) -> bool:
+    """Two cells of different frameworks measured by the CPU's process-RSS probe."""
+    from lab.memory import ProcessRss
+
+    rss = ProcessRss.name in (mem.get("probe"), theirs.get("probe"))
+    return rss and cell.get("framework") != (other or {}).get("framework")
+
+
 def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> CellRatio:
     """Step memory, eager's over the backend's in one process, or versus's over the
     backend's across two cells. Memory is nearly deterministic and measured once per side,
@@ -95,6 +103,11 @@ def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> Cell
     if claim.versus:
         theirs_mem = (other or {}).get("memory") or {}
         theirs = theirs_mem.get("step_peak_above_resident_mib")
+        if _rss_across_frameworks(cell, other, mem, theirs_mem):
+            out.reason = (f"no memory ratio: {claim.versus} and {claim.backend} are two "
+                          f"frameworks, and the CPU's RSS probe sees what each allocator keeps, "
+                          f"not the step's working set (CUDA's allocator peaks compare)")
+            return out
         resettable = bool(mem.get("resettable")) and bool(theirs_mem.get("resettable"))
         names = (claim.versus, claim.backend)
         probe = "; ".join(dict.fromkeys(filter(None, [mem.get("probe"),
@@ -168,6 +181,10 @@ def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> Cell
         out.reason = (f"across processes ({pr.n_baseline} vs {pr.n_candidate}): interval "
                       f"includes run-to-run variance")
     out.verdict = judge(claim, *out.ci95)
+    busy = [c.get("backend") for c in (cell, other) if c and c.get("machine_busy")]
+    if busy:  # the verdict stands on what was measured; the reader should know the state
+        out.reason = "; ".join(filter(None, [out.reason, f"machine busy while "
+                                              f"{' and '.join(busy)} ran"]))
     return out
 
 

@@ -175,3 +175,10 @@ def test_lab_list_names_missing_packages_before_asking(monkeypatch):
     monkeypatch.setattr(backends, "missing_packages", lambda info: ["onnxruntime"])
     assert show._runs_here(backends.BACKENDS["onnxruntime"], {"cpu": "yes"}) == \
         "no: onnxruntime not installed"
+
+
+def test_a_verdict_from_cells_timed_on_a_busy_machine_says_so():
+    result = _check(_claim(**TORCHSCRIPT),
+                    [latency_cell("mlp", "torchscript", 0.1e-3, 0.2e-3, machine_busy=True)])
+    (c,) = result.cells
+    assert c.verdict == "supported" and "machine busy while torchscript ran" in c.reason

@@ -154,11 +154,31 @@ def test_memory_below_the_floor_or_absent_is_inconclusive_with_the_reason():
 def test_memory_versus_another_backend_compares_the_two_cells_step_peaks():
     claim = _claim(backend="tf-xla", versus="torch-compile", workload="transformer",
                    expect="about", value=1.0, tolerance=0.5)
-    entries = [cell("transformer", "tf-xla", "infer", [1e-3] * 5, memory=_memory(4.0, 1.0)),
-               cell("transformer", "torch-compile", "infer", [1e-3] * 5, memory=_memory(5.0, 6.0))]
+
+    def on_cuda(mem, probe):
+        return {**mem, "probe": probe}
+
+    entries = [cell("transformer", "tf-xla", "infer", [1e-3] * 5, framework="tf",
+                    memory=on_cuda(_memory(4.0, 1.0), "tf get_memory_info")),
+               cell("transformer", "torch-compile", "infer", [1e-3] * 5, framework="torch",
+                    memory=on_cuda(_memory(5.0, 6.0), "torch.cuda max_memory_allocated"))]
     (c,) = _check(claim, entries).cells
     assert c.ratio == pytest.approx(5.0 / 4.0) and c.verdict == "supported"
     assert "torch-compile 5.0 MiB / tf-xla 4.0 MiB" in c.detail
+
+
+def test_two_frameworks_on_the_cpus_rss_probe_give_no_memory_ratio():
+    """TensorFlow's allocator keeps freed memory, torch's hands it back: the process's resident
+    set sees that, not the step's working set (tf-xla's transformer step measured 1.0 MiB
+    against torch.compile's 10.6 on the 2-core CPU)."""
+    claim = _claim(backend="tf-xla", versus="torch-compile", workload="transformer",
+                   expect="about", value=1.0, tolerance=0.5)
+    entries = [cell("transformer", "tf-xla", "infer", [1e-3] * 5, framework="tf",
+                    memory=_memory(1.0, 1.2)),
+               cell("transformer", "torch-compile", "infer", [1e-3] * 5, framework="torch",
+                    memory=_memory(10.6, 12.6))]
+    result = _check(claim, entries)
+    assert result.verdict == "inconclusive" and "are two frameworks" in result.reason
 
 
 def test_memory_without_versus_needs_a_backend_with_an_eager_side():
