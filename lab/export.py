@@ -18,14 +18,18 @@ import io
 from lab import results
 
 COLUMNS = (
-    "run_id", "name", "workload", "backend", "framework", "mode", "device", "dtype", "shape",
+    "run_id", "name", "workload", "backend", "framework", "mode", "device", "precision", "dtype",
+    "shape",
     "threads", "status", "reason", "samples", "processes", "median_s", "median_ci95_lo_s",
     "median_ci95_hi_s", "iqr_s", "p20_s", "p80_s", "noisy", "baseline_backend",
     "baseline_median_s", "speedup", "speedup_ci95_lo", "speedup_ci95_hi", "speedup_p_value",
     "speedup_min_detectable", "compile_s_cold", "compile_s_warm", "break_even_steps_cold",
     "break_even_steps_warm", "throughput", "throughput_ci95_lo", "throughput_ci95_hi",
     "throughput_unit", "graph_count", "graph_breaks", "recompiles", "accuracy_passed",
-    "accuracy_method", "timer", "cold_l2", "cuda_graphs", "cell_wall_s",
+    "accuracy_method", "timer", "cold_l2", "cuda_graphs", "cell_wall_s", "machine_busy",
+    "latency", "p50_ms", "p90_ms", "p99_ms", "baseline_p50_ms", "baseline_p90_ms",
+    "baseline_p99_ms", "step_peak_mib", "baseline_step_peak_mib", "memory_ratio",
+    "first_call_peak_mib",
 )
 
 
@@ -57,6 +61,24 @@ def _break_even(info: dict, which: str):
     return float("inf") if timed else None
 
 
+def _latency_fields(info: dict) -> dict:
+    """p50/p90/p99 per call (--latency cells), the backend's and its eager's."""
+    out = {}
+    for prefix, key in (("", "latency_ms"), ("baseline_", "baseline_latency_ms")):
+        tails = info.get(key) or {}
+        for q in ("p50", "p90", "p99"):
+            out[f"{prefix}{q}_ms"] = (tails.get(q) or [None])[0]
+    return out
+
+
+def _memory_fields(info: dict) -> dict:
+    memory = info.get("memory") or {}
+    return {"step_peak_mib": memory.get("step_peak_above_resident_mib"),
+            "baseline_step_peak_mib": memory.get("baseline_step_peak_above_resident_mib"),
+            "memory_ratio": memory.get("ratio_eager_over_candidate"),
+            "first_call_peak_mib": memory.get("first_call_peak_above_start_mib")}
+
+
 def cell_row(run_id: str, name: str, info: dict, samples: int) -> dict:
     shape = info.get("shape")
     diagnostics = info.get("diagnostics") or {}
@@ -80,6 +102,7 @@ def cell_row(run_id: str, name: str, info: dict, samples: int) -> dict:
         "recompiles": diagnostics.get("recompiles"),
         "accuracy_passed": accuracy.get("passed"),
         "accuracy_method": accuracy.get("method"),
+        **_latency_fields(info), **_memory_fields(info),
     }
     for column in COLUMNS:
         if column not in row:

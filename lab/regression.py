@@ -39,7 +39,7 @@ class GateRow:
 
 
 # per-cell settings that change what a step costs: runs that differ in them are not comparable
-SETTINGS = ("threads", "precision", "dtype", "device")
+SETTINGS = ("threads", "precision", "dtype", "device", "latency")  # latency: per call or averaged
 
 
 def unusable(base: dict, cand: dict) -> str | None:

@@ -256,13 +256,11 @@ LATENCY_RUN_HINT = ("needs per-call samples: lab run --latency (with the claim's
                     "--batch 1), then lab check --run RUN")
 
 
-def missing_cells(claims, stored: dict, device: str,
-                  with_latency: bool = False) -> tuple[list[tuple], dict]:
+def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]:
     """The cells the claims need that `stored` lacks, as (key, workload, backend, mode,
-    precision, shape overrides) to run; and the ones that cannot run, key -> a skipped cell.
-    With `with_latency` each entry ends with whether it is a --latency cell (a latency
-    claim's); without, a latency claim's cells are not run but skipped with how to run them,
-    as a cell run without --latency could not decide the claim."""
+    precision, shape overrides, latency) to run, where `latency` says the cell must be timed
+    one call per sample (a latency claim's); and the ones that cannot run, key -> a skipped
+    cell."""
     from lab import backends, workloads
 
     todo, skipped = [], {}
@@ -286,11 +284,7 @@ def missing_cells(claims, stored: dict, device: str,
                 continue
             known = workload.shape_for(device)
             shape = {k: v for k, v in claim.shape.items() if k in known}
-            latency = claim.metric == "latency"
-            if latency and not with_latency:
-                skipped[key] = {"status": "skipped", "reason": LATENCY_RUN_HINT}
-                continue
-            todo.append((key, w, b, m, wanted, shape) + ((latency,) if with_latency else ()))
+            todo.append((key, w, b, m, wanted, shape, claim.metric == "latency"))
     return todo, skipped
 
 

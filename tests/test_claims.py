@@ -21,8 +21,11 @@ value = 1.2
 def test_seed_claims_parse_with_their_rules():
     parsed = {c.id: c for c in claims.load(ROOT / "claims" / "seed.toml")}
     assert set(parsed) == {"compile-up-to-2x", "compile-llm-training-30-50",
-                           "xla-similar-to-compile", "resnet50-training-parity",
-                           "memory-efficiency-similar"}
+                           "gpt-fast-decode-4x", "xla-similar-to-compile",
+                           "resnet50-training-parity", "memory-similar-with-optimization",
+                           "memory-efficiency-similar", "inference-latency-torchscript",
+                           "inference-latency-tensorrt", "inference-latency-tf-optimized",
+                           "inference-latency-tf-over-pytorch"}
     two_x = parsed["compile-up-to-2x"]
     assert two_x.expect == "up_to" and two_x.aggregate == "best" and two_x.low == 1.5
     assert parsed["resnet50-training-parity"].device == "cuda"
@@ -62,6 +65,6 @@ def test_lab_check_exits_2_on_a_malformed_file(tmp_path):
     result = run_lab("check", str(bad), "--out", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip() == (f"lab: error: {bad}:4: claim mine: unknown metric 'speed'; "
-                                     f"valid: speedup, throughput, time, memory")
+                                     f"valid: speedup, throughput, time, memory, latency")
     missing = run_lab("check", str(tmp_path / "none.toml"))
     assert missing.returncode == 2 and "no such claim file" in missing.stderr

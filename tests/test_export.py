@@ -99,3 +99,19 @@ def test_every_stored_run_exports_one_row_per_cell(results):
     assert len(rows) == len(doc["benchmarks"]) + len(doc["lab"]["unmeasured"])
     assert all(r["status"] for r in rows)
     assert len({r["name"] for r in rows}) == len(rows)
+
+
+def test_latency_tails_and_memory_have_their_columns():
+    doc = json.loads(CPU_RUN.read_text())
+    info = doc["benchmarks"][1]["extra_info"]
+    info["latency_ms"] = {"p50": [1.5, 1.4, 1.6], "p90": [2.0, 1.8, 2.2],
+                          "p99": [3.0, 2.5, 4.0], "n": 200}
+    info["memory"] = {"step_peak_above_resident_mib": 4.0,
+                      "baseline_step_peak_above_resident_mib": 6.0,
+                      "ratio_eager_over_candidate": 1.5,
+                      "first_call_peak_above_start_mib": 120.0}
+    row = _read(cells_csv(doc))[1]
+    assert (_number(row["p50_ms"]), _number(row["p99_ms"])) == (1.5, 3.0)
+    assert row["baseline_p50_ms"] == ""
+    assert (_number(row["step_peak_mib"]), _number(row["memory_ratio"])) == (4.0, 1.5)
+    assert _number(row["first_call_peak_mib"]) == 120.0

@@ -116,19 +116,15 @@ def test_latency_without_versus_needs_a_backend_with_an_eager_side():
 # ---------------------------------------------------------------- cells lab check runs
 
 
-def test_missing_latency_cells_are_only_run_where_they_can_be_timed_per_call():
+def test_missing_latency_cells_are_run_per_call_and_others_as_usual():
     claim = _claim(**TORCHSCRIPT)
     todo, skipped = verdict.missing_cells([claim], {}, "cpu")
-    assert todo == [] and "lab run --latency" in skipped[("mlp", "torchscript", "infer", "fp32")][
-        "reason"]
-    todo, skipped = verdict.missing_cells([claim], {}, "cpu", with_latency=True)
     assert todo == [(("mlp", "torchscript", "infer", "fp32"), "mlp", "torchscript", "infer",
                      "fp32", {"batch": 1}, True)] and not skipped
     speed = _claim(metric="speedup", backend="torch-compile", workload="mlp", expect="at_least",
                    value=1.0)
-    todo, _ = verdict.missing_cells([speed], {}, "cpu", with_latency=True)
-    assert todo[0][-1] is False and len(todo[0]) == 7
-    assert len(verdict.missing_cells([speed], {}, "cpu")[0][0]) == 6  # unchanged for callers
+    todo, _ = verdict.missing_cells([speed], {}, "cpu")
+    assert todo[0][-1] is False
 
 
 def test_lab_check_on_a_stored_run_judges_memory_and_latency_naming_the_machine(tmp_path):

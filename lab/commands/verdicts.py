@@ -47,10 +47,10 @@ def _run_for_claims(todo: list[tuple], device: str, out: str,
     from lab import executors, session
 
     planned = {}
-    for key, workload, backend, mode, dtype, shape in todo:
+    for key, workload, backend, mode, precision, shape, latency in todo:
         cells, _ = session.plan(session.Selection(
-            workloads=[workload], backends=[backend], modes=[mode], device=device, dtype=dtype,
-            shape=shape))
+            workloads=[workload], backends=[backend], modes=[mode], device=device,
+            precision=precision, shape=shape, latency=latency))
         planned[key] = cells[0]
     if not planned:
         return {}, None
