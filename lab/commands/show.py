@@ -11,12 +11,11 @@ from lab.errors import UsageError
 
 
 def cmd_list(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from lab import backends, session, workloads
 
-    console = Console()
+    console = table.make_console()  # wide enough when piped, like the run table
     grid = Table(title="workloads")
     for column in ("name", "frameworks", "cpu shape", "summary"):
         grid.add_column(column)
