@@ -26,17 +26,17 @@ import numpy as np
 
 from lab.backends.conversion import Conversion, timed_step
 from lab.backends.protocol import Support
-from lab.backends.runtime_tf import (
+from lab.backends.runtime_tf import (  # noqa: F401  (part of the module's interface)
     ConvertedTfSide,
-    apply_tf_precision,
+    apply_precision,
     build_model,
-    build_task,  # noqa: F401  (part of the backend module's interface)
+    build_task,
     eager_side,
     input_signature,
-    set_tf_threads,
-    tf_process_env,
-    tf_versions,
+    process_env,
 )
+from lab.backends.runtime_tf import set_threads as set_tf_threads
+from lab.backends.runtime_tf import versions as tf_versions
 from lab.status import CellFailure, Status
 
 OPTIONS = ("float32", "int8")
@@ -173,14 +173,6 @@ def versions() -> dict:
     import ai_edge_litert
 
     return {**tf_versions(), "ai_edge_litert": getattr(ai_edge_litert, "__version__", None)}
-
-
-def apply_precision(precision: str, device: str) -> dict:
-    return apply_tf_precision(precision, device)
-
-
-def process_env(threads: int, device: str) -> dict:
-    return tf_process_env(threads, device)
 
 
 def cache_env(cache_dir: str) -> dict:

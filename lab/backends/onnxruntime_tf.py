@@ -11,17 +11,17 @@ from __future__ import annotations
 from lab.backends import ort_session
 from lab.backends.conversion import Conversion, timed_step
 from lab.backends.protocol import Support
-from lab.backends.runtime_tf import (
+from lab.backends.runtime_tf import (  # noqa: F401  (part of the module's interface)
     ConvertedTfSide,
-    apply_tf_precision,
+    apply_precision,
     build_model,
-    build_task,  # noqa: F401  (part of the backend module's interface)
+    build_task,
     eager_side,
     input_signature,
-    set_tf_threads,
-    tf_process_env,
-    tf_versions,
+    process_env,
 )
+from lab.backends.runtime_tf import set_threads as set_tf_threads
+from lab.backends.runtime_tf import versions as tf_versions
 from lab.status import Status
 
 
@@ -98,14 +98,6 @@ def versions() -> dict:
 
     return {**tf_versions(), "onnxruntime": ort_session.version(), "onnx": onnx.__version__,
             "tf2onnx": tf2onnx.__version__}
-
-
-def apply_precision(precision: str, device: str) -> dict:
-    return apply_tf_precision(precision, device)
-
-
-def process_env(threads: int, device: str) -> dict:
-    return tf_process_env(threads, device)
 
 
 def cache_env(cache_dir: str) -> dict:

@@ -18,16 +18,17 @@ import tempfile
 from lab.backends import ort_session
 from lab.backends.conversion import Conversion, artifact_size, timed_step
 from lab.backends.protocol import Support
-from lab.backends.runtime_torch import (
+from lab.backends.runtime_torch import (  # noqa: F401  (part of the module's interface)
     ConvertedTorchSide,
-    apply_torch_precision,
-    build_task,  # noqa: F401  (part of the backend module's interface)
+    apply_precision,
+    build_task,
     eager_side,
-    set_torch_threads,
+    process_env,
     to_numpy,
     torch_support,
-    torch_versions,
 )
+from lab.backends.runtime_torch import set_threads as set_torch_threads
+from lab.backends.runtime_torch import versions as torch_versions
 from lab.status import Status
 
 
@@ -99,14 +100,6 @@ def versions() -> dict:
 
     return {**torch_versions(), "onnxruntime": ort_session.version(),
             "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
-
-
-def apply_precision(precision: str, device: str) -> dict:
-    return apply_torch_precision(precision, device)
-
-
-def process_env(threads: int, device: str) -> dict:
-    return {}  # torch sizes its pools from OMP_NUM_THREADS; ONNX Runtime's is set per session
 
 
 def cache_env(cache_dir: str) -> dict:

@@ -12,6 +12,9 @@ import numpy as np
 from lab.backends import flatten_outputs
 from lab.backends import tf as tf_backend
 from lab.backends.conversion import ConvertedSide, require_infer
+
+# the runtimes' threads, versions and environment are TensorFlow's own (re-exported by them)
+from lab.backends.tf import process_env, set_threads, versions  # noqa: F401
 from lab.status import CellFailure, Status
 
 
@@ -64,19 +67,7 @@ def eager_side(task, mode: str, option=None):
     return tf_backend.eager_side(task, mode, option)
 
 
-def tf_versions() -> dict:
-    return tf_backend.versions()
-
-
-def set_tf_threads(threads: int) -> None:
-    tf_backend.set_threads(threads)
-
-
-def tf_process_env(threads: int, device: str) -> dict:
-    return tf_backend.process_env(threads, device)
-
-
-def apply_tf_precision(precision: str, device: str) -> dict:
+def apply_precision(precision: str, device: str) -> dict:
     """The framework's switches, set as for its eager baseline. Mixed precision is skipped:
     the eager side enters autocast per step, but a converted artifact runs in the dtype it was
     exported in, so the two would not compute the same thing."""

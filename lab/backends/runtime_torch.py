@@ -13,6 +13,9 @@ from lab.backends import flatten_outputs
 from lab.backends import torch as torch_backend
 from lab.backends.conversion import ConvertedSide, require_infer
 from lab.backends.protocol import Support
+
+# the runtimes' threads, versions and environment are torch's own (the runtimes re-export them)
+from lab.backends.torch import process_env, set_threads, versions  # noqa: F401
 from lab.status import CellFailure, Status
 
 
@@ -54,14 +57,6 @@ def eager_side(task, mode: str, option=None):
     return torch_backend.eager_side(task, mode, option)
 
 
-def torch_versions() -> dict:
-    return torch_backend.versions()
-
-
-def set_torch_threads(threads: int) -> None:
-    torch_backend.set_threads(threads)
-
-
 def torch_support(device: str) -> Support:
     import torch
 
@@ -70,7 +65,7 @@ def torch_support(device: str) -> Support:
     return Support.yes()
 
 
-def apply_torch_precision(precision: str, device: str) -> dict:
+def apply_precision(precision: str, device: str) -> dict:
     """The framework's switches, set as for its eager baseline. Mixed precision is skipped:
     the eager side enters autocast per step, but a converted artifact runs in the dtype it was
     exported in, so the two would not compute the same thing."""

@@ -18,14 +18,15 @@ import tempfile
 
 from lab.backends.conversion import Conversion, artifact_size, timed_step
 from lab.backends.protocol import Support
-from lab.backends.runtime_torch import (
+from lab.backends.runtime_torch import (  # noqa: F401  (part of the module's interface)
     ConvertedTorchSide,
-    apply_torch_precision,
-    build_task,  # noqa: F401  (part of the backend module's interface)
+    apply_precision,
+    build_task,
     eager_side,
-    set_torch_threads,
-    torch_versions,
+    process_env,
+    set_threads,
 )
+from lab.backends.runtime_torch import versions as torch_versions
 
 NEEDS = "needs CUDA and torch-tensorrt"
 CACHE_VARIABLE = "LAB_TENSORRT_CACHE_DIR"
@@ -99,22 +100,10 @@ def support(device: str) -> Support:
     return Support.yes()
 
 
-def set_threads(threads: int) -> None:
-    set_torch_threads(threads)
-
-
 def versions() -> dict:
     import torch_tensorrt
 
     return {**torch_versions(), "torch_tensorrt": torch_tensorrt.__version__}
-
-
-def apply_precision(precision: str, device: str) -> dict:
-    return apply_torch_precision(precision, device)
-
-
-def process_env(threads: int, device: str) -> dict:
-    return {}  # torch sizes its pools from OMP_NUM_THREADS, which the runner sets
 
 
 def cache_env(cache_dir: str) -> dict:

@@ -21,14 +21,15 @@ import io
 
 from lab.backends.conversion import Conversion, timed_step
 from lab.backends.protocol import Support
-from lab.backends.runtime_torch import (
+from lab.backends.runtime_torch import (  # noqa: F401  (part of the module's interface)
     ConvertedTorchSide,
-    apply_torch_precision,
-    build_task,  # noqa: F401  (part of the backend module's interface)
+    apply_precision,
+    build_task,
     eager_side,
-    set_torch_threads,
+    process_env,
+    set_threads,
     torch_support,
-    torch_versions,
+    versions,
 )
 from lab.status import CellFailure, Status
 
@@ -115,22 +116,6 @@ SIDES = {"torch-eager": eager_side, "torchscript": torchscript_side}
 
 def support(device: str) -> Support:
     return torch_support(device)
-
-
-def set_threads(threads: int) -> None:
-    set_torch_threads(threads)
-
-
-def versions() -> dict:
-    return torch_versions()
-
-
-def apply_precision(precision: str, device: str) -> dict:
-    return apply_torch_precision(precision, device)
-
-
-def process_env(threads: int, device: str) -> dict:
-    return {}  # torch sizes its pools from OMP_NUM_THREADS, which the runner sets
 
 
 def cache_env(cache_dir: str) -> dict:
