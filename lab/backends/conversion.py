@@ -105,6 +105,16 @@ def artifact_size(path: str) -> int:
                for root, _dirs, files in os.walk(path) for name in files)
 
 
+def refuse_autocast(precision: str) -> None:
+    """Mixed precision is skipped: the eager side enters autocast per step, but a converted
+    artifact runs in the dtype it was exported in, so the two would not compute the same."""
+    from lab import precision as precisions
+
+    if precisions.policy(precision).autocast:
+        raise CellFailure(Status.SKIPPED, f"{precision}: inference runtimes run the converted "
+                                          f"model in its stored dtype, not under autocast")
+
+
 def require_infer(mode: str) -> None:
     """Inference runtimes have no training step: a train cell is skipped, not failed."""
     if mode != "infer":

@@ -11,7 +11,7 @@ import numpy as np
 
 from lab.backends import flatten_outputs
 from lab.backends import tf as tf_backend
-from lab.backends.conversion import ConvertedSide, require_infer
+from lab.backends.conversion import ConvertedSide, refuse_autocast, require_infer
 
 # the runtimes' threads, versions and environment are TensorFlow's own (re-exported by them)
 from lab.backends.tf import process_env, set_threads, versions  # noqa: F401
@@ -68,12 +68,6 @@ def eager_side(task, mode: str, option=None):
 
 
 def apply_precision(precision: str, device: str) -> dict:
-    """The framework's switches, set as for its eager baseline. Mixed precision is skipped:
-    the eager side enters autocast per step, but a converted artifact runs in the dtype it was
-    exported in, so the two would not compute the same thing."""
-    from lab import precision as precisions
-
-    if precisions.policy(precision).autocast:
-        raise CellFailure(Status.SKIPPED, f"{precision}: inference runtimes run the converted "
-                                          f"model in its stored dtype, not under autocast")
+    """The framework's switches, set as for its eager baseline (mixed precision refused)."""
+    refuse_autocast(precision)
     return tf_backend.apply_precision(precision, device)

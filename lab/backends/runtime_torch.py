@@ -11,12 +11,11 @@ import numpy as np
 
 from lab.backends import flatten_outputs
 from lab.backends import torch as torch_backend
-from lab.backends.conversion import ConvertedSide, require_infer
+from lab.backends.conversion import ConvertedSide, refuse_autocast, require_infer
 from lab.backends.protocol import Support
 
 # the runtimes' threads, versions and environment are torch's own (the runtimes re-export them)
 from lab.backends.torch import process_env, set_threads, versions  # noqa: F401
-from lab.status import CellFailure, Status
 
 
 def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
@@ -66,12 +65,6 @@ def torch_support(device: str) -> Support:
 
 
 def apply_precision(precision: str, device: str) -> dict:
-    """The framework's switches, set as for its eager baseline. Mixed precision is skipped:
-    the eager side enters autocast per step, but a converted artifact runs in the dtype it was
-    exported in, so the two would not compute the same thing."""
-    from lab import precision as precisions
-
-    if precisions.policy(precision).autocast:
-        raise CellFailure(Status.SKIPPED, f"{precision}: inference runtimes run the converted "
-                                          f"model in its stored dtype, not under autocast")
+    """The framework's switches, set as for its eager baseline (mixed precision refused)."""
+    refuse_autocast(precision)
     return torch_backend.apply_precision(precision, device)
