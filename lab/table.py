@@ -8,7 +8,8 @@ import math
 from lab import precision, results
 
 
-def _ms(seconds) -> str:
+def format_ms(seconds) -> str:
+    """Seconds as milliseconds with the digits a table needs; `-` for none."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "-"
     ms = seconds * 1e3
@@ -70,8 +71,8 @@ COLUMNS = ("workload", "mode", "backend", "eager ms", "ms/step", "speedup [95% C
 def table_cells(row: dict) -> list[str]:
     compiled = row.get("baseline_backend") is not None
     eager_ms = row.get("baseline_median_s") if compiled else row.get("median_s")
-    return [row["workload"], row["mode"], row["backend"], _ms(eager_ms),
-            _ms(row.get("median_s")) if compiled else "-", _speedup(row), _compile(row),
+    return [row["workload"], row["mode"], row["backend"], format_ms(eager_ms),
+            format_ms(row.get("median_s")) if compiled else "-", _speedup(row), _compile(row),
             _break_even(row), _throughput(row), _memory(row), _status(row)]
 
 
@@ -96,7 +97,7 @@ LATENCY_COLUMNS = ("p90 / p99 ms", "eager p90 / p99 ms")
 def _percentiles(latency: dict | None) -> str:
     if not latency:
         return "-"
-    return " / ".join(_ms(latency[p][0] / 1e3) for p in ("p90", "p99"))
+    return " / ".join(format_ms(latency[p][0] / 1e3) for p in ("p90", "p99"))
 
 
 def latency_cells(row: dict) -> list[str]:

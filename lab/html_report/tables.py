@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from lab.html_report.runs import Run, hot_rows, profile_entries
+from lab.table import format_ms
 
 HOT_TOP = 10  # rows per hot-kernel table: the tail is in hot.csv, linked beside it
 STATUS_CLASSES = ("ok", "noisy", "fail_accuracy", "compile_error", "run_error", "timeout",
@@ -27,13 +28,6 @@ def _td(text, sort=None, cls: str = "") -> str:
     sort_attr = f' data-sort="{esc(sort)}"' if sort is not None else ""
     class_attr = f' class="{cls}"' if cls else ""
     return f"<td{class_attr}{sort_attr}>{esc(text)}</td>"
-
-
-def _ms(seconds) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "-"
-    ms = seconds * 1e3
-    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
 
 
 def status_class(cell: dict) -> str:
@@ -93,7 +87,7 @@ def cells_table(runs: list[Run]) -> str:
             cells = [_td(run.run_id)] if many else []
             cells += [_td(c.get("workload")), _td(c.get("mode")), _td(c.get("backend")),
                       _td(c.get("device")), _td(c.get("dtype")), _td(_shape(c), cls="wrap"),
-                      _td(_ms(eager_s), eager_s), _td(_ms(step_s), step_s),
+                      _td(format_ms(eager_s), eager_s), _td(format_ms(step_s), step_s),
                       _td(speed_text, speedup if speed_text != "-" else None),
                       _td(compile_text, cold), _td(even_text, even_sort),
                       _td(tput_text, tput), _td(n or "-", n),
