@@ -9,11 +9,14 @@
 
 `run` goes through the one run loop (lab.session) with the local executor, as `lab run` does;
 `gate` and `check` return the documents that `lab gate --json` and `lab check --json` print
-(docs/api.md). Bad input raises lab.errors.UsageError with a one-line message.
+(docs/api.md). Bad input raises lab.errors.UsageError with a one-line message, checked by the
+same functions as the command line's flags. Ctrl-C during `run` keeps the finished cells (the
+run marked incomplete) and then raises KeyboardInterrupt, so a loop of runs stops too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from lab import session
@@ -29,12 +32,17 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
         device: str = "auto", precision: str | None = None, repeats: int = session.DEFAULT_REPEATS,
         shape: dict | None = None, threads: int | None = None, processes: int = 1,
         timeout_s: float = session.DEFAULT_TIMEOUT_S, out: str = session.DEFAULT_OUT,
-        executor: str = "local", ray_address: str | None = None) -> Path:
+        executor: str = "local", ray_address: str | None = None,
+        progress: Callable[[session.Progress], None] | None = None) -> Path:
     """Measure workloads x backends x modes like `lab run`; returns the stored run's folder.
-    A cell that fails is stored with its status (read it with `load`); an interrupted run is
-    kept and marked incomplete."""
+    A cell that fails is stored with its status (read it with `load`). Ctrl-C: the finished
+    cells are kept, the run marked incomplete, and KeyboardInterrupt raised (its message names
+    the folder). `progress(event)` is called as each phase of a cell and each cell ends; the
+    same events go to the "lab" logger at INFO."""
     from lab import executors
 
+    session.check_run_options(timeout_s=timeout_s, processes=processes, executor=executor,
+                              ray_address=ray_address)
     selection = session.Selection(
         workloads=_names(workloads), backends=_names(backends), modes=_names(modes),
         device=device, precision=precision, shape=dict(shape or {}), threads=threads,
@@ -51,7 +59,11 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     result = session.run_cells(
         cells, out=out, label=resolved, argv=argv, timeout_s=timeout_s, processes=processes,
         executor=executors.get(executor, **({"address": ray_address}
-                                             if executor == "ray" else {})))
+                                             if executor == "ray" else {})),
+        progress=progress)
+    if result.interrupted:  # saved above; the caller's loop must stop as well
+        raise KeyboardInterrupt(f"interrupted: the finished cells are kept in {result.run_dir} "
+                                f"(marked incomplete)")
     return result.run_dir
 
 

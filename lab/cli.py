@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     # handlers can only be set in the main thread; main() called from another keeps Python's
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
-        previous.update({sig: signal.signal(sig, _interrupt)
-                         for sig in (signal.SIGTERM, signal.SIGHUP)})
+        # SIGINT too: a second Ctrl-C during clean-up is ignored, not a death by SIGINT
+        previous = {sig: signal.signal(sig, _interrupt)
+                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         args = parser.parse_args(argv)
         return args.func(args)

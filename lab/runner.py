@@ -10,18 +10,41 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import backends
 from lab.cellspec import CellPass, CellResult, CellSpec
 from lab.status import OOM_MARKERS, Status
+
+# where scratch folders are made (None: the temp folder); a Ray task points it at a folder of its
+# own that lab.executors.guard removes if the task's worker is killed
+SCRATCH_ROOT_VAR = "LAB_SCRATCH_ROOT"
+
+# progress of one cell as its processes end: (phase, seconds), e.g. ("cold compile", 10.8)
+PhaseCallback = Callable[[str, float], None]
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A folder for one cell's files (its spec, result, log, compile cache, and the temp folder
+    of its processes), removed on every way out: a normal end, a failure, Ctrl-C, or SIGTERM
+    and SIGHUP, which the lab turns into KeyboardInterrupt and ignores while this clean-up
+    runs. A cell process that is killed cannot remove its own folders, so they live in here."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get(SCRATCH_ROOT_VAR)))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -73,10 +96,15 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
     except Exception as exc:  # a backend module that fails to import ends its cell, not the run
         return CellResult.failed(Status.RUN_ERROR,
                                  f"preparing the cell: {type(exc).__name__}: {exc}"), 0.0
-    with tempfile.TemporaryDirectory(prefix="lab-cell-") as tmp:
+    with scratch("lab-cell-") as tmp:
         spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_path.write_text(spec.to_json())
         log_path = Path(log_path or Path(tmp, "log.txt"))
+        # the process's own temp files (a runtime's converted artifact, a compiler's scratch)
+        # go in here too: the process exits without teardown, or is killed, and this folder
+        # is removed whatever happens to it
+        (tmp / "tmp").mkdir()
+        env["TMPDIR"] = str(tmp / "tmp")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
                 [*wrapper, *cell_command(spec_path, result_path)],
@@ -116,18 +144,21 @@ def validate_user_workload(spec: str, timeout_s: float) -> str | None:
     repo_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "lab.workloads.user", spec],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            errors="replace", env=env, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        return (f"workload {spec}: loading and calling the factory took more than "
-                f"{timeout_s:g} s (--timeout)")
-    except BaseException:
-        kill_group(proc)
-        raise
+    with scratch("lab-check-") as tmp:  # what the factory writes in its temp folder goes too
+        env["TMPDIR"] = str(tmp)
+        proc = subprocess.Popen([sys.executable, "-m", "lab.workloads.user", spec],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                errors="replace", env=env, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=timeout_s)
+            reap_group(proc)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            return (f"workload {spec}: loading and calling the factory took more than "
+                    f"{timeout_s:g} s (--timeout)")
+        except BaseException:
+            kill_group(proc)
+            raise
     lines = [line for line in err.strip().splitlines() if line.strip()]
     if proc.returncode == 0:
         return None
@@ -160,38 +191,59 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_cell(spec: CellSpec, label: str, timeout_s: float) -> CellOutcome:
+def _report_pass(on_phase: PhaseCallback | None, result: CellResult, wall: float,
+                 first_call: str | None) -> None:
+    """The phases of a finished timed process, as they are known once it ends: its first call
+    (the cold compile, for a compiler) and its sampling; the process's wall when it failed."""
+    if on_phase is None:
+        return
+    if first_call and result.first_call_s is not None:
+        on_phase(first_call, result.first_call_s)
+    if "sampling" in result.phases_s:
+        on_phase("sampling", result.phases_s["sampling"])
+    if not result.ok:
+        on_phase(f"process ({result.status})", wall)
+
+
+def run_cell(spec: CellSpec, label: str, timeout_s: float,
+             on_phase: PhaseCallback | None = None) -> CellOutcome:
     info = backends.BACKENDS[spec.backend]
     t0 = time.perf_counter()
     if not info.compiles:
         result, wall = run_cell_process(spec, timeout_s)
+        _report_pass(on_phase, result, wall, None)
         return CellOutcome(spec, label, result, time.perf_counter() - t0, process_wall_s=[wall])
-    with tempfile.TemporaryDirectory(prefix="lab-compile-cache-") as cache_dir:
-        result, wall = run_cell_process(spec, timeout_s, cache_dir)
+    with scratch("lab-compile-cache-") as cache_dir:
+        result, wall = run_cell_process(spec, timeout_s, str(cache_dir))
+        _report_pass(on_phase, result, wall, "cold compile")
         walls, warm = [wall], None
         if result.status in (Status.OK, Status.FAIL_ACCURACY):
             warm, warm_wall = run_cell_process(spec.replace(cell_pass=CellPass.FIRST_CALL),
-                                               timeout_s, cache_dir)
+                                               timeout_s, str(cache_dir))
             walls.append(warm_wall)
+            if on_phase and warm.first_call_s is not None:
+                on_phase("warm compile", warm.first_call_s)
     return CellOutcome(spec, label, result, time.perf_counter() - t0, warm=warm,
                        process_wall_s=walls)
 
 
 def run_cell_processes(spec: CellSpec, label: str, timeout_s: float,
-                       processes: int = 1) -> CellOutcome:
+                       processes: int = 1, on_phase: PhaseCallback | None = None) -> CellOutcome:
     """run_cell, then `processes - 1` more processes of the same cell; the outcome keeps every
     sample and each process's median (`process_medians_s`), which the gate compares.
 
     The extra processes skip the cold/warm compile-cache passes (the first process measured
     those); if any process does not end `ok`, the cell takes that process's status.
     """
-    first = run_cell(spec, label, timeout_s)
+    first = run_cell(spec, label, timeout_s, on_phase)
     if first.status != Status.OK:
         return first
     results = [first.result]
     for k in range(2, processes + 1):
         result, wall = run_cell_process(spec, timeout_s)
         first.process_wall_s.append(wall)
+        if on_phase:
+            on_phase(f"process {k}/{processes}", wall)
         if result.status != Status.OK:
             result.reason = f"process {k}/{processes}: {result.reason}"
             return CellOutcome(spec, label, result, first.wall_s,

@@ -6,8 +6,15 @@ the Python API all go through here.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import math
+import numbers
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +23,7 @@ from lab import precision as precisions
 from lab.backends import BackendChoice
 from lab.cellspec import CellResult, CellSpec
 from lab.errors import UsageError
-from lab.executors import CellJob, Executor
+from lab.executors import EXECUTORS, CellJob, Executor
 from lab.record import RunRecorder, benchmark_name
 from lab.runner import CellOutcome
 from lab.status import Status
@@ -34,6 +41,8 @@ DEFAULT_TIMEOUT_S = 900.0
 BUDGET_SHARE = 0.75
 DTYPES = tuple(precisions.DTYPE_PRECISION)  # --dtype: an alias of the strict precisions
 NAMED_SHAPE_KEYS = ("batch", "seq", "image_size")  # flags that apply where a workload has them
+DEVICES = ("cpu", "cuda", "auto")
+log = logging.getLogger("lab")  # progress of runs, one record per finished phase and cell
 
 
 def cuda_available() -> bool:
@@ -100,6 +109,46 @@ class PlannedCell:
         return benchmark_name(self.spec, self.choice.label)
 
 
+def positive_int(flag: str, value) -> int:
+    """`value` if it is a positive integer (not a bool, not a string of digits), else the
+    UsageError the command line gives for the flag."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise UsageError(f"{flag}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def positive_number(flag: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
+            or math.isnan(value):
+        raise UsageError(f"{flag}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def check_run_options(*, timeout_s, processes, executor: str,
+                      ray_address: str | None) -> None:
+    """What `lab run` and `lab.run()` take beyond the selection, checked once for both (the
+    selection itself is checked by `plan`). UsageError names the command line's flag."""
+    positive_number("--timeout", timeout_s)
+    positive_int("--processes", processes)
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise UsageError(f"--ray-address {ray_address}: cells run on a Ray cluster only with "
+                         f"--executor ray (this run's executor: {executor})")
+
+
+def check_values(selection: Selection, timeout_s) -> None:
+    """The selection's numbers and device as the command line's flags take them (argparse
+    checks them there; the API's arguments come here unchecked): a string "5" or a bool is
+    not a count, 0 samples make no median."""
+    positive_number("--timeout", timeout_s)
+    if selection.device not in DEVICES:
+        raise UsageError(f"unknown device {selection.device!r}; valid: {', '.join(DEVICES)}")
+    for flag, value in (("--repeats", selection.repeats), ("--threads", selection.threads)):
+        if value is not None:
+            positive_int(flag, value)
+
+
 def _refuse_repeats(flag: str, names: list[str]) -> None:
     """A name given twice would run twice under one benchmark name, the second overwriting."""
     seen = set()
@@ -146,6 +195,7 @@ def plan(selection: Selection,
          timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[list[PlannedCell], str]:
     """Validate the selection and return (cells, device); UsageError on anything unknown.
     `timeout_s` bounds the check of a user's workload factory."""
+    check_values(selection, timeout_s)
     _refuse_repeats("--workload", selection.workloads)
     _refuse_repeats("--backend", selection.backends)
     _refuse_repeats("--mode", selection.modes)
@@ -254,6 +304,25 @@ class SessionResult:
         return self.recorder.failed
 
 
+@dataclass(frozen=True)
+class Progress:
+    """One step of a run: a phase of a cell that ended (`phase`, with its seconds), or a cell
+    that finished (`status`, with the cell's wall seconds). `done` counts finished cells."""
+
+    cell: str  # "mlp infer torch-compile"
+    done: int
+    total: int
+    seconds: float
+    phase: str | None = None
+    status: str | None = None
+    elapsed_s: float = 0.0  # since the run loop started
+
+    def line(self) -> str:
+        what = f"{self.phase} {self.seconds:.1f} s" if self.status is None else \
+            f"{self.status} in {self.seconds:.1f} s"
+        return f"[{self.done}/{self.total}] {self.cell}: {what}"
+
+
 def skipped_outcome(cell: PlannedCell) -> CellOutcome:
     return CellOutcome(cell.spec, cell.choice.label,
                        CellResult.failed(Status.SKIPPED, cell.skip_reason), 0.0)
@@ -264,11 +333,14 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
               trace: bool = False,
               on_start: Callable[[PlannedCell], None] | None = None,
               on_done: Callable[[PlannedCell, CellOutcome, Path], None] | None = None,
-              after: Callable[[RunRecorder], None] | None = None) -> SessionResult:
+              after: Callable[[RunRecorder], None] | None = None,
+              progress: Callable[[Progress], None] | None = None) -> SessionResult:
     """The run loop: every cell measured by `executor`, recorded as it finishes; Ctrl-C keeps
     what finished, cancels the rest and marks the run incomplete. `trace`: each cell is traced
     instead of timed (`lab profile`). `after` runs on the recorder once every cell is in (the
-    profiling pass of `lab run --profile`)."""
+    profiling pass of `lab run --profile`). `progress` is called, and the "lab" logger told at
+    INFO, as each phase of a cell and each cell ends (the phases where the executor sees
+    them: the local one does)."""
     fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
     # where the cells will run (this machine, or a cluster's nodes); refused before any folder
     # is made if they cannot run there
@@ -292,18 +364,34 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
     recorder.set_order([c.name for c in cells])
     jobs, by_index = [], {}
     interrupted = False
+    started, finished = time.perf_counter(), [0]
+
+    def tell(cell: PlannedCell, seconds: float, phase: str | None = None,
+             status: str | None = None) -> None:
+        event = Progress(f"{cell.spec.workload} {cell.spec.mode} {cell.choice.label}",
+                         finished[0], len(cells), seconds, phase, status,
+                         time.perf_counter() - started)
+        log.info(event.line())
+        if progress:
+            progress(event)
+
+    def done(cell: PlannedCell, outcome: CellOutcome) -> None:
+        record(outcome, cell.workload)
+        finished[0] += 1
+        tell(cell, outcome.wall_s, status=str(outcome.status))
+        if on_done:
+            on_done(cell, outcome, recorder.run_dir)
+
     try:
         for i, cell in enumerate(cells):
             if cell.skip_reason:
-                outcome = skipped_outcome(cell)
-                record(outcome, cell.workload)
-                if on_done:
-                    on_done(cell, outcome, recorder.run_dir)
+                done(cell, skipped_outcome(cell))
             else:
                 jobs.append(CellJob(i, cell.spec, cell.choice.label, timeout_s, processes,
                                     trace_dir))
                 by_index[i] = cell
-        pending = iter(executor.run(jobs))
+        pending = iter(executor.run(
+            jobs, on_phase=lambda job, phase, seconds: tell(by_index[job.index], seconds, phase)))
         while True:
             if by_index and on_start:  # the next in plan order (the one running, when local)
                 on_start(by_index[min(by_index)])
@@ -311,24 +399,41 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
                 job, outcome = next(pending)
             except StopIteration:
                 break
-            cell = by_index.pop(job.index)
-            record(outcome, cell.workload)
-            if on_done:
-                on_done(cell, outcome, recorder.run_dir)
+            done(by_index.pop(job.index), outcome)
         if after:
             after(recorder)
     except KeyboardInterrupt:
         interrupted = True
-        executor.cancel()
+        with _ctrl_c_held():
+            executor.cancel()
+            executor.close()
     except StoreWriteError:
         executor.cancel()
         raise
     finally:
-        executor.close()
+        executor.close()  # a second call does nothing
     try:
-        path = recorder.save(complete=not interrupted)
+        with _ctrl_c_held() if interrupted else nullcontext():
+            path = recorder.save(complete=not interrupted)
     except OSError as exc:
         raise StoreWriteError(f"cannot write {run_dir / store.RESULTS}: "
                               f"{exc.strerror or exc}; the cells stored before are kept "
                               f"(marked incomplete)") from None
     return SessionResult(path, recorder, interrupted)
+
+
+@contextmanager
+def _ctrl_c_held():
+    """After a Ctrl-C, a second one must not cut the clean-up short (stopping the executor's
+    tasks, saving the run): it is dropped until clean-up ends, since the run is ending anyway.
+    The command line's own handler ignores every repeat already; this covers Python callers
+    (the API), whose handler is Python's."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -103,6 +104,14 @@ def artifact_size(path: str) -> int:
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(root, name))
                for root, _dirs, files in os.walk(path) for name in files)
+
+
+def artifact_folder(prefix: str) -> str:
+    """A folder for a converted artifact, alive as long as the cell process. It is made in the
+    process's temp folder, which lab.runner points inside the cell's scratch folder and removes
+    on every path (a `convert_error`, a crash, a signal): the cell process exits without
+    teardown, so nothing here could rely on a finalizer to remove it."""
+    return tempfile.mkdtemp(prefix=prefix)
 
 
 def refuse_autocast(precision: str) -> None:

@@ -20,11 +20,10 @@ the CPU by default, which is what a user gets.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
-from lab.backends.conversion import Conversion, timed_step
+from lab.backends.conversion import Conversion, artifact_folder, timed_step
 from lab.backends.protocol import Support
 from lab.backends.runtime_tf import (  # noqa: F401  (part of the module's interface)
     ConvertedTfSide,
@@ -57,7 +56,7 @@ class LiteRtSide(ConvertedTfSide):
         if self.precision not in OPTIONS:
             raise ValueError(f"litert has no option {self.precision!r}; valid: "
                              f"{', '.join(OPTIONS)}")
-        self._folder = tempfile.TemporaryDirectory(prefix="lab-litert-")
+        self._folder = artifact_folder("lab-litert-")
         self.interpreter = None
         self._quantization_error: dict | None = None
 
@@ -73,7 +72,7 @@ class LiteRtSide(ConvertedTfSide):
 
         model = self.task.model
         build_model(self.task)
-        saved = os.path.join(self._folder.name, "saved_model")
+        saved = os.path.join(self._folder, "saved_model")
         with timed_step("keras export + tf.lite.TFLiteConverter") as converted:
             model.export(saved, format="tf_saved_model",
                          input_signature=input_signature(self.task), verbose=False)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 
 from lab.backends import ort_session
-from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.conversion import Conversion, artifact_folder, artifact_size, timed_step
 from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (  # noqa: F401  (part of the module's interface)
     ConvertedTorchSide,
@@ -38,14 +37,14 @@ class OnnxTorchSide(ConvertedTorchSide):
         self.option = option or "default"
         self.device = "cuda" if task.inputs[0].is_cuda else "cpu"
         ort_session.providers(self.device, self.option)  # skip now if this build lacks them
-        self._folder = tempfile.TemporaryDirectory(prefix="lab-onnx-")
+        self._folder = artifact_folder("lab-onnx-")
         self.runner: ort_session.Runner | None = None
 
     def convert(self):
         import torch
 
         model, inputs = self.task.model, self.task.inputs
-        path = os.path.join(self._folder.name, "model.onnx")
+        path = os.path.join(self._folder, "model.onnx")
         # the exporter prints its progress to stdout; the cell's log is not the place for it
         with timed_step("torch.onnx.export(dynamo=True)") as exported, \
                 contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
@@ -59,7 +58,7 @@ class OnnxTorchSide(ConvertedTorchSide):
         conversion = Conversion(
             converter=f"torch.onnx.export(dynamo=True) {torch.__version__.split('+')[0]}",
             convert_s=exported.seconds, load_s=loaded.seconds,
-            artifact_bytes=artifact_size(self._folder.name), artifact_format=".onnx",
+            artifact_bytes=artifact_size(self._folder), artifact_format=".onnx",
             warnings=exported.warnings + loaded.warnings)
         return self.runner, conversion
 

@@ -14,9 +14,8 @@ cache_env), so the cold pass starts without one and the warm pass reuses it.
 from __future__ import annotations
 
 import os
-import tempfile
 
-from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.conversion import Conversion, artifact_folder, artifact_size, timed_step
 from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (  # noqa: F401  (part of the module's interface)
     ConvertedTorchSide,
@@ -35,7 +34,7 @@ CACHE_VARIABLE = "LAB_TENSORRT_CACHE_DIR"
 class TensorRtSide(ConvertedTorchSide):
     def __init__(self, task, mode: str):
         super().__init__(task, mode)
-        self._folder = tempfile.TemporaryDirectory(prefix="lab-trt-")
+        self._folder = artifact_folder("lab-trt-")
         self.engines: int | None = None
 
     def convert(self):
@@ -55,7 +54,7 @@ class TensorRtSide(ConvertedTorchSide):
             engine_module = torch_tensorrt.dynamo.compile(program, **settings)
         self.engines = sum(1 for name, _ in engine_module.named_children()
                            if "_run_on_acc" in name)
-        path = os.path.join(self._folder.name, "model.ep")
+        path = os.path.join(self._folder, "model.ep")
         try:  # the shippable artifact; its size is informative, its failure not fatal
             torch_tensorrt.save(engine_module, path, arg_inputs=list(inputs))
             size = artifact_size(path)

@@ -13,10 +13,9 @@ the warm pass measures a warm build.
 from __future__ import annotations
 
 import os
-import tempfile
 
 from lab.backends import torch as torch_backend
-from lab.backends.conversion import Conversion, artifact_size, timed_step
+from lab.backends.conversion import Conversion, artifact_folder, artifact_size, timed_step
 from lab.backends.protocol import Support
 from lab.backends.runtime_torch import (  # noqa: F401  (part of the module's interface)
     ConvertedTorchSide,
@@ -34,8 +33,8 @@ from lab.status import Status
 class ExportedSide(ConvertedTorchSide):
     def __init__(self, task, mode: str):
         super().__init__(task, mode)
-        # the package lives as long as the side; the folder goes when the process ends
-        self._folder = tempfile.TemporaryDirectory(prefix="lab-aoti-")
+        # the package lives as long as the side; the folder goes with the cell's scratch folder
+        self._folder = artifact_folder("lab-aoti-")
         self.export_s: float | None = None
         self.aoti_compile_s: float | None = None
 
@@ -47,7 +46,7 @@ class ExportedSide(ConvertedTorchSide):
         version = torch.__version__.split("+")[0]
         with timed_step("torch.export.export") as exported, torch.no_grad():
             program = torch.export.export(model, inputs)
-        path = os.path.join(self._folder.name, "model.pt2")
+        path = os.path.join(self._folder, "model.pt2")
         with timed_step("AOTInductor (aoti_compile_and_package)", Status.COMPILE_ERROR) as built:
             package = torch._inductor.aoti_compile_and_package(program, package_path=path)
         with timed_step("aoti_load_package", Status.RUN_ERROR) as loaded:

@@ -9,13 +9,14 @@ outcomes as they come back, in whatever order they finish.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from lab import machine_load, runner
 from lab.cellspec import CellSpec
 from lab.errors import UsageError
-from lab.runner import CellOutcome
+from lab.runner import CellOutcome, PhaseCallback
 
 EXECUTORS = ("local", "ray")
 
@@ -32,6 +33,18 @@ class CellJob:
     trace_dir: str | None = None  # a tracing job (`lab profile`): traces go in this run folder
 
 
+def measure(job: CellJob, on_phase: PhaseCallback | None = None) -> CellOutcome:
+    """The job's cell processes, with the load of the machine they ran on sampled around them
+    (lab.machine_load): the local executor calls this here, a Ray task on its node."""
+    start = machine_load.mark()
+    outcome = runner.run_cell_processes(job.spec, job.label, job.timeout_s, job.processes,
+                                        on_phase)
+    load = machine_load.between(start)
+    if load is not None:  # other work on this machine during the cell: suspect timings
+        outcome.extra.update(load)
+    return outcome
+
+
 class Executor(Protocol):
     name: str
 
@@ -39,8 +52,10 @@ class Executor(Protocol):
         """Before the run folder is made: check that these cells can run here (UsageError if
         not) and say where they will run; the answer goes into the run's fingerprint."""
 
-    def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, CellOutcome]]:
-        """Yield each job with its outcome as it finishes."""
+    def run(self, jobs: list[CellJob], on_phase: Callable[[CellJob, str, float], None] | None
+            = None) -> Iterator[tuple[CellJob, CellOutcome]]:
+        """Yield each job with its outcome as it finishes; `on_phase(job, phase, seconds)` as
+        a cell's phases end, where the executor sees them (the local one does)."""
 
     def cancel(self) -> None:
         """Stop every job still running or waiting (Ctrl-C, SIGTERM)."""

@@ -10,23 +10,30 @@ So a task runs its cells under `cells_die_with_this_process()`: a small guard pr
 own session (outside the worker's process group, which Ray kills with the worker), waits on a
 pipe from the worker. The worker writes "done" when the task ends normally; if the pipe closes
 without it, the worker died, and the guard kills every process group whose environment carries
-the task's token (each cell process inherits it from the worker's environment at its start).
+the task's token (each cell process inherits it from the worker's environment at its start),
+then removes the task's scratch folder: the cells' spec, log, compile cache and temp files,
+which the killed worker's runner never got to remove (lab.runner makes its scratch folders in
+it, through SCRATCH_ROOT_VAR).
 
 Linux only (it reads /proc); elsewhere the context manager does nothing.
 
-    python -m lab.executors.guard TOKEN     # the guard itself, started by the context manager
+    python -m lab.executors.guard TOKEN FOLDER   # the guard, started by the context manager
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from lab.runner import SCRATCH_ROOT_VAR
 
 TOKEN_VAR = "LAB_CELL_OWNER"
 DONE = b"done\n"
@@ -40,19 +47,22 @@ def cells_die_with_this_process() -> Iterator[str | None]:
         yield None
         return
     token = secrets.token_hex(8)
+    folder = tempfile.mkdtemp(prefix="lab-task-")
     # started before the token is set: the guard must not find (and kill) itself
-    guard = subprocess.Popen([sys.executable, "-m", "lab.executors.guard", token],
+    guard = subprocess.Popen([sys.executable, "-m", "lab.executors.guard", token, folder],
                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
-    previous = os.environ.get(TOKEN_VAR)
-    os.environ[TOKEN_VAR] = token
+    previous = {var: os.environ.get(var) for var in (TOKEN_VAR, SCRATCH_ROOT_VAR)}
+    os.environ[TOKEN_VAR], os.environ[SCRATCH_ROOT_VAR] = token, folder
     try:
         yield token
     finally:
-        if previous is None:
-            os.environ.pop(TOKEN_VAR, None)
-        else:
-            os.environ[TOKEN_VAR] = previous
+        for var, value in previous.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        shutil.rmtree(folder, ignore_errors=True)
         try:
             guard.stdin.write(DONE)
             guard.stdin.close()
@@ -94,13 +104,15 @@ def kill_marked(token: str) -> list[int]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m lab.executors.guard TOKEN", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m lab.executors.guard TOKEN [FOLDER]", file=sys.stderr)
         return 2
     told = sys.stdin.buffer.read()  # returns at EOF: the worker closed the pipe, or died
     if told == DONE:
         return 0
     kill_marked(argv[1])
+    if len(argv) == 3:  # after the kill: nothing writes in it any more
+        shutil.rmtree(argv[2], ignore_errors=True)
     return 0
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
-from lab import machine_load, runner
 from lab.cellspec import CellSpec
-from lab.executors import CellJob
+from lab.executors import CellJob, measure
 from lab.runner import CellOutcome
 
 
@@ -17,7 +17,8 @@ class LocalExecutor:
     def prepare(self, specs: list[CellSpec], trace: bool = False) -> dict:
         return {"name": self.name}  # the run's own fingerprint says where: this machine
 
-    def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, CellOutcome]]:
+    def run(self, jobs: list[CellJob],
+            on_phase=None) -> Iterator[tuple[CellJob, CellOutcome]]:
         # a cell process that is running when Ctrl-C or SIGTERM arrives is killed by
         # lab.runner before the exception leaves it, so cancel has nothing left to stop
         for job in jobs:
@@ -28,13 +29,7 @@ class LocalExecutor:
                                                         Path(job.trace_dir), job.timeout_s)
                 yield job, outcome
                 continue
-            start = machine_load.mark()
-            outcome = runner.run_cell_processes(job.spec, job.label, job.timeout_s,
-                                                job.processes)
-            load = machine_load.between(start)
-            if load is not None:  # other work on this machine during the cell: suspect timings
-                outcome.extra.update(load)
-            yield job, outcome
+            yield job, measure(job, partial(on_phase, job) if on_phase else None)
 
     def cancel(self) -> None:
         pass

@@ -1,6 +1,6 @@
 """The Ray executor: each cell a Ray task that runs the cell's processes on a cluster node.
 
-The task calls `lab.runner.run_cell_processes` on the node, exactly what the local executor
+The task calls `lab.executors.measure` on the node, exactly what the local executor
 calls here, and returns the outcome with where it ran: the node's fingerprint and machine id.
 Outcomes come back as tasks finish and go into the one run folder on the driver.
 
@@ -14,21 +14,27 @@ Outcomes come back as tasks finish and go into the one run folder on the driver.
   not stopped after a grace period is force-cancelled; a guard on the node
   (lab.executors.guard) kills cell processes whose worker was killed.
 - Tracing (`lab profile`) stays local: traces are written into the run folder on this machine.
+- An address that does not answer is refused in PROBE_TIMEOUT_S (a plain TCP connect to the
+  cluster's GCS port before `ray.init`, which would otherwise retry for minutes), and the
+  lab's signal handlers are put back after `ray.init` replaces them, so SIGTERM and SIGHUP
+  stop a Ray run as Ctrl-C does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from lab import runner, store
+from lab import store
 from lab.cellspec import CellResult, CellSpec
 from lab.errors import UsageError
-from lab.executors import CellJob
+from lab.executors import CellJob, measure
 from lab.runner import CellOutcome
 from lab.status import Status
 
@@ -36,6 +42,11 @@ MAX_ATTEMPTS = 2  # a lost cell is tried once more
 CANCEL_GRACE_S = 10.0  # interrupted tasks get this long to kill their cells before force
 WAIT_SLICE_S = 1.0  # ray.wait in slices, so Ctrl-C reaches the driver promptly
 STRANDED_CHECK_S = 5.0  # how often waiting cells are checked for a node that can still run them
+PROBE_TIMEOUT_S = 5.0  # a cluster's GCS answers a TCP connect at once; this allows a slow network
+# handlers that ray.init replaces in the driver (Ray's SIGTERM handler exits the process at once,
+# skipping the run loop's cancel and clean-up)
+LAB_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                    if hasattr(signal, name))
 NO_TRACING = ("the ray executor does not trace cells: `lab profile` runs them locally "
               "(traces belong in this machine's run folder)")
 
@@ -64,7 +75,7 @@ def run_on_node(job: CellJob) -> NodeAnswer:
 
     fp = store.fingerprint(threads=job.spec.threads)
     with guard.cells_die_with_this_process():
-        outcome = runner.run_cell_processes(job.spec, job.label, job.timeout_s, job.processes)
+        outcome = measure(job)  # the node's load is sampled on the node
     node = {"node_id": ray.get_runtime_context().get_node_id(),
             "hostname": socket.gethostname(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "fingerprint": fp}
@@ -74,6 +85,26 @@ def run_on_node(job: CellJob) -> NodeAnswer:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def probe(address: str | None) -> None:
+    """UsageError unless the cluster at `address` (or RAY_ADDRESS) accepts a TCP connection
+    within PROBE_TIMEOUT_S. Addresses that name no host and port (none, `auto`, `local`) are
+    left to ray.init, which finds or starts a cluster on this machine."""
+    from_env = not address or (address == "auto" and "RAY_ADDRESS" in os.environ)  # Ray's rule
+    source = "RAY_ADDRESS" if from_env else "--ray-address"
+    given = os.environ.get("RAY_ADDRESS", "") if from_env else address
+    where = given.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise UsageError(f"cannot reach the Ray cluster at {given} ({source}): {why} within "
+                         f"{PROBE_TIMEOUT_S:g} s") from None
 
 
 def _node_resources(node: dict) -> tuple[float, float]:
@@ -103,6 +134,9 @@ class RayExecutor:
                 # may start a local instance, whose raylet waits for its dashboard agent (a
                 # Python process) to start: Ray's 15 s is too short on a loaded small machine
                 os.environ.setdefault("RAY_agent_register_timeout_ms", "60000")
+            probe(self.address)
+            main = threading.current_thread() is threading.main_thread()
+            handlers = {sig: signal.getsignal(sig) for sig in LAB_SIGNALS} if main else {}
             try:
                 ray.init(address=self.address, log_to_driver=False,
                          logging_level=logging.WARNING)
@@ -110,6 +144,13 @@ class RayExecutor:
                 where = self.address or "RAY_ADDRESS or a local cluster"
                 raise UsageError(f"--ray-address {where}: cannot start or reach a Ray "
                                  f"cluster: {_first_line(exc)}") from None
+            except BaseException:  # a signal while a local instance starts: stop what started
+                ray.shutdown()
+                raise
+            finally:
+                for sig, handler in handlers.items():
+                    if handler is not None:  # None: set outside Python, nothing to put back
+                        signal.signal(sig, handler)
             self._owns_connection = True
         if self._remote is None:
             self._remote = ray.remote(self._task)
@@ -144,7 +185,8 @@ class RayExecutor:
             self.close()
             raise
         return {
-            "name": self.name, "address": self.address, "ray_version": ray.__version__,
+            "name": self.name, "ray_version": ray.__version__,
+            "address": store.redact(self.address) if self.address else None,
             "nodes": [{"node_id": n["NodeID"], "hostname": n.get("NodeManagerHostname"),
                        "ip": n.get("NodeManagerAddress"), "cpus": _node_resources(n)[0],
                        "gpus": _node_resources(n)[1]} for n in nodes],
@@ -157,7 +199,9 @@ class RayExecutor:
                                    **resources(job.spec)).remote(job)
         self._pending[ref] = (job, attempt, lost, time.perf_counter())
 
-    def run(self, jobs: list[CellJob]) -> Iterator[tuple[CellJob, CellOutcome]]:
+    def run(self, jobs: list[CellJob],
+            on_phase=None) -> Iterator[tuple[CellJob, CellOutcome]]:
+        # on_phase is not called: a cell's phases end on its node; its outcome says them
         if any(job.trace_dir is not None for job in jobs):
             raise UsageError(NO_TRACING)  # before anything is submitted
         self._connect()
