@@ -7,7 +7,11 @@ benchmark's `extra_info`. This writes them flat, for spreadsheets, pandas and CI
 Conventions: times in seconds (the column names say `_s`); an empty field is "not applicable
 or not measured"; a break-even of `inf` means the compiled side was not faster, so its compile
 never pays back (`never` in the table); booleans are `true`/`false`; the shape is
-`batch=4;seq=128` (semicolons, so the field needs no quoting).
+`batch=4;seq=128` (semicolons, so the field needs no quoting). The break-even's interval
+(`break_even_cold_ci95_*`) is the one the table prints: `inf` as its upper end where the
+speedup's interval reaches 1x (the table's `undetermined`), both ends `inf` for `never`.
+`status_flags` are the words the table adds to an `ok` (noisy, busy, ...), `; `-separated.
+Each row is built by `lab.rows`, as the terminal, markdown and HTML tables are.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 
-from lab import results
+from lab import results, rows
 
 COLUMNS = (
     "run_id", "name", "workload", "backend", "framework", "mode", "device", "precision", "dtype",
@@ -29,7 +33,8 @@ COLUMNS = (
     "accuracy_method", "timer", "cold_l2", "cuda_graphs", "cell_wall_s", "machine_busy",
     "latency", "p50_ms", "p90_ms", "p99_ms", "baseline_p50_ms", "baseline_p90_ms",
     "baseline_p99_ms", "step_peak_mib", "baseline_step_peak_mib", "memory_ratio",
-    "first_call_peak_mib",
+    "first_call_peak_mib", "status_flags", "other_load_cores", "break_even_cold_ci95_lo",
+    "break_even_cold_ci95_hi", "cycle_graphs", "cycle_recompiles",
 )
 
 
@@ -79,11 +84,19 @@ def _memory_fields(info: dict) -> dict:
             "first_call_peak_mib": memory.get("first_call_peak_above_start_mib")}
 
 
+def _break_even_interval(row: rows.Row) -> tuple:
+    even = row.break_even
+    if even.state == "never":
+        return float("inf"), float("inf")
+    return even.lo, even.hi
+
+
 def cell_row(run_id: str, name: str, info: dict, samples: int) -> dict:
+    row = rows.build({**info, "name": name})
     shape = info.get("shape")
     diagnostics = info.get("diagnostics") or {}
     accuracy = info.get("accuracy") or {}
-    row = {
+    fields = {
         "run_id": run_id, "name": name,
         "shape": ";".join(f"{k}={v}" for k, v in shape.items()) if isinstance(shape, dict)
         else shape,
@@ -103,11 +116,15 @@ def cell_row(run_id: str, name: str, info: dict, samples: int) -> dict:
         "accuracy_passed": accuracy.get("passed"),
         "accuracy_method": accuracy.get("method"),
         **_latency_fields(info), **_memory_fields(info),
+        "status_flags": "; ".join(row.flags),
+        "break_even_cold_ci95_lo": _break_even_interval(row)[0],
+        "break_even_cold_ci95_hi": _break_even_interval(row)[1],
+        "cycle_graphs": row.graphs, "cycle_recompiles": row.recompiles,
     }
     for column in COLUMNS:
-        if column not in row:
-            row[column] = info.get(column)
-    return {column: _field(row[column]) for column in COLUMNS}
+        if column not in fields:
+            fields[column] = info.get(column)
+    return {column: _field(fields[column]) for column in COLUMNS}
 
 
 def cells_csv(doc: dict) -> str:

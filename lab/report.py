@@ -2,14 +2,19 @@
 
 One row per cell, in run order: throughput (the workload's unit, e.g. images/s) with the 95%
 interval that maps the median step time's bootstrap interval, ms/step, and for a compiled
-backend its speedup over its own framework's eager mode and its compile seconds (cold / warm
-cache). Cells without samples show their status and reason instead of numbers. A precision
-column (fp32, amp-bf16, ...: lab.precision) follows the mode wherever the run records one.
+backend its speedup over its own framework's eager mode, its compile seconds (cold / warm
+cache) and the break-even with its interval. Cells without samples show their status and
+reason instead of numbers. A precision column (fp32, amp-bf16, ...: lab.precision) follows the
+mode wherever the run records one. What each cell says comes from `lab.rows`, as in the
+terminal, HTML and CSV outputs.
 """
 
 from __future__ import annotations
 
-from lab import precision, results
+import textwrap
+
+from lab import rows
+from lab.rows import format_ms
 
 
 def _fmt(value: float) -> str:
@@ -17,44 +22,38 @@ def _fmt(value: float) -> str:
 
 
 def _ms(ms: float) -> str:
-    return f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"  # sub-millisecond steps keep 3 digits
+    return format_ms(ms / 1e3)  # the tables' milliseconds
 
 
-def _row(info: dict, with_precision: bool) -> str:
-    backend = info.get("backend", "?")
-    status = info.get("status", "?")
-    mode = f"{info.get('mode')} | {precision.of_cell(info) or '?'}" if with_precision \
-        else info.get("mode")
-    if info.get("throughput") is None:
-        reason = (info.get("reason") or "").replace("|", "/")[:120]
-        return (f"| {info.get('framework', '?')} | {backend} | {mode} | - | - | - | - "
-                f"| - | "
-                f"{status}: {reason} |")
-    lo, hi = info["throughput_ci95"]
-    speedup = "-"
-    if info.get("speedup") is not None:
-        s_lo, s_hi = info["speedup_ci95"]
-        speedup = f"{info['speedup']:.2f}x [{s_lo:.2f}, {s_hi:.2f}]"
-    compile_s = "-"
-    if info.get("compile_s_cold") is not None:
-        warm = info.get("compile_s_warm")
-        compile_s = f"{info['compile_s_cold']:.1f} / {'-' if warm is None else f'{warm:.1f}'}"
-    noisy = " (noisy)" if info.get("noisy") else ""
-    return (f"| {info['framework']} | {backend} | {mode} | {_fmt(info['throughput'])} | "
-            f"[{_fmt(lo)}, {_fmt(hi)}] | {_ms(info['median_s'] * 1e3)} | {speedup} | "
-            f"{compile_s} | {status}{noisy} |")
+def _text(value: str) -> str:
+    """A table cell's words: a '|' cannot add a column, a long reason ends at a word."""
+    return textwrap.shorten(value.replace("|", "/"), width=160, placeholder=" ...")
+
+
+def _row(row: rows.Row, with_precision: bool) -> str:
+    mode = f"{row.mode} | {row.precision or '?'}" if with_precision else row.mode
+    head = f"| {row.framework or '?'} | {row.backend} | {mode} |"
+    if row.median_s is None and row.throughput is None:  # nothing measured: the status says why
+        return f"{head} - | - | - | - | - | - | {_text(row.status_text)} |"
+    lo, hi = row.throughput_ci95 or (None, None)
+    interval = f"[{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else "-"
+    tput = "-" if row.throughput is None else _fmt(row.throughput)
+    return (f"{head} {tput} | {interval} | {format_ms(row.median_s)} | "
+            f"{row.speedup_text} | {row.compile_text} | {row.break_even.text} | "
+            f"{_text(row.status_text)} |")
 
 
 def markdown_table(doc: dict, workload: str | None = None) -> str:
     """One workload's cells (or all) as a markdown table, in run order."""
-    rows = [c for c in results.cells(doc) if not workload or c.get("workload") == workload]
-    unit = next((r["throughput_unit"] for r in rows if r.get("throughput_unit")), "items/s")
-    with_precision = any(precision.of_cell(r) for r in rows)
+    run_rows = rows.of_run(doc, workload)
+    unit = next((r.throughput_unit for r in run_rows if r.throughput_unit), "items/s")
+    with_precision = any(r.precision for r in run_rows)
     mode = "mode | precision" if with_precision else "mode"
     head = (f"| framework | backend | {mode} | {unit} | 95% interval | ms/step "
-            f"| speedup over own eager [95% CI] | compile s (cold / warm) | status |")
-    rule = "|---|---|---|" + ("---|" if with_precision else "") + "--:|--:|--:|--:|--:|---|"
-    return "\n".join([head, rule, *(_row(r, with_precision) for r in rows)])
+            f"| speedup over own eager [95% CI] | compile s (cold / warm) | break-even steps "
+            f"| status |")
+    rule = "|---|---|---|" + ("---|" if with_precision else "") + "--:|--:|--:|--:|--:|--:|---|"
+    return "\n".join([head, rule, *(_row(r, with_precision) for r in run_rows)])
 
 
 def _interval(entry: list) -> str:
@@ -65,34 +64,28 @@ def _interval(entry: list) -> str:
 def latency_table(doc: dict, workload: str | None = None) -> str:
     """The --latency cells' per-call percentiles (ms, bootstrap 95% intervals), the backend's
     and its own eager's side by side; "" when the run has none."""
-    rows = [c for c in results.cells(doc) if c.get("latency_ms")
-            and (not workload or c.get("workload") == workload)]
-    if not rows:
+    run_rows = [r for r in rows.of_run(doc, workload) if r.latency_ms]
+    if not run_rows:
         return ""
     head = ("| backend | mode | shape | calls | p50 ms [95% CI] | p90 ms [95% CI] "
             "| p99 ms [95% CI] | eager p50 / p90 / p99 ms | p50 speedup over eager [95% CI] |")
     lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|"]
-    for row in rows:
-        mine, eager = row["latency_ms"], row.get("baseline_latency_ms")
+    for row in run_rows:
+        mine, eager = row.latency_ms, row.baseline_latency_ms
         eager_text = " / ".join(_ms(eager[p][0]) for p in ("p50", "p90", "p99")) \
             if eager else "-"
-        speedup = "-"
-        if row.get("speedup") is not None:  # a latency cell's medians are its p50s
-            lo, hi = row["speedup_ci95"]
-            speedup = f"{row['speedup']:.2f}x [{lo:.2f}, {hi:.2f}]"
-        shape = ", ".join(f"{k}={v}" for k, v in (row.get("shape") or {}).items())
-        lines.append(f"| {row.get('backend')} | {row.get('mode')} | {shape} | {mine['n']} | "
+        # a latency cell's medians are its p50s: the speedup is the p50s'
+        lines.append(f"| {row.backend} | {row.mode} | {row.shape} | {mine['n']} | "
                      f"{_interval(mine['p50'])} | {_interval(mine['p90'])} | "
-                     f"{_interval(mine['p99'])} | {eager_text} | {speedup} |")
+                     f"{_interval(mine['p99'])} | {eager_text} | {row.speedup_text} |")
     return "\n".join(lines)
 
 
 def memory_table(doc: dict, workload: str | None = None) -> str:
     """Peak memory per cell (lab.memory): the step's above what was resident, eager's beside
     it, their ratio, and the first call's (compile or conversion) apart; "" when none."""
-    rows = [c for c in results.cells(doc) if c.get("memory")
-            and (not workload or c.get("workload") == workload)]
-    if not rows:
+    run_rows = [r for r in rows.of_run(doc, workload) if r.memory]
+    if not run_rows:
         return ""
 
     def mib(value) -> str:
@@ -100,13 +93,13 @@ def memory_table(doc: dict, workload: str | None = None) -> str:
 
     lines = ["| backend | mode | step MiB | eager step MiB | eager / step | first call MiB "
              "| peak above import MiB | probe |", "|---|---|--:|--:|--:|--:|--:|---|"]
-    for row in rows:
-        mem = row["memory"]
+    for row in run_rows:
+        mem = row.memory
         ratio = mem.get("ratio_eager_over_candidate")
         ratio_text = f"{ratio:.2f}x" if ratio is not None else \
             ("-" if mem.get("baseline_step_peak_above_resident_mib") is None
              else f"none: {mem.get('ratio_unresolved') or 'not measurable'}")
-        lines.append(f"| {row.get('backend')} | {row.get('mode')} | "
+        lines.append(f"| {row.backend} | {row.mode} | "
                      f"{mib(mem.get('step_peak_above_resident_mib'))} | "
                      f"{mib(mem.get('baseline_step_peak_above_resident_mib'))} | {ratio_text} | "
                      f"{mib(mem.get('first_call_peak_above_start_mib'))} | "

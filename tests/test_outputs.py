@@ -214,3 +214,86 @@ def test_lab_run_stores_the_user_workloads_commit_in_its_cell_and_the_run(user_r
     assert bench["extra_info"]["workload_commit"]["id"] == head
     assert doc["commit_info"]["user_commits"][source]["id"] == head
     assert doc["commit_info"]["id"] == _git(ROOT, "rev-parse", "HEAD")
+
+
+# ---------------------------------------------------------------- one table model (lab.rows)
+
+def _flagged_run(tmp_path) -> Path:
+    """One run whose cells set every flag a table can show: noisy, busy, cut by the budget, a
+    shape cycle's graphs, a precision, memory, latency tails, a break-even with its interval,
+    one whose speedup interval spans 1x, and a failed cell with its reason."""
+    from verdict_helpers import cell, write_run
+
+    tails = {"n": 40, "p50": [1.0, 0.9, 1.1], "p90": [1.25, 1.2, 1.3],
+             "p99": [1.75, 1.7, 1.8]}
+    eager_tails = {"n": 40, "p50": [2.0, 1.9, 2.1], "p90": [2.25, 2.2, 2.3],
+                   "p99": [2.75, 2.7, 2.8]}
+    flagged = cell(
+        "transformer", "torch-compile", "infer", [1e-3] * 9, precision="amp-bf16",
+        framework="torch", baseline_backend="torch-eager", median_s=1e-3,
+        baseline_median_s=2e-3, speedup=2.0, speedup_ci95=[1.25, 5.0], compile_s_cold=10.0,
+        compile_s_warm=2.5, break_even_steps_cold=10_000.0, throughput=4321.0,
+        throughput_ci95=[4000.0, 4500.0], throughput_unit="tokens/s", noisy=True,
+        machine_busy=True, other_load_cores=1.5,
+        sampling={"cut_by_budget": True, "rounds": 9, "rounds_planned": 30},
+        diagnostics={"cycle": {"graphs": 3, "recompiles": 2}},
+        memory={"step_peak_above_resident_mib": 6.6,
+                "baseline_step_peak_above_resident_mib": 11.4,
+                "ratio_eager_over_candidate": 1.73, "first_call_peak_above_start_mib": 61.9,
+                "probe": "test probe"},
+        latency=True, latency_ms=tails, baseline_latency_ms=eager_tails)
+    spans = cell("mlp", "torch-compile", "infer", [1e-3] * 9, framework="torch",
+                 baseline_backend="torch-eager", median_s=1e-3, baseline_median_s=1.1e-3,
+                 speedup=1.1, speedup_ci95=[0.9, 1.3], compile_s_cold=5.0, compile_s_warm=1.0,
+                 break_even_steps_cold=50_000.0)
+    failed = cell("mlp", "jax-jit", "infer", None, status="fail_accuracy", framework="jax")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    write_run(folder, [flagged, spans, failed])
+    return folder
+
+
+# what each output must show of the flagged run, as the words every table uses
+FLAGS = "ok (noisy, busy, 9 of 30 samples: budget, 3 graphs, 2 recompiles over the cycle)"
+SHOWN = {"status": FLAGS, "precision": "amp-bf16", "memory": "11.4 / 6.6",
+         "compile": "10.0 / 2.5", "break-even": "10,000 [6,250, 25,000]",
+         "undetermined": "undetermined", "failed": "fail_accuracy: test",
+         "speedup": "2.00x [1.25, 5.00]"}
+
+
+def test_every_output_shows_every_field_of_the_table_model(tmp_path):
+    """The terminal, markdown, HTML and CSV outputs render one row model: what one shows of a
+    cell (all the status flags, memory, tails, the break-even's interval) none loses."""
+    run = _flagged_run(tmp_path)
+    terminal = run_lab("show", str(run), env={"COLUMNS": "400"})
+    assert terminal.returncode == 0, terminal.stderr
+    markdown = run_lab("report", str(run))
+    assert markdown.returncode == 0, markdown.stderr
+    page = tmp_path / "r.html"
+    assert run_lab("report", str(run), "--html", str(page)).returncode == 0
+    html_text = page.read_text()
+    for name, text in (("terminal", terminal.stdout), ("markdown", markdown.stdout),
+                       ("html", html_text)):
+        for field, words in SHOWN.items():
+            if name == "markdown" and field == "memory":
+                words = "| 6.6 | 11.4 | 1.73x | 61.9 |"  # the report's memory table
+            assert words in text, f"{name} lacks the {field}: {words!r}"
+    # the latency tails: p90 / p99 of the backend and of its eager
+    for text in (terminal.stdout, html_text):
+        assert "1.25 / 1.75" in text and "2.25 / 2.75" in text
+    assert "1.2 [1.2, 1.3]" in markdown.stdout or "1.25" in markdown.stdout
+
+    out = run_lab("report", str(run), "--csv", "-")
+    rows = {r["backend"] + "|" + r["workload"]: r for r in csv.DictReader(io.StringIO(out.stdout))}
+    row = rows["torch-compile|transformer"]
+    assert row["status_flags"] == FLAGS[4:-1].replace(", 3 graphs", "; 3 graphs").replace(
+        "noisy, busy, 9", "noisy; busy; 9")
+    assert (row["noisy"], row["machine_busy"], row["other_load_cores"]) == ("true", "true", "1.5")
+    assert row["precision"] == "amp-bf16" and row["step_peak_mib"] == "6.6"
+    assert (row["p90_ms"], row["baseline_p99_ms"]) == ("1.25", "2.75")
+    assert (float(row["break_even_cold_ci95_lo"]), float(row["break_even_cold_ci95_hi"])) == \
+        pytest.approx((6250.0, 25000.0))
+    assert (row["cycle_graphs"], row["cycle_recompiles"]) == ("3", "2")
+    spans = rows["torch-compile|mlp"]
+    assert spans["break_even_cold_ci95_hi"] == "inf"
+    assert rows["jax-jit|mlp"]["status"] == "fail_accuracy"

@@ -16,10 +16,10 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
-from lab import store
+from lab import rows, store
 from lab.html_report import page
 from lab.html_report.runs import KERNELS_FILE, RESULTS, KernelBench, ReportInputError, Run, load
-from lab.html_report.tables import esc, status_class, status_text
+from lab.html_report.tables import esc, status_class
 
 
 def stored_runs(root: Path) -> list[Path]:
@@ -31,8 +31,24 @@ def stored_runs(root: Path) -> list[Path]:
 
 
 def _statuses(run: Run) -> str:
-    counts = Counter(status_text(c).split(":")[0] for c in run.cells)
-    return " · ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    """Cells per status, then per flag of the ok ones (noisy, busy: lab.rows)."""
+    built = [rows.build(c) for c in run.cells]
+    counts = Counter(r.status for r in built)
+    flags = Counter(f for r in built for f in r.flags if f in ("noisy", "busy"))
+    return " · ".join([f"{k} {v}" for k, v in sorted(counts.items())]
+                      + [f"{k} {v}" for k, v in sorted(flags.items())])
+
+
+def started(text) -> str:
+    """One format for every run's start: runs store local ISO seconds, kernel benchmark files
+    pytest-benchmark's UTC with microseconds (shown in UTC, marked)."""
+    try:
+        when = _dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text or "")
+    if when.tzinfo is not None:
+        return when.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _status_cls(run: Run) -> str:
@@ -55,13 +71,13 @@ def write(root: Path, out_dir: Path) -> Path:
 
     store.atomic_write_text(shared_js, get_plotlyjs())
     shared_js.chmod(0o644)
-    rows, by_machine = [], {}
+    entries, by_machine = [], {}
     for folder in folders:
         machine = folder.relative_to(root).parts[0] if folder != root else root.name
         try:
             item = load(folder)
         except ReportInputError as exc:
-            rows.append((machine, folder.name, "", "unreadable", "", str(exc), "status-other",
+            entries.append((machine, folder.name, "", "unreadable", "", str(exc), "status-other",
                          None))
             continue
         out_path = out_dir / machine / f"{folder.name}.html"
@@ -72,13 +88,14 @@ def write(root: Path, out_dir: Path) -> Path:
         if isinstance(item, Run):
             lab = item.doc.get("lab") or {}
             kind = lab.get("kind") or "run"
-            date = lab.get("started") or item.doc.get("datetime") or ""
-            rows.append((machine, item.run_id, date, kind, len(item.cells), _statuses(item),
+            date = started(lab.get("started") or item.doc.get("datetime") or "")
+            entries.append((machine, item.run_id, date, kind, len(item.cells), _statuses(item),
                          _status_cls(item), href))
             by_machine.setdefault(machine, []).append(item)
         else:
-            rows.append((machine, folder.name, item.doc.get("datetime") or "", "kernels",
-                         len(item.rows), f"{len(item.rows)} kernel calls", "status-ok", href))
+            entries.append((machine, folder.name, started(item.doc.get("datetime") or ""),
+                            "kernels", len(item.rows), f"{len(item.rows)} kernel calls",
+                            "status-ok", href))
     history_links = []
     for machine, runs in sorted(by_machine.items()):
         if len(runs) < 2:
@@ -89,15 +106,15 @@ def write(root: Path, out_dir: Path) -> Path:
         history_links.append(f'<a href="{esc(quote(out_path.relative_to(out_dir).as_posix()))}">'
                              f"{esc(machine)}: {len(runs)} runs</a>")
     index = out_dir / "index.html"
-    page.write_page(_index_html(root, rows, history_links), index)
+    page.write_page(_index_html(root, entries, history_links), index)
     return index
 
 
-def _index_html(root: Path, rows: list[tuple], history_links: list[str]) -> str:
+def _index_html(root: Path, entries: list[tuple], history_links: list[str]) -> str:
     head = "".join(f"<th>{c}</th>" for c in ("machine", "run", "started", "kind", "cells",
                                               "statuses"))
     body = []
-    for machine, run_id, date, kind, cells, statuses, cls, href in rows:
+    for machine, run_id, date, kind, cells, statuses, cls, href in entries:
         run = f'<a href="{esc(quote(href))}">{esc(run_id)}</a>' if href else esc(run_id)
         body.append(f"<tr><td>{esc(machine)}</td><td>{run}</td><td>{esc(date)}</td>"
                     f"<td>{esc(kind)}</td><td data-sort=\"{esc(cells)}\">{esc(cells)}</td>"

@@ -1,6 +1,7 @@
 """The report's HTML tables: the cells, hot kernels with their links, claims and gate verdicts.
 
-Every value is escaped here; numbers carry a `data-sort` key so the page's sorter orders them
+Every value is escaped here; what a cell's row says comes from `lab.rows` (as in the terminal,
+markdown and CSV outputs); numbers carry a `data-sort` key so the page's sorter orders them
 as numbers (a `never` break-even sorts after every finite one).
 """
 
@@ -12,8 +13,8 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+from lab import rows
 from lab.html_report.runs import Run, hot_rows, profile_entries
-from lab.table import format_ms
 
 HOT_TOP = 10  # rows per hot-kernel table: the tail is in hot.csv, linked beside it
 STATUS_CLASSES = ("ok", "noisy", "fail_accuracy", "compile_error", "run_error", "timeout",
@@ -31,68 +32,48 @@ def _td(text, sort=None, cls: str = "") -> str:
 
 
 def status_class(cell: dict) -> str:
-    status = str(cell.get("status") or "?")
-    if status == "ok" and cell.get("noisy"):
+    row = rows.build(cell)
+    if row.ok and (row.noisy or row.busy):  # a number to read with care
         return "status-noisy"
-    return f"status-{status}" if status in STATUS_CLASSES else "status-other"
+    return f"status-{row.status}" if row.status in STATUS_CLASSES else "status-other"
 
 
 def status_text(cell: dict) -> str:
-    status = str(cell.get("status") or "?")
-    if status == "ok":
-        return "ok (noisy)" if cell.get("noisy") else "ok"
-    return f"{status}: {cell['reason']}" if cell.get("reason") else status
+    return rows.build(cell).status_text
 
 
-def _shape(cell: dict) -> str:
-    shape = cell.get("shape") or {}
-    return ", ".join(f"{k}={v}" for k, v in shape.items()) if isinstance(shape, dict) \
-        else str(shape)
-
-
-CELL_COLUMNS = ("workload", "mode", "backend", "device", "dtype", "shape", "eager ms",
+CELL_COLUMNS = ("workload", "mode", "backend", "device", "precision", "shape", "eager ms",
                 "ms/step", "speedup [95% CI]", "compile s cold/warm", "break-even steps",
-                "throughput", "samples", "status")
+                "throughput", "step MiB", "samples", "status")
+LATENCY_COLUMNS = ("p90 / p99 ms", "eager p90 / p99 ms")  # beside the speedup, as in the terminal
 
 
 def cells_table(runs: list[Run]) -> str:
     many = len(runs) > 1
-    head = "".join(f"<th>{esc(c)}</th>" for c in (("run",) if many else ()) + CELL_COLUMNS)
+    latency = any(c.get("latency_ms") for run in runs for c in run.cells)
+    columns = list(CELL_COLUMNS)
+    if latency:
+        at = columns.index("speedup [95% CI]") + 1
+        columns[at:at] = LATENCY_COLUMNS
+    head = "".join(f"<th>{esc(c)}</th>" for c in (["run"] if many else []) + columns)
     body = []
     for run in runs:
         for c in run.cells:
-            compiled = c.get("baseline_backend") is not None and c.get("median_s") is not None \
-                and c.get("baseline_median_s") is not None
-            eager_s = c.get("baseline_median_s") if compiled else c.get("median_s")
-            step_s = c.get("median_s") if compiled else None
-            speedup, ci = c.get("speedup"), c.get("speedup_ci95")
-            ok = c.get("status") == "ok"
-            speed_text = f"{speedup:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}]" if ok and speedup and ci \
-                else "-"
-            cold, warm = c.get("compile_s_cold"), c.get("compile_s_warm")
-            compile_text = "-" if cold is None else \
-                f"{cold:.1f} / {warm:.1f}" if warm is not None else f"{cold:.1f} / -"
-            if not ok or cold is None:
-                even_text, even_sort = "-", None
-            elif c.get("break_even_steps_cold") is None:
-                even_text, even_sort = "never", math.inf
-            else:
-                even_text = f"{c['break_even_steps_cold']:,.0f}"
-                even_sort = c["break_even_steps_cold"]
-            tput = c.get("throughput")
-            tput_text = "-" if not tput else \
-                f"{tput:,.0f} {c.get('throughput_unit') or '/s'}" if tput >= 100 \
-                else f"{tput:.1f} {c.get('throughput_unit') or '/s'}"
-            n = len(c.get("samples_s") or [])
+            row = rows.build(c)
+            speed = row.speedup_text
+            tails = [_td(row.tails_text), _td(row.eager_tails_text)] if latency else []
+            memory = row.memory.get("step_peak_above_resident_mib")
             cells = [_td(run.run_id)] if many else []
-            cells += [_td(c.get("workload")), _td(c.get("mode")), _td(c.get("backend")),
-                      _td(c.get("device")), _td(c.get("dtype")), _td(_shape(c), cls="wrap"),
-                      _td(format_ms(eager_s), eager_s), _td(format_ms(step_s), step_s),
-                      _td(speed_text, speedup if speed_text != "-" else None),
-                      _td(compile_text, cold), _td(even_text, even_sort),
-                      _td(tput_text, tput), _td(n or "-", n),
-                      _td(status_text(c), cls=f"status {status_class(c)}")]
-            body.append(f'<tr title="{esc(c.get("name"))}">{"".join(cells)}</tr>')
+            cells += [_td(row.workload), _td(row.mode), _td(row.backend), _td(row.device),
+                      _td(row.precision), _td(row.shape, cls="wrap"),
+                      _td(row.eager_ms_text, row.eager_s), _td(row.step_ms_text, row.step_s),
+                      _td(speed, row.speedup if speed != "-" else None), *tails,
+                      _td(row.compile_text, row.compile_s_cold),
+                      _td(row.break_even.text, row.break_even.sort_key),
+                      _td(row.throughput_text, row.throughput),
+                      _td(row.memory_text, memory), _td(row.samples or "-", row.samples),
+                      _td(row.status_text, cls=f"status {status_class(c)}")]
+            body.append(f'<tr title="{esc(row.name)}">{"".join(cells)}</tr>')
     return (f'<div class="scroll"><table class="sortable cells"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
