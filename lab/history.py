@@ -1,7 +1,9 @@
 """Change points in each benchmark's series over one machine's stored runs (`lab history`).
 
 A run contributes one value per benchmark: the geometric mean of its per-process medians (the
-median of its samples when it stored one process). The series, in run order, goes to
+median of its samples when it stored one process). Benchmarks are keyed as the gate keys them
+(lab.identity), and a benchmark whose runs differ in a setting the gate refuses to mix (threads,
+per-call latency, machine) has one series per setting, the change marked. The series, in run order, goes to
 `lab.stats.change_points` (binary segmentation, permutation test); a change point is reported
 with the run where the new level starts and the ratio of the levels either side.
 """
@@ -27,8 +29,37 @@ class Change:
     runs_after: int
 
 
-def load_series(root: Path) -> tuple[list[str], dict[str, list[tuple[str, float]]], int]:
-    """(run ids in order, benchmark -> [(run id, seconds per step)], unreadable runs)."""
+# what the gate refuses to mix, besides what the key names (device, precision): a series is
+# split where one of these differs, and the change is marked (lab gate: settings_mismatch)
+SETTINGS = ("threads", "latency", "machine")
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    run_id: str  # the first run measured with the new settings
+    what: str  # e.g. "threads 1 -> 2"
+
+
+@dataclass
+class History:
+    run_ids: list[str]  # every readable run, in order
+    series: dict[str, list[tuple[str, float]]]  # series label -> [(run id, seconds per step)]
+    benchmark: dict[str, str]  # series label -> benchmark key (lab.identity)
+    setting_changes: dict[str, list[SettingChange]]  # benchmark key -> where settings changed
+    skipped: int  # unreadable runs
+
+
+def _settings(cell: dict, doc: dict) -> tuple[tuple[str, object], ...]:
+    machine = cell.get("machine_id") or results.machine_id(doc)
+    values = {"threads": cell.get("threads"), "latency": bool(cell.get("latency")),
+              "machine": machine}
+    return tuple((k, values[k]) for k in SETTINGS)
+
+
+def load(root: Path) -> History:
+    """Every benchmark's series over the runs under `root` (one machine's folder), keyed by the
+    benchmark's key, so names older versions stored join today's, and split where a setting
+    the gate refuses to mix changed: one line never joins runs of different thread counts."""
     runs, skipped = [], 0
     for path in sorted(Path(root).glob(f"*/{results.RESULTS}")):
         try:
@@ -38,14 +69,33 @@ def load_series(root: Path) -> tuple[list[str], dict[str, list[tuple[str, float]
             continue
         runs.append((str(doc.get("datetime") or ""), path.parent.name, doc))
     runs.sort(key=lambda r: (r[0], r[1]))
-    series: dict[str, list[tuple[str, float]]] = {}
+    points: dict[str, list[tuple[str, float, tuple]]] = {}
     for _, run_id, doc in runs:
         for cell in results.cells(doc):
             if cell.get("status") == "ok" and cell.get("samples_s"):
                 medians = results.process_medians(cell)
                 value = math.exp(sum(math.log(m) for m in medians) / len(medians))
-                series.setdefault(cell["name"], []).append((run_id, value))
-    return [r[1] for r in runs], series, skipped
+                points.setdefault(cell["name"], []).append((run_id, value, _settings(cell, doc)))
+    series, benchmark, marks = {}, {}, {}
+    for name, found in points.items():
+        groups = list(dict.fromkeys(settings for _, _, settings in found))
+        varying = [i for i, key in enumerate(SETTINGS) if len({g[i][1] for g in groups}) > 1]
+        for group in groups:
+            label = name if len(groups) == 1 else \
+                f"{name} {{{', '.join(f'{SETTINGS[i]}={group[i][1]}' for i in varying)}}}"
+            series[label] = [(r, v) for r, v, s in found if s == group]
+            benchmark[label] = name
+        marks[name] = [
+            SettingChange(run_id, ", ".join(f"{k} {old} -> {new}" for (k, old), (_, new)
+                                            in zip(before, after) if old != new))
+            for (_, _, before), (run_id, _, after) in zip(found, found[1:]) if before != after]
+    return History([r[1] for r in runs], series, benchmark, marks, skipped)
+
+
+def load_series(root: Path) -> tuple[list[str], dict[str, list[tuple[str, float]]], int]:
+    """(run ids in order, series label -> [(run id, seconds per step)], unreadable runs)."""
+    found = load(root)
+    return found.run_ids, found.series, found.skipped
 
 
 def changes(points: list[tuple[str, float]]) -> list[Change] | None:

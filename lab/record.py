@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from lab import backends, stats, store
+from lab import backends, identity, stats, store
 from lab.runner import CellOutcome
 from lab.workloads.base import shape_label
 
@@ -17,9 +17,11 @@ from lab.workloads.base import shape_label
 def benchmark_name(spec, label: str) -> str:
     """The cell's name: workload[backend|mode|device|precision|shape]. The precision names
     the arithmetic (fp32, amp-bf16, ...; lab.precision), where runs stored before it existed
-    named the dtype (float32)."""
+    named the dtype (float32). A user's workload is named by its key (lab.identity), not by
+    the path as typed."""
     shape = shape_label(spec.shape)
-    return f"{spec.workload}[{label}|{spec.mode}|{spec.device}|{spec.precision}|{shape}]"
+    workload = identity.workload_key(spec.workload)
+    return f"{workload}[{label}|{spec.mode}|{spec.device}|{spec.precision}|{shape}]"
 
 
 def wall_breakdown(outcome: CellOutcome) -> dict:

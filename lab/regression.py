@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lab import stats
+from lab import identity, stats
 from lab.errors import UsageError
 from lab.results import cells_by_name, process_medians
 
@@ -143,8 +143,7 @@ def machine_mismatch(base: dict, cand: dict) -> str | None:
         hardware.append(next(iter(machines.values()), None)
                         or doc["machine_info"]["lab_hardware"])
     hb, hc = hardware
-    diffs = [f"{k}: {hb.get(k)!r} vs {hc.get(k)!r}" for k in sorted(set(hb) | set(hc))
-             if hb.get(k) != hc.get(k)]
+    diffs = identity.hardware_differences(hb, hc)
     return "; ".join(diffs) if diffs else None
 
 

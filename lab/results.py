@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lab import identity
 from lab.errors import UsageError
 
 RESULTS = "results.json"
@@ -79,8 +80,9 @@ def load_run(text: str, root: str | Path = DEFAULT_ROOT) -> dict:
 
 
 def cells(doc: dict) -> list[dict]:
-    """Every cell of a run in run order: its extra_info plus `name` and `samples_s` (None for a
-    cell without samples). A measured cell without a stored status is `ok`."""
+    """Every cell of a run in run order: its extra_info plus `name` (its key, lab.identity: an
+    older version's name read through its mapping; `stored_name` as stored) and `samples_s`
+    (None for a cell without samples). A measured cell without a stored status is `ok`."""
     out = []
     for entry in (doc.get("lab") or {}).get("unmeasured") or []:
         if isinstance(entry, dict) and "name" in entry:
@@ -91,7 +93,10 @@ def cells(doc: dict) -> list[dict]:
         out.append({"status": "ok", **info, "name": bench["name"],
                     "samples_s": (bench.get("stats") or {}).get("data")})
     order = {name: i for i, name in enumerate((doc.get("lab") or {}).get("order") or [])}
-    return sorted(out, key=lambda c: order.get(c["name"], len(order)))
+    out.sort(key=lambda c: order.get(c["name"], len(order)))
+    for cell in out:  # the key every reader compares runs by, whatever version stored it
+        cell["stored_name"], cell["name"] = cell["name"], identity.canonical(cell["name"])
+    return out
 
 
 def cells_by_name(doc: dict) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import backends, runner, store, workloads
+from lab import backends, identity, runner, store, workloads
 from lab import precision as precisions
 from lab.backends import BackendChoice
 from lab.cellspec import CellResult, CellSpec
@@ -196,7 +196,8 @@ def plan(selection: Selection,
     """Validate the selection and return (cells, device); UsageError on anything unknown.
     `timeout_s` bounds the check of a user's workload factory."""
     check_values(selection, timeout_s)
-    _refuse_repeats("--workload", selection.workloads)
+    # two spellings of one file (`./m.py:f`, `m.py:f`) are one benchmark key (lab.identity)
+    _refuse_repeats("--workload", [identity.workload_key(w) for w in selection.workloads])
     _refuse_repeats("--backend", selection.backends)
     _refuse_repeats("--mode", selection.modes)
     for key, value in selection.shape.items():

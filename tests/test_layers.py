@@ -16,7 +16,7 @@ LAYERS = [
     # no framework, no lab module above: statistics, storage, the cell's contract, kernels
     ("lab.status", "lab.errors", "lab.stats", "lab.nvtx", "lab.measure", "lab.store",
      "lab.results", "lab.hotkernels", "lab.accuracy", "lab.cellspec", "lab.kernels",
-     "lab.machine_load", "lab.precision", "lab.memory"),
+     "lab.machine_load", "lab.precision", "lab.memory", "lab.identity"),
     ("lab.workloads", "lab.backends.protocol"),  # what is measured
     ("lab.backends",),  # how a workload becomes timed steps in each framework
     ("lab.cell", "lab.tracing", "lab.claims"),  # one cell inside its process; claim files

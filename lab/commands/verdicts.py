@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import history, regression, results, store, verdict
+from lab import history, identity, regression, results, store, verdict
 from lab.errors import UsageError
 
 
@@ -225,18 +225,23 @@ def cmd_history(args) -> int:
         known = sorted(p.name for p in out.glob("*") if p.is_dir()) if out.is_dir() else []
         raise UsageError(f"no stored runs for machine {machine!r} under {out}"
                          + (f" (machines there: {', '.join(known)})" if known else ""))
-    run_ids, series, skipped = history.load_series(root)
-    if args.benchmark:
-        if args.benchmark not in series:
+    found_history = history.load(root)
+    run_ids, series, skipped = found_history.run_ids, found_history.series, found_history.skipped
+    key_of, marks = found_history.benchmark, found_history.setting_changes
+    if args.benchmark:  # by its key: an older version's name finds today's series too
+        wanted = identity.canonical(args.benchmark)
+        series = {label: points for label, points in series.items() if key_of[label] == wanted}
+        if not series:
             raise UsageError(f"no benchmark {args.benchmark!r} in the runs of {machine}")
-        series = {args.benchmark: series[args.benchmark]}
     if getattr(args, "json", False):  # one object per benchmark, its change points in it
         found = {name: history.changes(points) for name, points in sorted(series.items())}
         print_json({"command": "history", "machine": machine, "runs": run_ids,
                     "unreadable_runs": skipped, "min_runs": history.MIN_RUNS,
                     "benchmarks": [
-                        {"name": name, "runs": len(series[name]),
+                        {"name": name, "benchmark": key_of[name], "runs": len(series[name]),
                          "verdict": _history_verdict(changes),
+                         "setting_changes": [{"run_id": m.run_id, "what": m.what}
+                                             for m in marks[key_of[name]]],
                          "changes": [{"run_id": c.run_id, "ratio": _finite(c.ratio),
                                       "direction": "slower" if c.ratio > 1 else "faster",
                                       "runs_before": c.runs_before,
@@ -245,7 +250,12 @@ def cmd_history(args) -> int:
         return 0
     print(f"{machine}: {len(run_ids)} runs" + (f" ({skipped} unreadable, skipped)"
                                                  if skipped else ""))
+    marked = set()
     for name, points in sorted(series.items()):
+        for mark in marks[key_of[name]] if key_of[name] not in marked else []:
+            print(f"  {key_of[name]}: setting changed at run {mark.run_id}: {mark.what} "
+                  f"(a series of its own)")
+        marked.add(key_of[name])
         found = history.changes(points)
         if found is None:
             print(f"  {name}: {len(points)} runs (needs {history.MIN_RUNS} for a change point)")
