@@ -8,6 +8,7 @@ interrupted (finished cells kept, the run marked incomplete).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -23,9 +24,82 @@ from lab.session import (
 )
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples keep their lines; an option's default follows its help
+    (argparse's ArgumentDefaultsHelpFormatter, less the defaults that say nothing: None,
+    False, or one the help already states)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text \
+                or (not action.option_strings and action.nargs not in ("?", "*")):
+            return text
+        shown = ",".join(default) if isinstance(default, list) else default
+        return f"{text} (default: {str(shown).replace('%', '%%')})"  # argparse %-formats it
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse prints usage + message; the lab prints one line
         raise UsageError(message)
+
+
+def _version() -> str:
+    """The installed distribution's version; the package's own where it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("perflab")
+    except metadata.PackageNotFoundError:
+        import lab
+
+        return lab.__version__
+
+
+def _threshold(text: str) -> str:
+    """`5%`, `5` (a bare number of 1 or more is a percentage) or `0.05` (below 1: a fraction),
+    as the gate's `N%`; junk is refused here, the range by the gate (lab.regression)."""
+    raw = text.strip().removesuffix("%")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a percentage like 5% or 5, or a fraction like 0.05, got {text!r}") from None
+    return text.strip() if text.strip().endswith("%") or value < 1 else f"{raw}%"
+
+
+# one example per command, shown under its --help
+EXAMPLES = {
+    "list": "lab list                       # what this machine can run, and why not",
+    "run": "lab run --workload mlp,transformer --backend torch-eager,torch-compile \\\n"
+           "    --mode infer,train --device cpu --repeats 30",
+    "show": "lab show profiles/<machine>/<run id>     # or the run id alone",
+    "report": "lab report <run id>                # markdown\n"
+              "lab report <run id> --html r.html  # one page with plots\n"
+              "lab report profiles/ --html site/  # an index of every stored run\n"
+              "lab report <run id> --csv -        # CSV on stdout",
+    "profile": "lab profile --workload transformer --backend torch-compile --mode infer",
+    "check": "lab check claims/seed.toml --run <run id> --stored-only",
+    "gate": "lab gate <baseline run> <candidate run> --threshold 5%",
+    "history": "lab history --benchmark 'transformer[torch-compile|infer|cpu|fp32|batch=4]'",
+    "diff": "lab diff <baseline run> <candidate run>",
+}
+# options whose default is worth showing but that have no help of their own
+IMPLICIT_HELP = {"out": "root folder of the stored runs (run ids are looked up there)",
+                 "device": "where the cells run (auto: cuda when there is one)"}
+
+
+def _finish(parser: argparse.ArgumentParser, sub) -> None:
+    for name, command in sub.choices.items():
+        if name in EXAMPLES:
+            command.epilog = "example:\n  " + EXAMPLES[name].replace("\n", "\n  ")
+        for action in command._actions:
+            if action.help is None and action.dest in IMPLICIT_HELP:
+                action.help = IMPLICIT_HELP[action.dest]
 
 
 def _positive_int(text: str) -> int:
@@ -101,7 +175,10 @@ def _delegate(module: str, function: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lab", description="perflab: eager vs compilers, measured fairly")
+    parser = _Parser(prog="lab", description="perflab: eager vs compilers, measured fairly",
+                     epilog="`lab COMMAND --help` shows a command's options and an example; "
+                            "exit codes: docs/contract.md")
+    parser.add_argument("--version", action="version", version=f"lab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="workloads, backends and kernels; what runs here")
@@ -117,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="infer cells: time one call per sample and report p50/p90/p99 per "
                         "call (the serving view; with --batch 1 a call is a request)")
     p.add_argument("--cold-l2", dest="cold_l2", action="store_true",
-                   help="CUDA: flush the L2 before every sample")
+                   help="CUDA: flush the L2 before every timed step (each step then timed "
+                        "by its own event pair)")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true",
                    help="CUDA: capture each infer step in a CUDA graph and replay it")
     p.add_argument("--profile", action="store_true",
@@ -168,9 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_delegate("lab.commands.verdicts", "cmd_check"))
 
     p = sub.add_parser("gate", help="regression gate: exit 1 when CANDIDATE is slower")
-    p.add_argument("baseline")
-    p.add_argument("candidate")
-    p.add_argument("--threshold", default="5%")
+    p.add_argument("baseline", help="the reference run: folder, results.json or run id")
+    p.add_argument("candidate", help="the run under test: folder, results.json or run id")
+    p.add_argument("--threshold", type=_threshold, default="5%",
+                   help="the slowdown that fails the gate: 10%%, 10 (a percentage) or 0.1 "
+                        "(a fraction below 1)")
     p.add_argument("--force", action="store_true",
                    help="compare runs of different machines, threads, precision or device")
     p.add_argument("--allow-missing", dest="allow_missing", action="store_true",
@@ -190,10 +270,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--json", action="store_true", help="print the change points as JSON")
     p.set_defaults(func=_delegate("lab.commands.verdicts", "cmd_history"))
+    _finish(parser, sub)
     return parser
 
 
 INTERRUPTED = 130  # the shell's code for SIGINT; SIGTERM and SIGHUP end a run the same way
+
+
+class _ReaderMayClose:
+    """sys.stdout for a reader that may stop reading (`lab history --json | head`): once the
+    pipe is closed the rest of the output is dropped and the command runs to its end, so what
+    it measures is stored and its exit code is its own, with no traceback. On any failure to
+    write, the descriptor is pointed at /dev/null (the Python docs' advice for SIGPIPE), so the
+    interpreter's last flush cannot fail again; other errors (a full disk) are raised on."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_gone = False
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _failed(self, exc: OSError) -> None:
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+            fd = None
+        if fd is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        if not isinstance(exc, BrokenPipeError):
+            raise exc
+        self.reader_gone = True
+
+    def write(self, text):
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                self._failed(exc)
+        return len(text)
+
+    def flush(self):
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._failed(exc)
 
 
 def _interrupt(signum, frame):
@@ -207,6 +331,8 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayClose(stdout)
     # handlers can only be set in the main thread; main() called from another keeps Python's
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -223,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         print("lab: interrupted", file=sys.stderr)
         return INTERRUPTED
     finally:
+        try:  # what is still buffered, while a closed reader is still handled
+            sys.stdout.flush()
+        except OSError as exc:  # the descriptor now points at /dev/null: said once, here
+            print(f"lab: error: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
+        sys.stdout = stdout
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
