@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from lab import outputs
 from lab.errors import UsageError
 from lab.precision import NAMES as PRECISIONS
 from lab.session import (
@@ -341,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        # stdout that cannot be written (a full disk) is one line and exit 2, not a traceback
+        return outputs.run_writing_stdout(args.func, args)
     except UsageError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 2

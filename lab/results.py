@@ -58,8 +58,9 @@ def load(path: str | Path) -> dict:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StoreError(f"{file} is not valid JSON (truncated?): {exc.msg} at line "
-                         f"{exc.lineno}") from None
+        # the json module's own phrasing: exc.msg may end in "at" ("... string starting at")
+        raise StoreError(f"{file} is not valid JSON (truncated?): {exc.msg}: line "
+                         f"{exc.lineno} column {exc.colno}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) \
             or "machine_info" not in doc:
         raise StoreError(f"{file} is not a pytest-benchmark results file "

@@ -44,10 +44,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write `data` to a temporary file beside `path` and rename it into place: a reader sees
-    the old file or the new one, never half of one. The file gets the mode a plain open()
-    would give (0666 less the umask): mkstemp's 0600 would hide runs from the user's group."""
+    the old file or the new one, never half of one. The file gets `mode`, by default the mode
+    a plain open() would give (0666 less the umask): mkstemp's 0600 would hide runs from the
+    user's group. The rename replaces whatever `path` is: a path a user names goes through
+    lab.outputs, which renames only over a regular file or a new name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -56,7 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -78,3 +78,18 @@ def assert_close_scaled(actual, expected, *, dtype, reduction_len: int,
         f"(actual {a[at]:.6g}, expected {e[at]:.6g}; {int(np.sum(err > limit))} of {err.size} "
         f"elements over), bound {limit:.3g} = {reduction_len} x eps({dtype}) "
         f"{eps(dtype):.3g} x scale {limit / (reduction_len * eps(dtype)):.3g}")
+
+
+def decoder_chain(shape: dict, upto: str = "logits") -> int:
+    """`reduction_len` for two implementations of the GPT-2 or Llama decoder of `shape`: the
+    reduction lengths along the longest chain to the logits, summed. Per layer:
+    two norms over hidden, a projection (hidden), scores (head_dim), softmax and the weighted
+    sum (seq), the output projection and the MLP's first matmul (hidden), its second (ffn);
+    then the final norm and the LM head (hidden). `loss` adds the log-sum-exp over the
+    vocabulary and the mean over tokens; `grads` the backward, which runs the same chain
+    transposed."""
+    h = shape["hidden"]
+    per_layer = 5 * h + h // shape["heads"] + 2 * shape["seq"] + shape.get("ffn", 4 * h)
+    logits = shape["layers"] * per_layer + 2 * h
+    loss = logits + shape["vocab"] + shape["batch"] * shape["seq"]
+    return {"logits": logits, "loss": loss, "grads": 2 * loss}[upto]

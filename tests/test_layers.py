@@ -15,7 +15,7 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 LAYERS = [
     # no framework, no lab module above: statistics, storage, the cell's contract, kernels
     ("lab.status", "lab.errors", "lab.stats", "lab.nvtx", "lab.measure", "lab.store",
-     "lab.results", "lab.hotkernels", "lab.accuracy", "lab.cellspec", "lab.kernels",
+     "lab.results", "lab.outputs", "lab.hotkernels", "lab.accuracy", "lab.cellspec", "lab.kernels",
      "lab.machine_load", "lab.precision", "lab.memory", "lab.identity"),
     ("lab.workloads", "lab.backends.protocol"),  # what is measured
     ("lab.backends",),  # how a workload becomes timed steps in each framework

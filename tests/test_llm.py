@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 import pytest
-from numerics import assert_close_scaled
+from numerics import assert_close_scaled, decoder_chain
 
 from lab.workloads import get
 from lab.workloads.llm import config as cfg
@@ -28,20 +28,6 @@ def small(name: str, **changes) -> dict:
     shape.update({"batch": 2, "seq": 16, "prompt": 5, "new_tokens": 6, "vocab": 512, **changes})
     return shape
 
-
-def reduction_chain(shape: dict, upto: str = "logits") -> int:
-    """The reduction lengths along the longest chain to the logits, summed: the `reduction_len`
-    of tests/numerics.py for comparing two float32 implementations of the model. Per layer:
-    two norms over hidden, a projection (hidden), scores (head_dim), softmax and the weighted
-    sum (seq), the output projection and the MLP's first matmul (hidden), its second (ffn);
-    then the final norm and the LM head (hidden). `loss` adds the log-sum-exp over the
-    vocabulary and the mean over tokens; `grads` the backward, which runs the same chain
-    transposed."""
-    h = shape["hidden"]
-    per_layer = 5 * h + h // shape["heads"] + 2 * shape["seq"] + shape.get("ffn", 4 * h)
-    logits = shape["layers"] * per_layer + 2 * h
-    loss = logits + shape["vocab"] + shape["batch"] * shape["seq"]
-    return {"logits": logits, "loss": loss, "grads": 2 * loss}[upto]
 
 
 def meta_model(family: cfg.Family, shape: dict):
@@ -135,7 +121,7 @@ def test_jax_logits_agree_with_torch(name):
     assert task.weights_source == "torch"
     # float32 through 2 layers: differences are rounding, within 6e-4 of the largest logit
     # (~1e-3 here, measured ~1e-6); a wrong op moves logits by ~1e-1
-    assert_close_scaled(got, want, dtype="float32", reduction_len=reduction_chain(shape),
+    assert_close_scaled(got, want, dtype="float32", reduction_len=decoder_chain(shape),
                         what=f"{name} logits, JAX vs torch")
 
 
@@ -152,7 +138,7 @@ def test_jax_llama_loss_and_gradients_agree_with_torch():
         lambda p: task.loss_fn(task.apply(p, *task.inputs), task.target))(task.params)
     lm = ref.model.lm
     assert_close_scaled(value, loss, dtype="float32",
-                        reduction_len=reduction_chain(shape, "loss"), what="loss")
+                        reduction_len=decoder_chain(shape, "loss"), what="loss")
     # Judged at each gradient's largest element, not per element: the smallest elements are
     # cancelling sums whose last digits follow the CPU's summation order (a per-element rtol
     # failed on 1 of 131072 on an AMD EPYC). Still caught: a sign or a factor of either
@@ -160,10 +146,10 @@ def test_jax_llama_loss_and_gradients_agree_with_torch():
     # wrong query-head group (its rows of k_proj change by their own size).
     embed = lm.model.embed_tokens.weight.grad
     assert_close_scaled(grads["embed"], embed, dtype="float32",
-                        reduction_len=reduction_chain(shape, "grads"), what="embedding gradient")
+                        reduction_len=decoder_chain(shape, "grads"), what="embedding gradient")
     k_proj = lm.model.layers[1].self_attn.k_proj.weight.grad.T
     assert_close_scaled(grads["layers"][1]["k_proj"], k_proj, dtype="float32",
-                        reduction_len=reduction_chain(shape, "grads"), what="k_proj gradient")
+                        reduction_len=decoder_chain(shape, "grads"), what="k_proj gradient")
 
 
 def _recompute_greedy(lm, prompt, steps: int):

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from lab import report, results, table
+from lab import outputs, report, results, table
 from lab.errors import UsageError
 
 
@@ -153,20 +153,32 @@ def _is_runs_folder(text: str) -> bool:
         and not (path / KERNELS_FILE).is_file()
 
 
+HTML_FOLDER_FILE = "index.html"  # a folder named by --html gets the page as its index
+
+
+def _say_skipped(folder, exc) -> None:
+    print(f"lab: skipped an unreadable run: {exc}", file=sys.stderr)
+
+
 def _report_html(args) -> None:
+    """One page for the given runs at PATH (a folder, existing or ending in /, gets it as
+    index.html), or for a folder of runs the folder PATH: index.html and a page per run."""
     from lab import html_report
 
     if len(args.runs) == 1 and _is_runs_folder(args.runs[0]):
         if args.claims or args.gate:
             raise UsageError("--claims and --gate go with a report on runs, not an index")
-        index = html_report.write_index(args.runs[0], args.html)
+        site = outputs.folder(args.html, "--html")
+        index = html_report.write_index(args.runs[0], site, on_skip=_say_skipped)
         print(f"wrote {index}", file=sys.stderr)
         return
     sources = [results.find_run(text, args.out) for text in args.runs]
-    page = html_report.write_report(
-        sources, args.html, title=args.title,
-        claims=_verdicts_file(args.claims, "--claims", "claims"),
-        gate=_verdicts_file(args.gate, "--gate", "verdicts"))
+    claims = _verdicts_file(args.claims, "--claims", "claims")
+    gate = _verdicts_file(args.gate, "--gate", "verdicts")
+    # refused before the page is drawn; the page's links are relative to where it lands
+    _, target = outputs.target(args.html, "--html", folder_file=HTML_FOLDER_FILE)
+    page = html_report.write_report(sources, target, title=args.title, claims=claims,
+                                    gate=gate)
     print(f"wrote {page}", file=sys.stderr)
 
 
@@ -179,19 +191,18 @@ def _one_run(args, what: str) -> dict:
 def cmd_report(args) -> int:
     if (args.claims or args.gate or args.title) and not args.html:
         raise UsageError("--claims, --gate and --title go with --html")
+    if args.csv and args.csv != "-":
+        outputs.target(args.csv, "--csv")  # refused before anything is written
     if args.html:
         _report_html(args)
     if args.csv:
-        from lab import export, store
+        from lab import export
 
         text = export.cells_csv(_one_run(args, "--csv"))
         if args.csv == "-":
             sys.stdout.write(text)
         else:
-            try:
-                store.atomic_write_text(Path(args.csv), text)
-            except OSError as exc:
-                raise UsageError(f"--csv {args.csv}: {exc.strerror or exc}") from None
+            outputs.write(args.csv, text, "--csv")
             print(f"wrote {args.csv}", file=sys.stderr)
     if args.html or args.csv:
         return 0

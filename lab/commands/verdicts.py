@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import history, identity, regression, results, store, verdict
+from lab import diff, history, identity, outputs, regression, results, store, verdict
 from lab.errors import UsageError
 
 
@@ -31,14 +32,11 @@ def print_json(document: dict) -> None:
 
 
 def append_markdown(path: str, text: str) -> None:
-    """Append, never replace: `$GITHUB_STEP_SUMMARY` keeps what earlier steps wrote there."""
-    target = Path(path)
-    try:
-        earlier = target.stat().st_size if target.exists() else 0
-        with target.open("a", encoding="utf-8") as f:
-            f.write(("\n" if earlier else "") + text)
-    except OSError as exc:
-        raise UsageError(f"--markdown {path}: {exc.strerror or exc}") from None
+    """Append, never replace: `$GITHUB_STEP_SUMMARY` keeps what earlier steps wrote there.
+    Through lab.outputs: never into a stored run, a folder or anything but a file, a device
+    or a pipe."""
+    earlier = os.path.isfile(path) and os.path.getsize(path) > 0
+    outputs.write(path, ("\n" if earlier else "") + text, "--markdown", append=True)
 
 
 def _run_for_claims(todo: list[tuple], device: str, out: str,
@@ -202,6 +200,8 @@ def gate_json(result: GateResult) -> dict:
 
 
 def cmd_gate(args) -> int:
+    if args.markdown:
+        outputs.target(args.markdown, "--markdown")  # refused before the gate prints
     result = gate_runs(args.baseline, args.candidate, args.threshold, args.force,
                        args.noise_floor, getattr(args, "allow_missing", False))
     if getattr(args, "json", False):

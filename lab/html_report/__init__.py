@@ -46,9 +46,10 @@ def write_report(sources, out_path, *, title: str | None = None,
     return page.write_page(text, out_path)
 
 
-def write_index(profiles_root, out_dir) -> Path:
+def write_index(profiles_root, out_dir, on_skip=None) -> Path:
     """`lab report profiles/ --html DIR`: DIR/index.html listing every stored run, one page
-    per run and one history page per machine with several runs. Returns index.html's path."""
+    per run and one history page per machine with several runs. Returns index.html's path.
+    on_skip(folder, exc) is told of each run that cannot be read."""
     from lab.html_report import index
 
-    return index.write(Path(profiles_root), Path(out_dir))
+    return index.write(Path(profiles_root), Path(out_dir), on_skip)

@@ -11,7 +11,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from lab import store
+from lab import outputs
 from lab.html_report import figures, tables
 from lab.html_report.runs import (
     KernelBench,
@@ -187,6 +187,6 @@ def render(runs: list[Run], benches: list[KernelBench], out_path: Path, *,
 
 
 def write_page(text: str, out_path: Path) -> Path:
-    store.atomic_write_text(out_path, text)
-    out_path.chmod(0o644)  # a page is for reading, also by a web server (mkstemp made it 0600)
-    return out_path
+    """Through lab.outputs: a device, a pipe or a link is written as such, never replaced, and
+    never a file inside a stored run. Mode 0644: a page is for reading, also by a web server."""
+    return outputs.write(out_path, text, "--html", mode=0o644)
