@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 
-from lab import outputs
 from lab.errors import UsageError
 from lab.precision import NAMES as PRECISIONS
 from lab.session import (
@@ -283,11 +282,14 @@ class _ReaderMayClose:
     pipe is closed the rest of the output is dropped and the command runs to its end, so what
     it measures is stored and its exit code is its own, with no traceback. On any failure to
     write, the descriptor is pointed at /dev/null (the Python docs' advice for SIGPIPE), so the
-    interpreter's last flush cannot fail again; other errors (a full disk) are raised on."""
+    interpreter's last flush cannot fail again. Any other failure (a full disk) is kept in
+    `failure` and the rest dropped alike: the command still runs to its end and stores what it
+    measured, then main says it in one line and exits 2."""
 
     def __init__(self, stream):
         self._stream = stream
         self.reader_gone = False
+        self.failure: OSError | None = None
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
@@ -302,7 +304,7 @@ class _ReaderMayClose:
             os.dup2(devnull, fd)
             os.close(devnull)
         if not isinstance(exc, BrokenPipeError):
-            raise exc
+            self.failure = exc
         self.reader_gone = True
 
     def write(self, text):
@@ -333,7 +335,7 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     stdout = sys.stdout
-    sys.stdout = _ReaderMayClose(stdout)
+    sys.stdout = guard = _ReaderMayClose(stdout)
     # handlers can only be set in the main thread; main() called from another keeps Python's
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -342,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         args = parser.parse_args(argv)
-        # stdout that cannot be written (a full disk) is one line and exit 2, not a traceback
-        return outputs.run_writing_stdout(args.func, args)
+        code = args.func(args)
+        guard.flush()  # what is still buffered: a full disk shows here, not at exit
+        if guard.failure is not None:  # the output is lost: not the command's own outcome
+            raise UsageError(f"cannot write to stdout: {guard.failure.strerror or guard.failure}")
+        return code
     except UsageError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 2
@@ -351,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print("lab: interrupted", file=sys.stderr)
         return INTERRUPTED
     finally:
-        try:  # what is still buffered, while a closed reader is still handled
-            sys.stdout.flush()
-        except OSError as exc:  # the descriptor now points at /dev/null: said once, here
-            print(f"lab: error: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
+        guard.flush()  # what is still buffered, while a closed reader is still handled
         sys.stdout = stdout
         for sig, handler in previous.items():
             signal.signal(sig, handler)

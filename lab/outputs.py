@@ -1,5 +1,5 @@
 """The one writer of what a user names as output (`lab report --csv/--html`, `lab gate
---markdown`) and of stdout.
+--markdown`; stdout is lab.cli's).
 
 A user's path may be a new name, a regular file, a link, a folder, a character device
 (/dev/null, /dev/stdout) or a pipe. A new name or a regular file is written beside and renamed
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from pathlib import Path
 
 from lab import store
@@ -124,50 +123,3 @@ def write(path, data: str | bytes, flag: str, *, append: bool = False,
     except OSError as exc:
         raise OutputError(f"cannot write {path} ({flag}): {exc.strerror or exc}") from None
     return file
-
-
-class _GuardedStdout:
-    """sys.stdout with its write failures (a full disk, an I/O error) raised as one line; a
-    closed pipe (BrokenPipeError) goes on as it is, the caller's to handle."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-    def _failed(self, exc: OSError) -> OutputError:
-        if self._stream is sys.__stdout__:  # the interpreter's own flush at exit would fail
-            devnull = os.open(os.devnull, os.O_WRONLY)  # again and print a traceback
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        return OutputError(f"cannot write to stdout: {exc.strerror or exc}")
-
-    def write(self, text):
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from None
-
-    def flush(self):
-        try:
-            return self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from None
-
-
-def run_writing_stdout(func, *args):
-    """func(*args), with a failure to write stdout an OutputError (one line, exit 2) instead of
-    a traceback or a lost table: what is still buffered is flushed here, not at exit."""
-    stream = sys.stdout
-    sys.stdout = _GuardedStdout(stream)
-    try:
-        result = func(*args)
-        sys.stdout.flush()
-        return result
-    finally:
-        sys.stdout = stream

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import diff, history, identity, outputs, regression, results, store, verdict
+from lab import history, identity, outputs, regression, results, store, verdict
 from lab.errors import UsageError
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
-from lab import rows, store
+from lab import rows
 from lab.html_report import page
 from lab.html_report.runs import KERNELS_FILE, RESULTS, KernelBench, ReportInputError, Run, load
 from lab.html_report.tables import esc, status_class
@@ -58,7 +58,8 @@ def _status_cls(run: Run) -> str:
         else "status-ok" if classes else "status-other"
 
 
-def write(root: Path, out_dir: Path) -> Path:
+def write(root: Path, out_dir: Path, on_skip=None) -> Path:
+    """on_skip(folder, exc): told of each run that cannot be read (listed as unreadable)."""
     if not root.is_dir():
         raise ReportInputError(f"{root} is not a folder of stored runs")
     folders = stored_runs(root)
@@ -69,14 +70,15 @@ def write(root: Path, out_dir: Path) -> Path:
     shared_js = out_dir / page.PLOTLY_FILE
     from plotly.offline import get_plotlyjs
 
-    store.atomic_write_text(shared_js, get_plotlyjs())
-    shared_js.chmod(0o644)
+    page.write_page(get_plotlyjs(), shared_js)
     entries, by_machine = [], {}
     for folder in folders:
         machine = folder.relative_to(root).parts[0] if folder != root else root.name
         try:
             item = load(folder)
         except ReportInputError as exc:
+            if on_skip is not None:
+                on_skip(folder, exc)
             entries.append((machine, folder.name, "", "unreadable", "", str(exc), "status-other",
                          None))
             continue
