@@ -270,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--json", action="store_true", help="print the change points as JSON")
     p.set_defaults(func=_delegate("lab.commands.verdicts", "cmd_history"))
+
+    p = sub.add_parser("diff", help="what changed between two runs: step time, kernels and ops, "
+                                    "graphs, compile, memory, generated code, versions")
+    p.add_argument("baseline", help="run folder, its results.json, or run id")
+    p.add_argument("candidate", help="run folder, its results.json, or run id")
+    p.add_argument("--benchmark", action="append",
+                   help="only this benchmark (repeatable; default: every shared one)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="where run ids are looked up")
+    p.add_argument("--json", action="store_true", help="print the diff as JSON on stdout")
+    p.set_defaults(func=_delegate("lab.commands.diff", "cmd_diff"))
     _finish(parser, sub)
     return parser
 

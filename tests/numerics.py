@@ -18,7 +18,10 @@ Sci. Comput. 41(5), 2019): the two factors of sqrt(K) offset, and K * eps * max|
 covers both answers' errors with room to spare. For a composed computation (a network and its
 gradients) the relative errors of its steps add to first order, so `reduction_len` is the sum
 of the reduction lengths along the computation's longest chain (each function's docstring
-says which).
+says which). A softmax or exp turns an absolute error of its input into the same relative
+error of its output, so the reduction lengths before it count times its input's magnitude
+where that exceeds 1 (attention with scores in the hundreds; not the small random-init models,
+whose scores stay below 1).
 
 What such a bound still catches: any element off by more than `bound` (a sign flip or a
 missing term in an element above bound / 2, a wrong scale factor of more than

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -81,3 +82,51 @@ def test_a_reader_that_closes_stdout_early_is_no_error(big_run, argv):
     child.stdout.close()  # the reader goes away, as head does
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 0 and err == ""
+
+
+# ---------------------------------------------------------------- lab list
+
+def _cached_answers(tmp_path) -> dict:
+    """A cache of support answers, as the children would give them, under the key of this
+    install: `lab list` must take them from there instead of asking the frameworks."""
+    import json
+
+    from lab import backends
+    from lab.commands import show
+
+    answers = {name: {"cpu": f"no: cached answer {i}"} for i, name in enumerate(backends.BACKENDS)}
+    cache = tmp_path / "perflab" / "list-support.json"
+    cache.parent.mkdir(parents=True)
+    devices = ["cpu", "cuda"] if show._gpu_driver() else ["cpu"]
+    cache.write_text(json.dumps({"key": show._cache_key(devices), "answers": answers}))
+    return answers
+
+
+def test_list_imports_no_framework_and_reads_cached_answers(tmp_path):
+    answers = _cached_answers(tmp_path)
+    probe = ("import sys; from lab.cli import main; code = main(['list']); "
+             "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'triton') if m in sys.modules]; "
+             "print('HEAVY', heavy, file=sys.stderr); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "300"})
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stderr and "asking" not in done.stderr
+    for name, answer in answers.items():
+        assert f"cpu: {answer['cpu']}" in done.stdout, name
+
+
+def test_list_summaries_wrap_at_words_and_are_whole(tmp_path):
+    """At any width, every word of every summary is printed whole (never cut mid-word, never a
+    first line alone)."""
+    from lab import kernels, workloads
+
+    _cached_answers(tmp_path)
+    done = run_lab("list", env={"XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "120"})
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.replace("│", " ").split()
+    summaries = [workloads.get(n).summary for n in workloads.names()]
+    summaries += list(kernels.DESCRIPTIONS.values())
+    for summary in summaries:
+        for word in summary.split():
+            assert word in printed, f"{word!r} of {summary!r} is cut"

@@ -22,7 +22,7 @@ LAYERS = [
     ("lab.cell", "lab.tracing", "lab.claims"),  # one cell inside its process; claim files
     ("lab.runner", "lab.record"),  # the cell process launched, its outcome recorded
     ("lab.profile",),  # a cell traced in a pass of its own
-    ("lab.executors", "lab.verdict", "lab.regression", "lab.history", "lab.rows", "lab.table",
+    ("lab.executors", "lab.verdict", "lab.regression", "lab.history", "lab.diff", "lab.rows", "lab.table",
      "lab.report", "lab.html_report", "lab.export"),  # where cells run; what is read from stored runs
     ("lab.session",),  # the one run loop
     ("lab.commands", "lab.api"),  # the commands and the Python API

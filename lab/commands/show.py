@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,11 +10,14 @@ from lab.errors import UsageError
 
 
 def cmd_list(args) -> int:
+    """What the lab has, at once (static descriptions: no framework imported here), then what
+    runs on this machine: each framework's answer comes from a child process, run side by
+    side, and is cached until an installed framework or the backends' code changes."""
     from rich.table import Table
 
-    from lab import backends, session, workloads
+    from lab import backends, kernels, workloads
 
-    console = table.make_console()  # wide enough when piped, like the run table
+    console = table.make_console()  # the terminal's width; when piped, the run table's
     grid = Table(title="workloads")
     for column in ("name", "frameworks", "cpu shape", "summary"):
         grid.add_column(column)
@@ -26,31 +28,90 @@ def cmd_list(args) -> int:
     console.print(grid)
     console.print("  also: --workload path/to/file.py:factory (your own torch model)")
 
-    cuda = session.cuda_available()
+    grid = Table(title="Triton kernels (lab/kernels)")
+    grid.add_column("op")
+    grid.add_column("summary")
+    for name, summary in kernels.DESCRIPTIONS.items():
+        grid.add_row(name, summary)
+    console.print(grid)
+
+    devices = ["cpu", "cuda"] if _gpu_driver() else ["cpu"]
+    supports = _supports_cached(devices)
+    # CUDA is usable when a framework says so (its own check, in its child)
+    cuda = any(answers.get("cuda") == "yes" for answers in supports.values())
     grid = Table(title="backends (what this machine can run)")
     for column in ("name", "options", "baseline", "runs here", "summary"):
         grid.add_column(column)
-    supports = _supports(["cpu", "cuda"] if cuda else ["cpu"])
     for info in backends.BACKENDS.values():
+        answers = {d: a for d, a in supports.get(info.name, {}).items() if cuda or d == "cpu"}
         grid.add_row(info.name, ", ".join(info.options) or "-", info.baseline or "-",
-                     _runs_here(info, supports.get(info.name, {})), info.summary)
+                     _runs_here(info, answers), info.summary)
     console.print(grid)
     console.print(f"devices: cpu{', cuda' if cuda else ' (cuda: no CUDA device available)'}")
-
-    if importlib.util.find_spec("lab.kernels") is not None:
-        try:
-            from lab.kernels import KERNELS
-        except ImportError as exc:
-            console.print(f"kernels: unavailable ({exc})")
-        else:
-            grid = Table(title="Triton kernels (lab/kernels)")
-            grid.add_column("op")
-            grid.add_column("summary")
-            for name, summary in KERNELS.items():
-                grid.add_row(name, summary if isinstance(summary, str)
-                             else (summary.__doc__ or "").strip().splitlines()[0])
-            console.print(grid)
     return 0
+
+
+def _gpu_driver() -> bool:
+    """An NVIDIA driver's device files or tool: only then are the frameworks asked about CUDA
+    (asking costs nothing more; not asking keeps a CPU machine's list free of `cuda: no`)."""
+    import glob
+    import shutil
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def _cache_key(devices: list[str]) -> str:
+    """What the answers depend on: the interpreter, where each framework package is installed
+    and when (a reinstall changes it), the backends' code, and the devices asked about."""
+    import hashlib
+    import importlib.util
+
+    from lab import backends
+
+    digest = hashlib.sha256(f"{sys.executable}|{','.join(devices)}".encode())
+    packages = sorted({p for info in backends.BACKENDS.values()
+                       for p in [backends.FRAMEWORK_PACKAGE[info.framework], *info.requires]})
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        stamp = origin.stat().st_mtime_ns if origin is not None and origin.exists() else None
+        digest.update(f"|{package}:{origin}:{stamp}".encode())
+    for source in sorted(Path(backends.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def _cache_file() -> Path:
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "perflab" / "list-support.json"
+
+
+def _supports_cached(devices: list[str]) -> dict[str, dict[str, str]]:
+    """The children's answers, from the cache when nothing they depend on changed; a set of
+    answers with an `unknown` (a child that died or hung) is not kept."""
+    import json
+
+    from lab import store
+
+    key, path = _cache_key(devices), _cache_file()
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["answers"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass  # no cache yet, or one that cannot be read: ask
+    print("asking each framework what runs here (a child process each; cached after)...",
+          file=sys.stderr)
+    answers = _supports(devices)
+    if not any(a.startswith("unknown") for d in answers.values() for a in d.values()):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store.atomic_write_text(path, json.dumps({"key": key, "answers": answers}))
+        except OSError:
+            pass  # a read-only home: the next list asks again
+    return answers
 
 
 SUPPORT_TIMEOUT_S = 180.0  # a framework's import on a busy 2-core machine takes 10-30 s

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import history, identity, outputs, regression, results, store, verdict
+from lab import diff, history, identity, outputs, regression, results, store, verdict
 from lab.errors import UsageError
 
 
@@ -154,6 +154,7 @@ class GateResult:
     allow_missing: bool
     failed: bool
     markdown: str
+    changes: object = None  # lab.diff.RunDiff of the benchmarks that moved, or None
 
 
 def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool = False,
@@ -182,8 +183,20 @@ def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool 
     rows = regression.compare_runs(base, cand, limit, noise_floor)
     text = regression.gate_markdown(rows, limit, baseline, candidate, "; ".join(notes),
                               allow_missing=allow_missing)
+    changes = _what_changed(rows, baseline, candidate)
+    if changes is not None:
+        text += "\n" + diff.markdown(changes, title="## What changed (lab diff)")
     return GateResult(rows, limit, baseline, candidate, notes, allow_missing,
-                      regression.failed(rows, allow_missing), text)
+                      regression.failed(rows, allow_missing), text, changes)
+
+
+def _what_changed(rows: list, baseline: str, candidate: str):
+    """lab diff of the benchmarks that regressed or improved: the evidence beside the verdict
+    (profiles, compile, memory, versions), so a red gate says where to look."""
+    from lab.commands.diff import run_diff
+
+    moved = [r.name for r in rows if r.verdict in ("regressed", "improved")]
+    return run_diff(baseline, candidate, moved) if moved else None
 
 
 def gate_json(result: GateResult) -> dict:
@@ -196,7 +209,8 @@ def gate_json(result: GateResult) -> dict:
                           "p_value": _finite(r.p_value), "rank_p_value": _finite(r.rank_p_value),
                           "min_detectable_ratio": _finite(r.min_detectable_ratio),
                           "processes": list(r.processes), "dropped": r.dropped,
-                          "reason": r.reason} for r in result.rows]}
+                          "reason": r.reason} for r in result.rows],
+            "diff": diff.to_json(result.changes) if result.changes is not None else None}
 
 
 def cmd_gate(args) -> int:
