@@ -20,8 +20,7 @@ gradients) the relative errors of its steps add to first order, so `reduction_le
 of the reduction lengths along the computation's longest chain (each function's docstring
 says which). A softmax or exp turns an absolute error of its input into the same relative
 error of its output, so the reduction lengths before it count times its input's magnitude
-where that exceeds 1 (attention with scores in the hundreds; not the small random-init models,
-whose scores stay below 1).
+where that exceeds 1 (attention with scores in the hundreds).
 
 What such a bound still catches: any element off by more than `bound` (a sign flip or a
 missing term in an element above bound / 2, a wrong scale factor of more than
