@@ -7,9 +7,13 @@ must not damage the project's own profiles/."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +203,17 @@ def test_nothing_is_written_into_a_stored_run(writer, inside, runs):
     assert not (runs.cpu / "traces").exists() and not (runs.cpu / "index.html").exists()
 
 
+@pytest.mark.parametrize("writer", ["report --csv", "gate --markdown"])
+def test_a_socket_is_refused(writer, runs, tmp_path):
+    path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        was = identity(path)
+        assert "not a regular file, a character device or a pipe" in one_line_error(
+            lab(writer, runs, path))
+        assert identity(path) == was
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
 @pytest.mark.parametrize("argv", [
     ["report", "{cpu}"], ["report", "{cpu}", "--csv", "-"], ["show", "{cpu}"],
@@ -207,15 +222,46 @@ def test_nothing_is_written_into_a_stored_run(writer, inside, runs):
     ["history", "--machine", MACHINE, "--out", "{root}", "--json"],
 ])
 def test_stdout_that_cannot_be_written_is_one_line_and_exit_2(argv, runs):
-    import subprocess
-    import sys
-
     argv = [a.format(cpu=runs.cpu, check=runs.check, root=runs.root) for a in argv]
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "lab.cli", *argv], stdout=full,
                               stderr=subprocess.PIPE, text=True, timeout=300, cwd=ROOT)
     proc.stdout = ""
     assert one_line_error(proc) == "lab: error: cannot write to stdout: No space left on device"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_run_whose_stdout_is_full_stores_every_cell_then_exits_2(tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lab.cli", "run", "--workload", "mlp", "--backend",
+             "torch-eager", "--batch", "2", "--repeats", "3", "--device", "cpu", "--threads",
+             "1", "--out", str(tmp_path)], stdout=full, stderr=subprocess.PIPE, text=True,
+            timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "lab: error: cannot write to stdout: No space left on device"
+    assert "Traceback" not in proc.stderr
+    [stored] = tmp_path.glob("*/*/results.json")
+    doc = json.loads(stored.read_text())
+    assert doc["lab"]["complete"] and len(doc["benchmarks"]) == 1
+
+
+def test_a_file_behind_dev_stdout_is_appended_to_not_replaced(runs, tmp_path):
+    """`lab report RUN --csv /dev/stdout >> log`: the shell's file keeps what it held."""
+    if not os.path.exists("/dev/stdout"):
+        pytest.skip("no /dev/stdout on this system")
+    log = tmp_path / "log"
+    log.write_text("earlier\n")
+    was = identity(log)
+    with open(log, "a") as out:
+        proc = subprocess.run([sys.executable, "-m", "lab.cli", "report", str(runs.cpu),
+                               "--csv", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE,
+                              text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert identity(log) == was
+    text = log.read_text()
+    assert text.startswith("earlier\nrun_id,name,") and text.count("run_id,name,") == 1
 
 
 @pytest.mark.parametrize("flag", ["--csv", "--html"])
