@@ -152,7 +152,9 @@ class RunRecorder:
         self.fp = fp
         self.outcomes: list[tuple[CellOutcome, object]] = []  # (outcome, its workload)
         self._order: list[str] = []
-        self.run = {"run_id": self.run_dir.name, "kind": kind, "complete": False, "argv": argv,
+        self.run = {"run_id": self.run_dir.name, "kind": kind, "complete": False,
+                    # a --ray-address may carry user:password@: never stored
+                    "argv": [store.redact(arg) for arg in argv],
                     "started": _dt.datetime.now().isoformat(timespec="seconds"),
                     "finished": None, "fingerprint": store.FINGERPRINT,
                     "load_avg_1m_at_start": fp.get("load_avg_1m_at_start"),

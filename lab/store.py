@@ -26,8 +26,51 @@ from lab.results import RESULTS  # noqa: F401  (the writer and the reader name o
 FINGERPRINT = "fingerprint.json"
 PACKAGES = ("torch", "triton", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "keras",
             "numpy", "scipy", "pytest-benchmark", "nvtx")
-ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCH", "TORCHINDUCTOR_", "TRITON_", "XLA_",
-                "TF_", "JAX_", "CUDA_", "NVIDIA_", "PYTORCH_")
+# The environment variables that change what a run measures (threads, allocators, instruction
+# sets, compilers and their caches, devices), stored in the fingerprint. Names, not prefixes: a
+# prefix such as TF_ also matches Terraform's TF_TOKEN_<host>, NVIDIA_ matches NVIDIA_API_KEY,
+# and run folders are committed and shared. docs/profiles.md lists them.
+ENV_NAMES = frozenset({
+    # thread pools: OpenMP (GNU and Intel), MKL, OpenBLAS, TensorFlow's own
+    "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_DYNAMIC", "OMP_WAIT_POLICY",
+    "OMP_SCHEDULE", "OMP_MAX_ACTIVE_LEVELS", "OMP_STACKSIZE", "GOMP_SPINCOUNT",
+    "KMP_AFFINITY", "KMP_BLOCKTIME", "KMP_HW_SUBSET", "KMP_TPAUSE", "KMP_SETTINGS",
+    "MKL_NUM_THREADS", "MKL_DYNAMIC", "MKL_THREADING_LAYER", "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR", "MKL_DEBUG_CPU_TYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+    # instruction sets and math modes of the CPU kernels
+    "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "ATEN_CPU_CAPABILITY",
+    "TF_ENABLE_ONEDNN_OPTS",
+    # allocators
+    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING",
+    "LD_PRELOAD", "MALLOC_ARENA_MAX", "TF_GPU_ALLOCATOR", "TF_FORCE_GPU_ALLOW_GROWTH",
+    "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+    # compilers, their settings and caches
+    "XLA_FLAGS", "TF_XLA_FLAGS", "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC",
+    "JAX_PLATFORMS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION", "JAX_DISABLE_JIT",
+    "JAX_COMPILATION_CACHE_DIR", "TORCHDYNAMO_DISABLE", "TORCH_COMPILE_DISABLE", "TORCH_LOGS",
+    "TORCH_COMPILE_DEBUG", "PYTORCH_JIT", "PYTORCH_TUNABLEOP_ENABLED",
+    "TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE",
+    "TORCHINDUCTOR_FORCE_DISABLE_CACHES", "TORCHINDUCTOR_MAX_AUTOTUNE",
+    "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE",
+    "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING", "TORCHINDUCTOR_FREEZING",
+    "TORCHINDUCTOR_CPP_WRAPPER", "TORCHINDUCTOR_COMPILE_THREADS",
+    "TORCHINDUCTOR_LAYOUT_OPTIMIZATION", "TORCHINDUCTOR_SHAPE_PADDING",
+    "TRITON_INTERPRET", "TRITON_CACHE_DIR",
+    # devices
+    "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "CUDA_MODULE_LOADING",
+    "CUDA_DEVICE_MAX_CONNECTIONS", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE",
+    "NVIDIA_VISIBLE_DEVICES",
+})
+# Never stored, even where listed above: a name that says it holds a credential
+CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL"
+                             r"|AUTH|KEY|PRIVATE", re.IGNORECASE)
+# ... or a value that carries one: a URL's user:password@, or a well-known token's prefix
+# (GitHub, Hugging Face, OpenAI-style, AWS access key ids, Slack, GitLab)
+CREDENTIAL_VALUE = re.compile(r"://[^/\s:@]+:[^/\s@]+@|\b(?:(?:ghp_|gho_|ghs_|github_pat_|hf_"
+                              r"|sk-|xox[abprs]-|glpat-)[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16})")
+REDACTED = "<redacted>"
 
 
 def _umask() -> int:
@@ -149,6 +192,20 @@ def hardware() -> dict:
     }
 
 
+def performance_env(environ) -> dict:
+    """The variables of ENV_NAMES that are set, less any whose name says credential; a value
+    that carries one is stored as REDACTED (the variable was set, its value is not kept)."""
+    return {name: redact(value) for name, value in sorted(environ.items())
+            if name in ENV_NAMES and not CREDENTIAL_NAME.search(name)}
+
+
+def redact(text: str) -> str:
+    """`text` with any credential CREDENTIAL_VALUE finds replaced: for what a run stores of
+    its command line and environment."""
+    return CREDENTIAL_VALUE.sub(lambda m: "://" + REDACTED + "@" if m.group(0).startswith("://")
+                                else REDACTED, text)
+
+
 def fingerprint(threads: int | None = None) -> dict:
     gpus = _gpus()
     return {
@@ -161,7 +218,7 @@ def fingerprint(threads: int | None = None) -> dict:
         # other work on the machine competes for cores: with every core busy, a multi-threaded
         # step waits on descheduled threads and can be 100x slower; record it to explain that
         "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "env": performance_env(os.environ),
         "git": _git_commit(),
     }
 
