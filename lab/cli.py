@@ -153,6 +153,9 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-size", dest="full_size", action="store_true",
                    help="the workloads' real sizes (their CUDA defaults: GPT-2 124M, "
                         "Llama-3.2-1B) on any device")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true",
+                   help="run cells whose estimated memory exceeds what this machine has "
+                        "(refused otherwise; docs/contract.md)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for every framework (default: the cores this process may use)")
     p.add_argument("--out", default=DEFAULT_OUT, help="root folder for run folders")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lab import backends, identity, runner, store, workloads
 from lab import precision as precisions
+from lab import selection as checks
 from lab.backends import BackendChoice
 from lab.cellspec import CellResult, CellSpec
 from lab.errors import UsageError
@@ -95,6 +96,10 @@ class Selection:
     # the workloads' real sizes (their CUDA default shapes: GPT-2 124M, Llama-3.2-1B) on any
     # device, in place of the device's default
     full_size: bool = False
+    # run a cell whose estimated memory exceeds what this machine has (lab.selection)
+    allow_large: bool = False
+    # where stored runs are read to say how long a large cell may take (None: not said)
+    stored_runs: str | None = None
 
 
 @dataclass
@@ -135,6 +140,18 @@ def check_run_options(*, timeout_s, processes, executor: str,
     if ray_address is not None and executor != "ray":
         raise UsageError(f"--ray-address {ray_address}: cells run on a Ray cluster only with "
                          f"--executor ray (this run's executor: {executor})")
+
+
+def check_values(selection: Selection, timeout_s) -> None:
+    """The selection's numbers and device as the command line's flags take them (argparse
+    checks them there; the API's arguments come here unchecked): a string "5" or a bool is
+    not a count, 0 samples make no median."""
+    positive_number("--timeout", timeout_s)
+    if selection.device not in DEVICES:
+        raise UsageError(f"unknown device {selection.device!r}; valid: {', '.join(DEVICES)}")
+    for flag, value in (("--repeats", selection.repeats), ("--threads", selection.threads)):
+        if value is not None:
+            positive_int(flag, value)
 
 
 def check_values(selection: Selection, timeout_s) -> None:
@@ -196,12 +213,13 @@ def plan(selection: Selection,
     """Validate the selection and return (cells, device); UsageError on anything unknown.
     `timeout_s` bounds the check of a user's workload factory."""
     check_values(selection, timeout_s)
+    check_values(selection, timeout_s)
     # two spellings of one file (`./m.py:f`, `m.py:f`) are one benchmark key (lab.identity)
     _refuse_repeats("--workload", [identity.workload_key(w) for w in selection.workloads])
     _refuse_repeats("--backend", selection.backends)
     _refuse_repeats("--mode", selection.modes)
-    for key, value in selection.shape.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    for key, value in selection.shape.items():  # 0 is each workload's to accept (zero_ok)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"--shape {key}={value}: shape values must be positive integers")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count()
@@ -225,19 +243,11 @@ def plan(selection: Selection,
     loaded = _load_workloads(selection.workloads, timeout_s)
     threads = selection.threads or default_threads()
     shape_device = "cuda" if selection.full_size else device  # the CUDA defaults are the real
-    for key in selection.named_shape:  # --seq on mlp alone would be ignored without a word
-        if not any(key in w.shape_for(shape_device) for w in loaded):
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag}: none of the workloads ({', '.join(w.name for w in loaded)}) "
-                             f"has a {key} parameter")
+    # keys apply where a workload has them; constraints checked here, not in a failed cell
+    shapes = checks.shapes(loaded, shape_device, selection.named_shape, selection.shape)
     cells = []
     for workload in loaded:
-        known = workload.shape_for(shape_device)
-        named = {k: v for k, v in selection.named_shape.items() if k in known}
-        try:
-            shape = workload.shape_for(shape_device, {**named, **selection.shape})
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        shape = shapes[workload.name]
         for mode in selection.modes:
             for choice in choices:
                 spec = CellSpec(
@@ -248,23 +258,13 @@ def plan(selection: Selection,
                     latency=selection.latency and mode == LATENCY_MODE,
                     cuda_graphs=selection.cuda_graphs, budget_s=BUDGET_SHARE * timeout_s,
                     extra={"allow_nan": True} if selection.allow_nan else {})
-                cells.append(PlannedCell(spec, choice, workload,
-                                         _skip_reason(workload, choice, mode)))
+                cells.append(PlannedCell(spec, choice, workload, checks.skip_reason(
+                    workload, choice, mode, precision.value, selection.on_this_machine)))
+    checks.refuse_if_nothing_runs(cells)
+    if selection.on_this_machine:  # a cluster's nodes have memory of their own
+        checks.check_memory(cells, device, selection.allow_large, selection.stored_runs,
+                            tell=selection.full_size and device == "cpu")
     return cells, device
-
-
-def _skip_reason(workload: workloads.Workload, choice: BackendChoice, mode: str) -> str | None:
-    """Why a cell cannot run, known before any process starts; None when it can."""
-    framework = choice.info.framework.value
-    if framework not in workload.frameworks:
-        return f"workload {workload.name} has no {framework} version"
-    if mode not in workload.modes:
-        having = [w for w in workloads.names() if mode in workloads.get(w).modes]
-        return (f"workload {workload.name} has no {mode} mode"
-                + (f" ({mode}: {', '.join(having)})" if having else ""))
-    if mode == workloads.GENERATE_MODE and not choice.info.generates:
-        return f"backend {choice.info.name} has no {mode} mode"
-    return None
 
 
 def _repeats(selection: Selection, mode: str) -> int:

@@ -19,7 +19,8 @@ LAYERS = [
      "lab.machine_load", "lab.precision", "lab.memory", "lab.identity"),
     ("lab.workloads", "lab.backends.protocol"),  # what is measured
     ("lab.backends",),  # how a workload becomes timed steps in each framework
-    ("lab.cell", "lab.tracing", "lab.claims"),  # one cell inside its process; claim files
+    # one cell inside its process; claim files; what a selection can run
+    ("lab.cell", "lab.tracing", "lab.claims", "lab.selection"),
     ("lab.runner", "lab.record"),  # the cell process launched, its outcome recorded
     ("lab.profile",),  # a cell traced in a pass of its own
     ("lab.executors", "lab.verdict", "lab.regression", "lab.history", "lab.diff", "lab.rows", "lab.table",

@@ -31,6 +31,9 @@ class BackendInfo:
     requires: tuple[str, ...] = ()  # importable modules it needs beyond its framework
     # whether it runs the `generate` mode (a greedy decode loop: lab.backends.generation)
     generates: bool = False
+    # an inference runtime (docs/inference.md): infer mode only, and the converted model runs
+    # in its stored dtype, never under autocast; the selection skips other cells before they run
+    inference_only: bool = False
 
     @property
     def compiles(self) -> bool:
@@ -64,23 +67,24 @@ BACKENDS: dict[str, BackendInfo] = {
         # inference runtimes (infer mode only; docs/inference.md): conversion is their compile
         BackendInfo("torchscript", Framework.TORCH, "lab.backends.torchscript",
                     "TorchScript (torch.jit.trace, or script where trace cannot; deprecated)",
-                    baseline="torch-eager", options=("trace", "script")),
+                    baseline="torch-eager", options=("trace", "script"), inference_only=True),
         BackendInfo("torch-export", Framework.TORCH, "lab.backends.torch_export",
-                    "torch.export + AOTInductor package", baseline="torch-eager"),
+                    "torch.export + AOTInductor package", baseline="torch-eager",
+                    inference_only=True),
         BackendInfo("onnxruntime", Framework.TORCH, "lab.backends.onnxruntime_torch",
                     "ONNX Runtime on torch.onnx.export(dynamo=True)", baseline="torch-eager",
                     options=("default", "tensorrt"),
-                    requires=("onnx", "onnxscript", "onnxruntime")),
+                    requires=("onnx", "onnxscript", "onnxruntime"), inference_only=True),
         BackendInfo("onnxruntime-tf", Framework.TF, "lab.backends.onnxruntime_tf",
                     "ONNX Runtime on a Keras model converted by tf2onnx", baseline="tf-eager",
-                    requires=("onnx", "tf2onnx", "onnxruntime")),
+                    requires=("onnx", "tf2onnx", "onnxruntime"), inference_only=True),
         BackendInfo("litert", Framework.TF, "lab.backends.litert",
                     "LiteRT interpreter on a TFLite-converted Keras model",
                     baseline="tf-eager", options=("float32", "int8"),
-                    requires=("ai_edge_litert",)),
+                    requires=("ai_edge_litert",), inference_only=True),
         BackendInfo("tensorrt", Framework.TORCH, "lab.backends.tensorrt",
                     "Torch-TensorRT (torch.export + TensorRT engines), CUDA only",
-                    baseline="torch-eager"),
+                    baseline="torch-eager", inference_only=True),
     )
 }
 

@@ -105,6 +105,19 @@ class ShapeCycle:
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """What one step of a workload holds in memory, counted from its config (a rough model,
+    lab.workloads.footprint turns it into bytes): parameters, activations in elements of the
+    compute dtype, and elements kept in float32 whatever the precision (an LLM's logits, upcast
+    for the loss)."""
+
+    params: int
+    activations: float  # train: kept for the backward pass; infer/generate: live at the peak
+    float32_elements: float = 0.0
+    optimizer: str = "sgd"  # the train step's: "sgd" keeps no state, "adam"/"adamw" two copies
+
+
+@dataclass(frozen=True)
 class Workload:
     name: str
     summary: str
@@ -122,6 +135,22 @@ class Workload:
     # tokens one generate step produces (batch x new tokens), its throughput's items; None
     # for a workload without the generate mode
     generated_items: Callable[[dict], int] | None = None
+    # why a shape cannot be built (divisibility, context length, ...), or None; checked when
+    # the selection is made, so a bad shape is one line, not a failed cell per backend
+    check_shape: Callable[[dict], str | None] | None = None
+    # shape keys for which 0 is a setting ("off"), not an error: llama-varlen's bucket
+    zero_ok: tuple[str, ...] = ()
+    # (shape, mode) -> Footprint: the memory estimate's inputs; None: the lab cannot tell
+    footprint: Callable[[dict, str], Footprint] | None = None
+
+    def shape_problem(self, shape: dict) -> str | None:
+        """Why this workload cannot take `shape`, in one line, or None."""
+        for key, value in shape.items():
+            if value == 0 and key in self.zero_ok:
+                continue
+            if value <= 0:
+                return f"--shape {key}={value}: shape values must be positive integers"
+        return self.check_shape(shape) if self.check_shape else None
 
     @property
     def frameworks(self) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import weights
-from .base import JaxTask, TfTask, TorchTask, Workload
+from .base import Footprint, JaxTask, TfTask, TorchTask, Workload
 
 
 def _simple_net_class():
@@ -32,6 +32,12 @@ def flops(shape: dict, mode: str) -> float:
     # Matmul flops only (2 per multiply-add); bias and ReLU are O(batch*width) and ignored.
     forward = 2 * shape["batch"] * (784 * 128 + 128 * 10)
     return float(forward if mode == "infer" else 3 * forward)  # backward ~ 2x forward
+
+
+def footprint(shape: dict, mode: str) -> Footprint:
+    """Memory estimate's inputs: 784 x 128 + 128 + 128 x 10 + 10 parameters; the input, the
+    hidden layer before and after ReLU and the output per sample."""
+    return Footprint(784 * 128 + 128 + 128 * 10 + 10, shape["batch"] * (784 + 2 * 128 + 10))
 
 
 def build_torch(shape: dict, mode: str, device: str, dtype: str, seed: int) -> TorchTask:
@@ -131,4 +137,5 @@ WORKLOAD = Workload(
     items_per_step=lambda shape: shape["batch"],
     throughput_unit="samples/s",
     builders={"torch": build_torch, "tf": build_tf, "jax": build_jax},
+    footprint=footprint,
 )

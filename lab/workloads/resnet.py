@@ -19,7 +19,7 @@ infer mode uses the running statistics.
 from __future__ import annotations
 
 from . import weights
-from .base import JaxTask, TfTask, TorchTask, Workload
+from .base import Footprint, JaxTask, TfTask, TorchTask, Workload
 
 BLOCKS = (3, 4, 6, 3)  # bottlenecks per stage
 WIDTHS = (64, 128, 256, 512)  # 3x3 conv channels per stage; the block outputs 4x that
@@ -77,6 +77,26 @@ def flops(shape: dict, mode: str) -> float:
     macs += 512 * EXPANSION * NUM_CLASSES
     forward = 2 * macs * shape["batch"]
     return float(forward if mode == "infer" else 3 * forward)
+
+
+PARAMETERS = 25_557_032  # torchvision's resnet50(), which the torch model matches
+
+
+def footprint(shape: dict, mode: str) -> Footprint:
+    """Memory estimate's inputs: every conv's output map, counted from the layer table, twice
+    in training (the conv's output and its BatchNorm's, kept for backward; ReLU runs in place),
+    and in inference the largest map three times (a block's input, its branch, its sum)."""
+    size = _out_size(shape["image_size"], 7, 2, 3)
+    maps = [64 * size * size]
+    size = _out_size(size, 3, 2, 1)
+    for _, _inplanes, width, stride, downsample in _blocks():
+        out = _out_size(size, 3, stride, 1)
+        maps += [width * size * size, width * out * out, width * EXPANSION * out * out]
+        if downsample:
+            maps.append(width * EXPANSION * out * out)
+        size = out
+    per_image = 2 * sum(maps) if mode == "train" else 3 * max(maps)
+    return Footprint(PARAMETERS, per_image * shape["batch"], optimizer="sgd")
 
 
 # ---------------------------------------------------------------- PyTorch
@@ -294,4 +314,5 @@ WORKLOAD = Workload(
     items_per_step=lambda shape: shape["batch"],
     throughput_unit="images/s",
     builders={"torch": build_torch, "tf": build_tf, "jax": build_jax},
+    footprint=footprint,
 )

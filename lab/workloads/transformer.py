@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 
 from . import weights
-from .base import JaxTask, TfTask, TorchTask, Workload
+from .base import Footprint, JaxTask, TfTask, TorchTask, Workload
 
 
 def default_shape(device: str) -> dict:
@@ -25,6 +25,24 @@ def flops(shape: dict, mode: str) -> float:
     mlp = 2 * 2 * b * t * c * (4 * c)  # up and down projections, ratio 4
     forward = projections + attention + mlp
     return float(forward if mode == "infer" else 3 * forward)
+
+
+def check_shape(shape: dict) -> str | None:
+    if shape["d_model"] % shape["heads"]:
+        return f"d_model={shape['d_model']} is not divisible by heads={shape['heads']}"
+    return None
+
+
+def footprint(shape: dict, mode: str) -> Footprint:
+    """Memory estimate's inputs: 12 d^2 + 13 d parameters (qkv, projection, the 4d MLP, two
+    LayerNorms); one layer's activations, 16 d + heads x seq elements per token (after
+    Korthikanti et al. 2022 without dropout, as lab.workloads.llm.config.footprint counts),
+    kept for backward in training and about as many live in inference (the layer is the
+    whole model)."""
+    b, t, d = shape["batch"], shape["seq"], shape["d_model"]
+    tokens = b * t
+    return Footprint(12 * d * d + 13 * d, tokens * (16 * d + shape["heads"] * t),
+                     optimizer="adam")
 
 
 def torch_ops():
@@ -240,4 +258,6 @@ WORKLOAD = Workload(
     items_per_step=lambda shape: shape["batch"] * shape["seq"],
     throughput_unit="tokens/s",
     builders={"torch": build_torch, "tf": build_tf, "jax": build_jax},
+    check_shape=check_shape,
+    footprint=footprint,
 )

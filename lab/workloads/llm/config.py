@@ -79,12 +79,26 @@ def check_shape(family: Family, shape: dict) -> None:
                          f"{shape['kv_heads']} (grouped-query attention)")
     if min(v for v in shape.values()) < 1:
         raise ValueError(f"every shape value must be positive: {shape}")
-    if family is GPT2:
-        longest = max(shape["seq"], shape["prompt"] + shape["new_tokens"])
-        positions = int(config_dict(family)["n_positions"])
-        if longest > positions:
-            raise ValueError(f"GPT-2 has {positions} learned positions; seq and prompt + "
-                             f"new_tokens must not exceed it (got {longest})")
+    longest = max(shape["seq"], shape["prompt"] + shape["new_tokens"])
+    field, what = CONTEXT[family.name]
+    positions = int(config_dict(family)[field])
+    if longest > positions:
+        raise ValueError(f"{family.name} has {positions} {what}; seq and prompt + new_tokens "
+                         f"must not exceed it (got {longest})")
+
+
+# the config field that holds the model's context: GPT-2's learned positions, Llama's RoPE range
+CONTEXT = {"gpt2": ("n_positions", "learned positions"),
+           "llama": ("max_position_embeddings", "positions (its RoPE range)")}
+
+
+def shape_problem(family: Family, shape: dict) -> str | None:
+    """check_shape's reason as one line, or None: what the selection asks before any cell."""
+    try:
+        check_shape(family, shape)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def hf_config_dict(family: Family, shape: dict) -> dict:
@@ -182,3 +196,35 @@ def tokens_per_step(shape: dict, mode: str) -> int:
     if mode == "generate":
         return shape["batch"] * shape["new_tokens"]
     return shape["batch"] * shape["seq"]
+
+
+def footprint(family: Family, shape: dict, mode: str):
+    """The memory estimate's inputs (lab.workloads.footprint): parameters from the config;
+    activations kept for backward per layer and token after Korthikanti et al. 2022 ("Reducing
+    Activation Recomputation", section 4.1) less its dropout masks and outputs (dropout is off
+    here): 16 h elements (8 h of them the 4h MLP's, scaled here to the config's ffn) and the
+    softmax's heads x seq, kept whole as eager attention keeps it; the logits (tokens x vocab)
+    in float32, three copies in training (logits, their float32 upcast for the loss, its
+    gradient), one in inference. A forward without backward keeps about one layer live.
+    generate: the KV cache (2 x layers x batch x context x kv width) and the prefill's forward
+    at the prompt's length."""
+    from ..base import Footprint
+
+    h, layers, heads = shape["hidden"], shape["layers"], shape["heads"]
+    ffn = shape.get("ffn", 4 * h)
+    kv_width = h // heads * shape.get("kv_heads", heads)
+
+    def forward(tokens: int, seq: int, kept_layers: int) -> float:
+        per_layer = tokens * (8 * h + 2 * ffn) + heads * seq * tokens
+        return kept_layers * per_layer
+
+    params = parameter_count(family, shape)
+    b = shape["batch"]
+    if mode == "generate":
+        p, new = shape["prompt"], shape["new_tokens"]
+        cache = 2 * layers * b * (p + new) * kv_width
+        return Footprint(params, cache + forward(b * p, p, 1), b * p * shape["vocab"])
+    tokens = b * shape["seq"]
+    train = mode == "train"
+    return Footprint(params, forward(tokens, shape["seq"], layers if train else 1),
+                     (3 if train else 1) * tokens * shape["vocab"], optimizer="adamw")

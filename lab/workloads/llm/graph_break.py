@@ -52,4 +52,6 @@ WORKLOAD = Workload(
     items_per_step=lambda shape: cfg.tokens_per_step(shape, "train"),
     throughput_unit="tokens/s",
     builders={"torch": build_torch},
+    check_shape=lambda shape: cfg.shape_problem(cfg.LLAMA, shape),
+    footprint=lambda shape, mode: cfg.footprint(cfg.LLAMA, shape, mode),
 )

@@ -32,4 +32,6 @@ WORKLOAD = Workload(
     builders={"torch": build_torch, "jax": build_jax},
     modes=(*STEP_MODES, GENERATE_MODE),
     generated_items=lambda shape: cfg.tokens_per_step(shape, GENERATE_MODE),
+    check_shape=lambda shape: cfg.shape_problem(cfg.LLAMA, shape),
+    footprint=lambda shape, mode: cfg.footprint(cfg.LLAMA, shape, mode),
 )

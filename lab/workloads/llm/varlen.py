@@ -126,4 +126,9 @@ WORKLOAD = Workload(
     items_per_step=items_per_step,
     throughput_unit="tokens/s",
     builders={"torch": build_torch, "jax": build_jax},
+    check_shape=lambda shape: cfg.shape_problem(cfg.LLAMA, _model_shape(shape)),
+    zero_ok=("bucket",),  # 0: no padding, the default
+    # the cycle's longest padded batch is the step's peak: batches run one after another
+    footprint=lambda shape, mode: cfg.footprint(
+        cfg.LLAMA, {**_model_shape(shape), "seq": max(_padded(shape))}, mode),
 )
