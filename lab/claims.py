@@ -205,6 +205,7 @@ def _parse_one(table: dict) -> Claim:
     if not isinstance(shape, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
                                               and v > 0 for v in shape.values()):
         fail("shape", "shape must be a table of positive integers, e.g. {batch = 32}")
+    having = set()
     for name in names:  # a claim about an unknown workload or shape could never be decided
         try:
             workload = workloads.get(name, validate_user=False)
@@ -214,6 +215,10 @@ def _parse_one(table: dict) -> Claim:
             workload.shape_for("cpu", shape)
         except ValueError as exc:
             fail("shape", str(exc))
+        having.update(workload.modes)
+    if not having & set(modes):  # a mode no workload of the claim has: no cell to judge
+        fail("mode", f"none of the claim's workloads ({', '.join(names)}) has mode "
+                     f"{', '.join(modes)}")
     for key in ("source", "note"):
         if key in table and not isinstance(table[key], str):
             fail(key, f"{key} must be a string")

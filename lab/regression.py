@@ -36,6 +36,29 @@ class GateRow:
     shift_ratio: float | None = None
     rank_p_slower: float | None = None
     dropped: bool = False  # measured in the baseline, not in the candidate
+    # the runs ("baseline", "candidate") whose cell of this benchmark was timed while other
+    # work used the machine: its ratio is shown, never decided on (docs/verdicts.md)
+    busy: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The verdict as every output shows it: `inconclusive (busy)` for a busy row."""
+        return f"{self.verdict} (busy)" if self.busy else self.verdict
+
+    def note(self) -> str:
+        """What decided the row, in words that cannot contradict its verdict: the rank test's
+        shift and p; in the t regime the interval's side of 1 for a decided row, otherwise the
+        slowdown it finds with 80% power (a smaller one is found less often, not never)."""
+        if self.ratio is None:
+            return self.reason
+        if self.busy:
+            return self.reason
+        if self.rank_decides:
+            return f"rank test: shift {self.shift_ratio:.3f}x, p(slower) {self.rank_p_slower:.3g}"
+        if self.verdict in ("regressed", "improved"):
+            side = "above" if self.verdict == "regressed" else "below"
+            return f"t interval: {GATE_CONFIDENCE:.0%} interval wholly {side} 1"
+        return f"t interval: finds >= {self.min_detectable_ratio:.2f}x with 80% power"
 
 
 # per-cell settings that change what a step costs: runs that differ in them are not comparable
@@ -170,12 +193,34 @@ def compare_runs(base: dict, cand: dict, threshold: float,
                                 dropped=measured_before))
             continue
         pr = gate_statistic(process_medians(b), process_medians(c), floor_sd_log)
-        rows.append(GateRow(name, gate_decision(pr, threshold), pr.ratio, pr.ci, pr.p_value,
+        # a cell timed while other work held the cores measured the neighbours as much as the
+        # code: its ratio is shown, the verdict is inconclusive (as `lab check` says of it)
+        busy = tuple(side for side, cell in (("baseline", b), ("candidate", c))
+                     if cell.get("machine_busy"))
+        why = (f"{' and '.join(busy)} timed while other work used the machine (ok (busy)); "
+               f"measure it again on a quiet machine") if busy else ""
+        rows.append(GateRow(name, "inconclusive" if busy else gate_decision(pr, threshold),
+                            pr.ratio, pr.ci, pr.p_value,
                             pr.rank_p_value, pr.min_detectable_ratio,
-                            (pr.n_baseline, pr.n_candidate),
+                            (pr.n_baseline, pr.n_candidate), reason=why,
                             rank_decides=pr.rank_min_p < GATE_FALSE_ALARM,
-                            shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower))
+                            shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower,
+                            busy=busy))
     return rows
+
+
+def nothing_compared(rows: list[GateRow], allow_missing: bool = False) -> str | None:
+    """Why the gate has no answer, or None: no benchmark was timed ok in both runs on a quiet
+    machine, and nothing failed. A gate that passed there would turn CI green with nothing
+    measured (every cell failed in both runs, or every one ran busy)."""
+    if failed(rows, allow_missing) or any(r.ratio is not None and not r.busy for r in rows):
+        return None
+    busy = sum(bool(r.busy) for r in rows)
+    unmeasured = sum(r.ratio is None for r in rows)
+    parts = ([f"{unmeasured} benchmark(s) not measured ok in both runs"] if unmeasured else []) \
+        + ([f"{busy} timed while the machine was busy"] if busy else [])
+    return f"nothing to compare: {', '.join(parts)}; the gate needs benchmarks measured ok " \
+           f"in both runs on a quiet machine"
 
 
 def failed(rows: list[GateRow], allow_missing: bool = False) -> bool:
@@ -197,20 +242,24 @@ def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_l
     for r in sorted(rows, key=lambda r: (VERDICT_ORDER.index(r.verdict), r.name)):
         name = r.name.replace("|", "\\|")  # benchmark names hold '|'; a table cell may not
         if r.ratio is None:
-            lines.append(f"| `{name}` | {r.verdict} | - | - | - | - | {r.reason} |")
+            lines.append(f"| `{name}` | {r.label} | - | - | - | - | {r.reason} |")
             continue
-        mde = (f"rank test: shift {r.shift_ratio:.3f}x, p(slower) {r.rank_p_slower:.3g}"
-               if r.rank_decides else f"t interval: detects >= {r.min_detectable_ratio:.2f}x")
-        lines.append(f"| `{name}` | {r.verdict} | {r.ratio:.3f}x | "
+        lines.append(f"| `{name}` | {r.label} | {r.ratio:.3f}x | "
                      f"{r.ci[0]:.3f}-{r.ci[1]:.3f} | {r.p_value:.3g} | "
-                     f"{r.processes[0]} vs {r.processes[1]} | {mde} |")
-    lines += ["", ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER)]
+                     f"{r.processes[0]} vs {r.processes[1]} | {r.note()} |")
+    busy = sum(bool(r.busy) for r in rows)
+    lines += ["", ", ".join(f"{counts[v]} {v}" + (f" ({busy} busy)" if busy and
+                                                  v == "inconclusive" else "")
+                            for v in VERDICT_ORDER)]
     dropped = sum(r.dropped for r in rows)
     if dropped:
         lines.append(f"{dropped} benchmark(s) measured in the baseline are missing from the "
                      f"candidate: " + ("allowed (--allow-missing)" if allow_missing
                                        else "the gate fails (--allow-missing accepts that)"))
-    if any(r.verdict == "inconclusive" for r in rows):
+    if busy:
+        lines.append("inconclusive (busy): a run's cell was timed while other work used the "
+                     "machine; such a row neither fails nor passes the gate")
+    if any(r.verdict == "inconclusive" and not r.busy for r in rows):
         lines.append("inconclusive: the interval is too wide to decide; store more processes "
                      "per run (`lab run --processes N`)")
     return "\n".join(lines) + "\n"

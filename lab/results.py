@@ -120,8 +120,10 @@ def hardware_label(doc: dict) -> str:
 
 
 def describe_hardware(hw: dict) -> str:
-    if hw.get("gpus"):
-        return f"{hw['gpus'][0]['name']} x{len(hw['gpus'])}"
+    if hw.get("gpus"):  # {"name": ...} as the lab stores them; a bare name as others may
+        first = hw["gpus"][0]
+        return f"{first.get('name', '?') if isinstance(first, dict) else first} " \
+               f"x{len(hw['gpus'])}"
     if hw:
         return f"{hw.get('cpu_model', '?')}, {hw.get('cpu_count', '?')} cores (CPU)"
     return "unknown hardware"

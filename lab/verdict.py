@@ -93,8 +93,10 @@ def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> Cell
     backend's across two cells. Memory is nearly deterministic and measured once per side,
     so the ratio is a point value (its interval is the point) with the probe named."""
     from lab.cell import unresolved_memory_ratio
+    from lab.memory import ProcessRss
 
     mem = cell.get("memory") or {}
+    theirs_mem = {}
     if not mem:
         out.reason = f"{claim.backend}: no memory recorded (a run from before memory was " \
                      f"measured)"
@@ -121,9 +123,17 @@ def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> Cell
         out.reason = f"no memory ratio: {why}"
         return out
     out.ratio = theirs / mine
-    out.ci95 = (out.ratio, out.ratio)
     out.detail = f"{names[0]} {theirs:,.1f} MiB / {names[1]} {mine:,.1f} MiB per step above " \
                  f"resident; point value, probe: {probe}"
+    if ProcessRss.name in (mem.get("probe"), theirs_mem.get("probe")):
+        # one resident-set reading per side moves between runs with what the allocators keep
+        # (1.56 on one run, supported on another): no interval, so it neither supports nor
+        # refutes; the ratio is shown
+        out.reason = ("one process-RSS reading per side, no interval: a point value that "
+                      "moves between runs cannot decide (CUDA's allocator peaks do)")
+        return out
+    # an allocator's peak is a byte count the same program reproduces: the point decides
+    out.ci95 = (out.ratio, out.ratio)
     out.verdict = judge(claim, *out.ci95)
     return out
 
@@ -220,11 +230,25 @@ def _backend_label(name: str) -> str:
     return backends.resolve(name).label
 
 
+def workload_modes(claim) -> list[tuple[str, str]]:
+    """(workload, mode) pairs of a claim that exist: a workload without a mode (mlp has no
+    generate) has no cell to plan, measure or list."""
+    from lab import workloads
+
+    pairs = []
+    for w in claim.workloads:
+        try:
+            having = workloads.get(w, validate_user=False).modes
+        except ValueError:  # unknown here: missing_cells says why, once per cell
+            having = claim.modes
+        pairs += [(w, m) for m in claim.modes if m in having]
+    return pairs
+
+
 def _wanted(claim, device: str) -> list[tuple[str, str, str]]:
     """(workload, backend label, mode) cells the claim needs."""
     backends = [claim.backend] + ([claim.versus] if claim.versus else [])
-    return [(w, _backend_label(b), m) for w in claim.workloads for m in claim.modes
-            for b in backends]
+    return [(w, _backend_label(b), m) for w, m in workload_modes(claim) for b in backends]
 
 
 def claim_precision(claim, device: str) -> str:
@@ -303,13 +327,12 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
             continue
         cells = []
         wanted = claim_precision(claim, device)
-        for w in claim.workloads:
-            for m in claim.modes:
-                def get(b, w=w, m=m, wanted=wanted):
-                    return stored.get((w, _backend_label(b), m, wanted))
+        for w, m in workload_modes(claim):
+            def get(b, w=w, m=m, wanted=wanted):
+                return stored.get((w, _backend_label(b), m, wanted))
 
-                other = get(claim.versus) if claim.versus else None
-                cells.append(cell_ratio(claim, f"{w} {m}", get(claim.backend), other))
+            other = get(claim.versus) if claim.versus else None
+            cells.append(cell_ratio(claim, f"{w} {m}", get(claim.backend), other))
         result = decide(claim, cells, hardware)
         result.precision = wanted
         results.append(result)
@@ -337,6 +360,11 @@ def format_results(results: list[ClaimResult]) -> str:
         for cell in r.cells:
             if cell.ratio is None:
                 lines.append(f"    {cell.label}: no verdict: {cell.reason}")
+                continue
+            if cell.ci95 is None:  # a point value that cannot decide (memory on the CPU)
+                lines.append(f"    {cell.label}: {cell.ratio:.3f}x (point value) -> "
+                             f"{cell.verdict} ({cell.reason})"
+                             + (f" [{cell.detail}]" if cell.detail else ""))
                 continue
             lines.append(f"    {cell.label}: {cell.ratio:.3f}x [95% CI {cell.ci95[0]:.3f}-"
                          f"{cell.ci95[1]:.3f}] -> {cell.verdict}"

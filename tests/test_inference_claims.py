@@ -141,8 +141,9 @@ def test_lab_check_on_a_stored_run_judges_memory_and_latency_naming_the_machine(
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "inference-latency-torchscript" in out and "memory-similar-with-optimization" in out
-    assert "REFUTED      memory-similar-with-optimization" in out  # 5.5 / 3.1 = 1.77x
-    assert "transformer infer: 1.774x" in out and "point value" in out
+    # 5.5 / 3.1 = 1.77x from one RSS reading per side: shown, not decided (no interval)
+    assert "INCONCLUSIVE memory-similar-with-optimization" in out
+    assert "transformer infer: 1.774x (point value) -> inconclusive" in out
     # torchscript's p50 latency ratio on the MLP, about 2x
     assert re.search(r"mlp infer: (1\.9[5-9]|2\.0[0-4])\dx .* -> supported", out)
     assert f"measured on {HW}" in out

@@ -11,6 +11,7 @@ from lab.cell import MEMORY_RATIO_FLOOR_MIB, unresolved_memory_ratio
 
 HW = "Test CPU, 2 cores (CPU)"
 PROBE = "process RSS (VmRSS / VmHWM)"
+CUDA_PROBE = "torch.cuda max_memory_allocated"
 
 
 def _memory(step: float, eager: float | None = None, resettable: bool = True) -> dict:
@@ -133,12 +134,28 @@ SIMILAR = dict(backend="torch-compile", workload="transformer", expect="about", 
     (2.0, 4.0, "refuted"),  # 0.5x: compiled needs twice as much
 ])
 def test_memory_claims_are_judged_on_the_point_ratio_with_the_probe_named(eager, compiled, want):
+    # CUDA's allocator peak: a byte count the same program reproduces, so the point decides
+    cuda = {**_memory(compiled, eager), "probe": CUDA_PROBE}
     result = _check(_claim(**SIMILAR), [cell("transformer", "torch-compile", "infer", [1e-3] * 5,
-                                             memory=_memory(compiled, eager))])
+                                             memory=cuda)])
     assert result.verdict == want
     (c,) = result.cells
     assert c.ratio == pytest.approx(eager / compiled) and c.ci95 == (c.ratio, c.ratio)
-    assert "point value" in c.detail and PROBE in c.detail
+    assert "point value" in c.detail and CUDA_PROBE in c.detail
+
+
+@pytest.mark.parametrize("eager, compiled", [(5.5, 5.0), (5.5, 3.1), (2.0, 4.0)])
+def test_one_rss_reading_per_side_neither_supports_nor_refutes(eager, compiled):
+    """The resident set moves between runs (a claim refuted at 1.56 on one run was supported on
+    another): one reading per side has no interval, so the ratio is shown and decides nothing."""
+    result = _check(_claim(**SIMILAR), [cell("transformer", "torch-compile", "infer", [1e-3] * 5,
+                                             memory=_memory(compiled, eager))])
+    assert result.verdict == "inconclusive"
+    (c,) = result.cells
+    assert c.ratio == pytest.approx(eager / compiled) and c.ci95 is None
+    assert "no interval" in c.reason and PROBE in c.detail
+    assert f"{eager / compiled:.3f}x (point value) -> inconclusive" in \
+        verdict.format_results([result])
 
 
 def test_memory_below_the_floor_or_absent_is_inconclusive_with_the_reason():

@@ -44,14 +44,18 @@ def _run_for_claims(todo: list[tuple], device: str, out: str,
     """Run the cells the claims need through the one run loop; (key -> cell, run folder)."""
     from lab import executors, session
 
-    planned = {}
+    planned, refused = {}, {}
     for key, workload, backend, mode, precision, shape, latency in todo:
-        cells, _ = session.plan(session.Selection(
-            workloads=[workload], backends=[backend], modes=[mode], device=device,
-            precision=precision, shape=shape, latency=latency))
+        try:  # the selection's own checks (shape constraints, memory) refuse one cell here
+            cells, _ = session.plan(session.Selection(
+                workloads=[workload], backends=[backend], modes=[mode], device=device,
+                precision=precision, shape=shape, latency=latency, stored_runs=out))
+        except UsageError as exc:
+            refused[key] = {"status": "skipped", "reason": str(exc)}
+            continue
         planned[key] = cells[0]
     if not planned:
-        return {}, None
+        return refused, None
 
     def on_start(cell):
         progress(f"running: {cell.spec.workload} {cell.spec.mode} {cell.choice.label}")
@@ -60,7 +64,19 @@ def _run_for_claims(todo: list[tuple], device: str, out: str,
                                argv=sys.argv[1:], executor=executors.get("local"),
                                on_start=on_start)
     found = verdict.index(results.load(result.path), device)
-    return {key: found[key] for key in planned if key in found}, str(result.run_dir)
+    return ({**refused, **{key: found[key] for key in planned if key in found}},
+            str(result.run_dir))
+
+
+def _refuse_other_machine(run: str, doc: dict) -> None:
+    """Cells measured here beside a stored run's from another machine would make one verdict
+    of two machines' numbers (labelled with one of them): refused, both machine ids named."""
+    here = store.machine_id()
+    there = sorted(regression.run_machines(doc)) or [results.machine_id(doc)]
+    if there != [here]:
+        raise UsageError(f"run {run} was measured on {', '.join(there)} and the cells it lacks "
+                         f"would be measured on this machine, {here}: a claim is judged on one "
+                         f"machine (--stored-only judges the run's own cells)")
 
 
 @dataclass
@@ -101,6 +117,8 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
         stored = {}
     todo, skipped = verdict.missing_cells(claims, stored, device)
     new_run = None
+    if run and todo and not stored_only:
+        _refuse_other_machine(run, doc)
     if not stored_only:
         ran, new_run = _run_for_claims(todo, device, out, progress)
         stored = {**skipped, **ran, **stored}
@@ -181,6 +199,9 @@ def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool 
                              f"timings are not comparable (--force compares them anyway)")
         notes.append(f"**forced across settings**: {settings}")
     rows = regression.compare_runs(base, cand, limit, noise_floor)
+    nothing = regression.nothing_compared(rows, allow_missing)
+    if nothing:  # a pass here would turn CI green with nothing measured
+        raise UsageError(nothing)
     text = regression.gate_markdown(rows, limit, baseline, candidate, "; ".join(notes),
                               allow_missing=allow_missing)
     changes = _what_changed(rows, baseline, candidate)
@@ -204,7 +225,8 @@ def gate_json(result: GateResult) -> dict:
     return {"command": "gate", "baseline": result.baseline, "candidate": result.candidate,
             "threshold": result.threshold, "failed": result.failed, "notes": result.notes,
             "allow_missing": result.allow_missing,
-            "verdicts": [{"name": r.name, "verdict": r.verdict, "ratio": _finite(r.ratio),
+            "verdicts": [{"name": r.name, "verdict": r.verdict, "busy": list(r.busy),
+                          "note": r.note(), "ratio": _finite(r.ratio),
                           "ci": _finite(list(r.ci)) if r.ci else None,
                           "p_value": _finite(r.p_value), "rank_p_value": _finite(r.rank_p_value),
                           "min_detectable_ratio": _finite(r.min_detectable_ratio),
