@@ -120,6 +120,8 @@ def write(path, data: str | bytes, flag: str, *, append: bool = False,
             if mode is None and file.is_file():
                 mode = stat.S_IMODE(file.stat().st_mode)
             store.atomic_write_bytes(file, data, mode=mode)
+    except BrokenPipeError:  # a reader that stopped early (`| head`): no error, as for stdout
+        pass
     except OSError as exc:
         raise OutputError(f"cannot write {path} ({flag}): {exc.strerror or exc}") from None
     return file

@@ -175,6 +175,23 @@ def test_a_pipe_is_written_as_such(writer, runs, tmp_path):
     assert digest(runs.root) == before
 
 
+def test_a_pipe_whose_reader_stops_early_is_no_error(runs, tmp_path):
+    """As for stdout (`| head`): the page is 4.9 MB, far more than a pipe holds."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def head():
+        with open(fifo, "rb") as f:
+            f.read(10)
+
+    reader = threading.Thread(target=head, daemon=True)
+    reader.start()
+    proc = lab("report --html", runs, fifo)
+    reader.join(timeout=30)
+    assert_ok("report --html", proc)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
 @pytest.mark.parametrize("writer", WRITERS)
 def test_an_existing_folder_gets_an_index_page_or_is_refused(writer, runs, tmp_path):
     folder = tmp_path / "out"
