@@ -73,7 +73,8 @@ SHARE_OF = {"device": "the step's device time (union of its device activity)",
 class HotRow:
     section: str  # "device" or "host": which timeline, and so which time `share` is of
     name: str
-    kind: str  # device: kernel/memcpy/memset; host: kernel (counted, see above)/runtime/sync/other
+    # device: kernel/memcpy/memset; host: kernel (an op, nested or not)/runtime/sync/other
+    kind: str
     count_per_step: float  # calls attributed to the traced steps / steps
     self_us_per_step: float  # median over the traced steps of the summed self time
     share: float  # self_us_per_step / the median step's time in this row's section
@@ -168,8 +169,12 @@ def _union_us(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def _host_kernel_flags(host: list[dict], parent: dict[int, int | None]) -> tuple[str, list[bool]]:
-    """Which host events count as kernels when there is no device timeline (see module doc)."""
+def _host_kernel_flags(host: list[dict], parent: dict[int, int | None]
+                       ) -> tuple[str, list[bool], list[bool]]:
+    """Which host events are kernels when there is no device timeline (see module doc), and
+    which of them the per-step count counts: only the outermost, so an op nested in another
+    (eager's `aten::addmm` inside `aten::linear`) is not counted twice. Its kind is `kernel`
+    all the same, nested or not, so one op reads alike in eager and compiled tables."""
     is_op = [_is_torch_op(e) for e in host]
     if any(is_op):
         def outermost(i):
@@ -179,18 +184,18 @@ def _host_kernel_flags(host: list[dict], parent: dict[int, int | None]) -> tuple
                     return False
                 p = parent[p]
             return True
-        return "torch-cpu", [is_op[i] and outermost(i) for i in range(len(host))]
+        return "torch-cpu", is_op, [is_op[i] and outermost(i) for i in range(len(host))]
     is_xla = ["hlo_op" in (e.get("args") or {}) for e in host]
     if any(is_xla):
-        return "xla", is_xla
+        return "xla", is_xla, is_xla
     is_tf = [e["name"].startswith(TF_EAGER_OP) for e in host]
     if any(is_tf):
-        return "tf-eager", is_tf
-    return "none", [False] * len(host)
+        return "tf-eager", is_tf, is_tf
+    return "none", [False] * len(host), [False] * len(host)
 
 
-def _host_kind(e: dict, counted: bool) -> str:
-    if counted:
+def _host_kind(e: dict, kernel: bool) -> str:
+    if kernel:
         return "kernel"
     if e.get("cat") in RUNTIME_CATS:
         return "sync" if "Synchronize" in e["name"] else "runtime"
@@ -253,9 +258,9 @@ def hot_table(events: list[dict], top: int = TOP) -> dict:
     self_us, parent = _self_times(host)
     has_device = any(e.get("cat") != DEVICE_ANNOTATION_CAT for e in device)
     if has_device:  # host ops only launch the work there; the device's kernels are counted
-        unit, counted = "device", [False] * len(host)
+        unit, kernel, counted = "device", [False] * len(host), [False] * len(host)
     else:
-        unit, counted = _host_kernel_flags(host, parent)
+        unit, kernel, counted = _host_kernel_flags(host, parent)
     host_groups: dict[str, dict] = {}
     host_kernels = 0
     launch_step: dict = {}  # correlation id of a runtime call -> its step
@@ -267,7 +272,7 @@ def hot_table(events: list[dict], top: int = TOP) -> dict:
             launch_step[_correlation(e)] = k
         if e["name"].startswith(SKIPPED_PREFIXES):
             continue
-        _add(host_groups, e, k, self_us[i], _host_kind(e, counted[i]), n)
+        _add(host_groups, e, k, self_us[i], _host_kind(e, kernel[i]), n)
         host_kernels += counted[i]
 
     # ---- device section

@@ -105,3 +105,33 @@ def memory_table(doc: dict, workload: str | None = None) -> str:
                      f"{mib(mem.get('first_call_peak_above_start_mib'))} | "
                      f"{mib(mem.get('peak_above_import_mib'))} | {mem.get('probe')} |")
     return "\n".join(lines)
+
+
+def profile_markdown(doc: dict, folder) -> str:
+    """A `lab profile` run (traced, not timed): per traced cell its status, each side's
+    hottest rows and the trace and table files, in place of a table of dashes."""
+    from lab import table
+
+    parts = []
+    for name, entry, sides in table.profile_sides(doc, folder):
+        reason = f": {_text(entry['reason'])}" if entry.get("reason") else ""
+        parts.append(f"### {name}\n\nprofile: {entry.get('status') or '?'}{reason}")
+        for backend, hot, top, side in sides:
+            files = " · ".join(f"{what} `{folder / side[key]}`" for what, key in
+                               (("trace", "trace"), ("table", "hot_csv")) if side.get(key))
+            if hot is None:
+                why = side.get("hot_error") or "none stored"
+                parts.append(f"**{backend}**: no hot table ({_text(why)}); {files}")
+                continue
+            lines = [f"**{backend}**: hottest by self time, median traced step "
+                     f"{hot.get('step_us', 0):.0f} us over {hot.get('steps', '?')} steps; "
+                     f"{hot.get('kernels_per_step', 0):g} {hot.get('kernel_unit', '')}; "
+                     f"{files}", "",
+                     "| section | kernel / event | kind | calls/step | self us/step "
+                     "| % of step | mean us/call |", "|---|---|---|--:|--:|--:|--:|"]
+            lines += [f"| {r.get('section', '-')} | `{r['name'].replace('|', '/')}` | "
+                      f"{r.get('kind', '?')} | {r.get('count_per_step', 0):g} | "
+                      f"{r.get('self_us_per_step', 0):.1f} | {100 * (r.get('share') or 0):.1f} "
+                      f"| {r.get('mean_us', 0):.1f} |" for r in top]
+            parts.append("\n".join(lines))
+    return "\n\n".join(parts) or "a profile run with no traces stored"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from lab import rows
+from lab import results, rows
 from lab.rows import format_ms  # noqa: F401  (the run table's format, used by its readers)
 
 COLUMNS = ("workload", "mode", "backend", "eager ms", "ms/step", "speedup [95% CI]",
@@ -106,3 +106,58 @@ def render(doc: dict, console=None) -> None:
                   "(eager over compiled as a ratio where both are measurable; docs/memory.md)."
                   + (" Latency cells: one call per sample; ms are per call and their medians "
                      "are the p50s." if latency else ""))
+
+
+PROFILE_TOP = 10  # hot rows per side; the rest is in the side's hot.csv
+
+
+def profile_sides(doc: dict, folder):
+    """(cell name, its profile entry, [(backend, hot table or None, top rows, side)]) for every
+    traced cell of a run, the traces found on disk included (an interrupted `lab profile`)."""
+    from lab.html_report.runs import Run, hot_rows, profile_entries
+
+    run = Run(doc, folder, results.cells(doc))
+    for name, entry in profile_entries(run):
+        sides = [(backend, *hot_rows(run, side, PROFILE_TOP), side)
+                 for backend, side in (entry.get("sides") or {}).items()]
+        yield name, entry, sides
+
+
+def render_profile(doc: dict, folder, console=None) -> None:
+    """A `lab profile` run has no timings, so its table would be dashes: what it holds is
+    shown instead, per traced cell its status, each side's hottest rows and the files."""
+    from rich.table import Table
+
+    console = console or make_console()
+    lab = doc.get("lab", {})
+    state = "complete" if lab.get("complete") else "INCOMPLETE (interrupted or still running)"
+    traced = list(profile_sides(doc, folder))
+    console.print(f"profile run {lab.get('run_id', '?')} on "
+                  f"{doc.get('machine_info', {}).get('lab_machine_id', '?')} - {state}: "
+                  f"{len(traced)} traced cell(s), no timings (`lab run` measures)")
+    for name, entry, sides in traced:
+        reason = f": {entry['reason']}" if entry.get("reason") else ""
+        console.print(f"[bold]{name}[/]: {entry.get('status') or '?'}{reason}")
+        for backend, hot, top, side in sides:
+            files = " ".join(f"{what}: {folder / side[key]}" for what, key in
+                             (("trace", "trace"), ("table", "hot_csv")) if side.get(key))
+            if hot is None:
+                why = side.get("hot_error") or "none stored"
+                console.print(f"  {backend}: no hot table ({why}) {files}")
+                continue
+            grid = Table(title=f"{backend}: hottest by self time, median traced step "
+                               f"{hot.get('step_us', 0):.0f} us over {hot.get('steps', '?')} "
+                               f"steps; {hot.get('kernels_per_step', 0):g} "
+                               f"{hot.get('kernel_unit', '')}")
+            for column in ("section", "kernel / event", "kind", "calls/step", "self us/step",
+                           "% of step", "mean us/call"):
+                grid.add_column(column, overflow="fold")
+            for r in top:
+                grid.add_row(r.get("section", "-"), r["name"], r.get("kind", "?"),
+                             f"{r.get('count_per_step', 0):g}",
+                             f"{r.get('self_us_per_step', 0):.1f}",
+                             f"{100 * (r.get('share') or 0):.1f}", f"{r.get('mean_us', 0):.1f}")
+            console.print(grid)
+            console.print(f"  {files}")
+        if entry.get("generated_code"):
+            console.print(f"  generated code: {', '.join(entry['generated_code'][:4])}")

@@ -503,3 +503,55 @@ def test_the_browser_check_fails_a_blank_plot_and_a_console_error(browser, tmp_p
     noisy = page("noisy.html", "<script>console.error('broken')</script>")
     with pytest.raises(AssertionError, match="console error: broken"):
         _open(browser, noisy, tmp_path / "noisy.png")
+
+
+# ---------------------------------------------------------------- a site that stands alone
+
+class _Sources(HTMLParser):
+    """Every href and src of a page (links, scripts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if k in ("href", "src") and v]
+
+
+PROFILE_RUN = ROOT / "profiles/nvidia-h200-x1/20261128-052754-cuda-profile"
+
+
+def test_every_local_link_of_an_index_resolves_inside_its_folder(tmp_path):
+    """`lab report profiles/ --html DIR` uploaded alone (a CI artefact): each page's links to
+    traces and hot tables point at copies inside DIR, none back into profiles/."""
+    from urllib.parse import unquote, urlparse
+
+    root = tmp_path / "profiles"
+    shutil.copytree(PROFILE_RUN, root / "nvidia-h200-x1" / PROFILE_RUN.name)
+    shutil.copytree(CPU_RUN, root / "amd-epyc-2c" / CPU_RUN.name)
+    site = tmp_path / "site"
+    write_index(root, site)
+    checked = 0
+    for page in site.rglob("*.html"):
+        parser = _Sources()
+        parser.feed(page.read_text())
+        for href in parser.links:
+            url = urlparse(href)
+            if url.scheme or href.startswith("#"):
+                continue
+            target = (page.parent / unquote(url.path)).resolve()
+            assert target.is_file(), f"{page.name}: {href} does not resolve"
+            assert target.is_relative_to(site.resolve()), f"{page.name}: {href} leaves the site"
+            checked += 1
+    profile_page = (site / "nvidia-h200-x1" / f"{PROFILE_RUN.name}.html").read_text()
+    assert "trace.json" in profile_page and checked > 5
+    # a profile run has no timings: no Cells section of dashes, its hot kernels instead
+    assert ">Cells</h2>" not in profile_page and ">Hot kernels</h2>" in profile_page
+    assert ">Cells</h2>" in (site / "amd-epyc-2c" / f"{CPU_RUN.name}.html").read_text()
+
+
+def test_the_index_writes_every_start_in_one_format(tmp_path):
+    index = write_index(_profiles_copy(tmp_path), tmp_path / "site")
+    dates = [r[2] for r in _table(index.read_text(), "runs")[1:] if r[1] != "broken"]
+    assert dates and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( UTC)?", d)
+                         for d in dates), dates

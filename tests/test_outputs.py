@@ -297,3 +297,49 @@ def test_every_output_shows_every_field_of_the_table_model(tmp_path):
     spans = rows["torch-compile|mlp"]
     assert spans["break_even_cold_ci95_hi"] == "inf"
     assert rows["jax-jit|mlp"]["status"] == "fail_accuracy"
+
+
+# ---------------------------------------------------------------- the hot table's kinds
+
+def _op(name: str, ts: float, dur: float) -> dict:
+    return {"ph": "X", "cat": "cpu_op", "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": 1}
+
+
+def test_an_op_has_one_kind_in_eager_and_compiled_hot_tables():
+    """Eager runs `aten::addmm` inside `aten::linear`, a compiled graph calls it alone: it is a
+    kernel in both tables, and only the outermost op of a nest is counted per step."""
+    from lab import hotkernels
+
+    step = {"ph": "X", "cat": "user_annotation", "name": "lab::sample", "pid": 1, "tid": 1}
+    eager, compiled = [], []
+    for i in range(3):
+        t = 1000.0 * i
+        eager += [{**step, "ts": t, "dur": 100.0}, _op("aten::linear", t + 1, 50.0),
+                  _op("aten::addmm", t + 2, 40.0)]
+        compiled += [{**step, "ts": t, "dur": 100.0}, _op("aten::addmm", t + 2, 40.0),
+                     _op("cpp_fused_gelu_0", t + 50, 10.0)]
+    kinds = {}
+    for label, events in (("eager", eager), ("compiled", compiled)):
+        table = hotkernels.hot_table(events)
+        kinds[label] = {r["name"]: r["kind"] for r in table["rows"]}
+        assert table["kernels_per_step"] == (1 if label == "eager" else 2)
+    assert kinds["eager"]["aten::addmm"] == kinds["compiled"]["aten::addmm"] == "kernel"
+
+
+# ---------------------------------------------------------------- a `lab profile` run
+
+PROFILE_RUN = ROOT / "profiles/nvidia-h200-x1/20261128-052754-cuda-profile"
+
+
+def test_show_and_report_of_a_profile_run_show_its_traces_not_a_table_of_dashes():
+    shown = run_lab("show", str(PROFILE_RUN), env={"COLUMNS": "250"})
+    assert shown.returncode == 0, shown.stderr
+    assert "profile run 20261128-052754-cuda-profile" in shown.stdout
+    for side in ("torch-compile", "torch-eager"):
+        assert f"{side}: hottest by self time" in shown.stdout
+        assert f"{side}/trace.json" in shown.stdout
+    assert "cudaDeviceSynchronize" in shown.stdout and "eager ms" not in shown.stdout
+    report = run_lab("report", str(PROFILE_RUN))
+    assert report.returncode == 0, report.stderr
+    assert "ok: " not in report.stdout and "| `cudaDeviceSynchronize` |" in report.stdout
+    assert report.stdout.count("hottest by self time") == 2

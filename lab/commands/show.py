@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lab import outputs, report, results, table
+from lab import outputs, report, results, rows, table
 from lab.errors import UsageError
 
 
@@ -182,7 +182,12 @@ def _runs_here(info, answers: dict[str, str]) -> str:
 
 
 def cmd_show(args) -> int:
-    table.render(results.load_run(args.run, args.out))
+    path = results.find_run(args.run, args.out)
+    doc = results.load(path)
+    if rows.is_profile_run(doc):  # traced, not timed: its traces and hot tables instead
+        table.render_profile(doc, results.resolve(path).parent)
+    else:
+        table.render(doc)
     return 0
 
 
@@ -268,6 +273,10 @@ def cmd_report(args) -> int:
     if args.html or args.csv:
         return 0
     doc = _one_run(args, "the markdown report")
+    if rows.is_profile_run(doc):  # traced, not timed: its traces and hot tables instead
+        folder = results.resolve(results.find_run(args.runs[0], args.out)).parent
+        print(report.profile_markdown(doc, folder))
+        return 0
     names = list(dict.fromkeys(c.get("workload") for c in results.cells(doc)))
     if args.workload and args.workload not in names:
         raise UsageError(f"no {args.workload!r} cells in {args.runs[0]}")

@@ -1,12 +1,14 @@
 """The pages of a whole profiles folder: an index of every stored run, a page per run, and a
 history page per machine with more than one run.
 
-Layout of the output folder (the runs' own files stay where they are, linked relatively):
+Layout of the output folder (the runs' files the pages link are copied into it):
 
     DIR/index.html                     every run: machine, run id, date, cells, statuses
     DIR/plotly.min.js                  one copy of plotly.js for all the pages below
     DIR/<machine>/<run id>.html        one report per run (kernel benchmarks included)
     DIR/<machine>/history.html         that machine's runs together: history, change points
+    DIR/files/<machine>/<run id>/...   copies of the traces, hot tables and reports the pages
+                                       link, so the folder uploaded alone has no dead links
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from lab import rows
 from lab.html_report import page
 from lab.html_report.runs import KERNELS_FILE, RESULTS, KernelBench, ReportInputError, Run, load
 from lab.html_report.tables import esc, status_class
+
+ASSETS = "files"  # under DIR: copies of what the pages link
 
 
 def stored_runs(root: Path) -> list[Path]:
@@ -68,6 +72,7 @@ def write(root: Path, out_dir: Path, on_skip=None) -> Path:
                                f"{KERNELS_FILE} found)")
     out_dir.mkdir(parents=True, exist_ok=True)
     shared_js = out_dir / page.PLOTLY_FILE
+    assets = out_dir / ASSETS  # what the pages link, copied: the folder stands alone
     from plotly.offline import get_plotlyjs
 
     page.write_page(get_plotlyjs(), shared_js)
@@ -85,7 +90,8 @@ def write(root: Path, out_dir: Path, on_skip=None) -> Path:
         out_path = out_dir / machine / f"{folder.name}.html"
         page.write_page(page.render([item] if isinstance(item, Run) else [],
                                     [item] if isinstance(item, KernelBench) else [], out_path,
-                                    plotlyjs="shared", shared_js=shared_js), out_path)
+                                    plotlyjs="shared", shared_js=shared_js, assets=assets),
+                        out_path)
         href = out_path.relative_to(out_dir).as_posix()
         if isinstance(item, Run):
             lab = item.doc.get("lab") or {}
@@ -104,7 +110,8 @@ def write(root: Path, out_dir: Path, on_skip=None) -> Path:
             continue
         out_path = out_dir / machine / "history.html"
         page.write_page(page.render(runs, [], out_path, title=f"history: {machine}",
-                                    plotlyjs="shared", shared_js=shared_js), out_path)
+                                    plotlyjs="shared", shared_js=shared_js, assets=assets),
+                        out_path)
         history_links.append(f'<a href="{esc(quote(out_path.relative_to(out_dir).as_posix()))}">'
                              f"{esc(machine)}: {len(runs)} runs</a>")
     index = out_dir / "index.html"

@@ -11,7 +11,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from lab import outputs
+from lab import outputs, rows
 from lab.html_report import figures, tables
 from lab.html_report.runs import (
     KernelBench,
@@ -139,7 +139,9 @@ def _kernel_header(bench: KernelBench) -> str:
 def render(runs: list[Run], benches: list[KernelBench], out_path: Path, *,
            title: str | None = None, claims: list[dict] | None = None,
            gate: list[dict] | None = None, plotlyjs: str = "inline",
-           shared_js: Path | None = None) -> str:
+           shared_js: Path | None = None, assets: Path | None = None) -> str:
+    """assets: where the files the page links (traces, hot tables) are copied, for the pages
+    of an index; None links them in the run folders."""
     runs = sorted(runs, key=run_sort_key)
     out_dir = out_path.parent
     title = title or ("lab report: " + ", ".join([r.run_id for r in runs]
@@ -149,8 +151,10 @@ def render(runs: list[Run], benches: list[KernelBench], out_path: Path, *,
     def plot(section_id, fig) -> str:
         return _figure_div(fig, section_id) if fig is not None else ""
 
-    if runs:
-        sections.append(("Cells", tables.cells_table(runs)))
+    # a `lab profile` run has cells but no timings: its hot kernels are what it holds
+    timed = [r for r in runs if r.cells and not rows.is_profile_run(r.doc)]
+    if timed:
+        sections.append(("Cells", tables.cells_table(timed)))
         for section_id, heading, fig in (
                 ("speedups", "Speedups", figures.speedup_forest(runs, claims)),
                 ("compile", "Compile cost", figures.compile_cost(runs)),
@@ -163,7 +167,7 @@ def render(runs: list[Run], benches: list[KernelBench], out_path: Path, *,
             + plot(f"fractions-{i}", figures.kernel_fractions(bench))
         if kernel_plots:
             sections.append((f"Kernels: {bench.name}", _kernel_header(bench) + kernel_plots))
-    hot = tables.hot_sections(runs, out_dir)
+    hot = tables.hot_sections(runs, out_dir, assets)
     if hot:
         sections.append(("Hot kernels", hot))
     if claims:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -80,23 +81,32 @@ def cells_table(runs: list[Run]) -> str:
 
 # ---------------------------------------------------------------- hot kernels
 
-def link(run: Run, rel: str | None, out_dir: Path, text: str | None = None) -> str:
-    """A link from the page to a file stored in the run folder (relative, so the page and the
-    runs can move together); the bare path where the run's folder is unknown or the file is
-    gone."""
+def link(run: Run, rel: str | None, out_dir: Path, text: str | None = None,
+         assets: Path | None = None) -> str:
+    """A link from the page to a file stored in the run folder: relative, so the page and the
+    runs can move together; or, with `assets` (the pages of an index), to a copy under
+    assets/<machine>/<run id>/, so the written folder holds all it links (an artefact
+    uploaded alone has no dead links). The bare path where the run's folder is unknown or the
+    file is gone."""
     if not rel:
         return ""
     label = esc(text or Path(rel).name)
     if run.folder is None:
         return f"<code>{esc(rel)}</code>"
     target = run.folder / rel
-    if not target.exists():
+    if not target.is_file():
         return f'<span class="missing" title="not found: {esc(rel)}">{label} (missing)</span>'
+    if assets is not None:
+        copy = assets / run.machine / run.run_id / rel
+        if not copy.is_file() or copy.stat().st_mtime < target.stat().st_mtime:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target, copy)
+        target = copy
     href = Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
     return f'<a href="{esc(quote(href))}">{label}</a>'
 
 
-def hot_sections(runs: list[Run], out_dir: Path) -> str:
+def hot_sections(runs: list[Run], out_dir: Path, assets: Path | None = None) -> str:
     parts = []
     for run in runs:
         for cell_name, entry in profile_entries(run):
@@ -106,13 +116,14 @@ def hot_sections(runs: list[Run], out_dir: Path) -> str:
             for key, text in (("ncu", "Nsight Compute report"), ("nsys", "Nsight Systems report")):
                 tool = entry.get(key) or {}
                 if tool.get("report"):
-                    links.append(link(run, tool["report"], out_dir, text))
+                    links.append(link(run, tool["report"], out_dir, text, assets))
                     if tool.get("csv"):
-                        links.append(link(run, tool["csv"], out_dir, f"{key} CSV"))
+                        links.append(link(run, tool["csv"], out_dir, f"{key} CSV", assets))
                 elif tool.get("status"):
                     links.append(f"{key}: {esc(tool['status'])}")
             for code in (entry.get("generated_code") or [])[:4]:
-                links.append(link(run, code, out_dir, f"generated code {Path(code).name}"))
+                links.append(link(run, code, out_dir, f"generated code {Path(code).name}",
+                                  assets))
             parts.append(f"<h3>{esc(title)}</h3>")
             if status not in (None, "ok"):
                 parts.append(f'<p class="note">profile: {esc(status)}'
@@ -121,14 +132,16 @@ def hot_sections(runs: list[Run], out_dir: Path) -> str:
             if links:
                 parts.append(f'<p class="links">{" · ".join(links)}</p>')
             for backend, side in (entry.get("sides") or {}).items():
-                parts.append(_hot_table(run, backend, side, out_dir))
+                parts.append(_hot_table(run, backend, side, out_dir, assets))
     return "".join(parts)
 
 
-def _hot_table(run: Run, backend: str, side: dict, out_dir: Path) -> str:
+def _hot_table(run: Run, backend: str, side: dict, out_dir: Path,
+               assets: Path | None = None) -> str:
     table, rows = hot_rows(run, side, HOT_TOP)
-    side_links = " · ".join(filter(None, [link(run, side.get("trace"), out_dir, "trace"),
-                                          link(run, side.get("hot_csv"), out_dir, "hot.csv")]))
+    side_links = " · ".join(filter(None, [
+        link(run, side.get("trace"), out_dir, "trace", assets),
+        link(run, side.get("hot_csv"), out_dir, "hot.csv", assets)]))
     if table is None:
         why = side.get("hot_error") or "no hot-kernel table stored"
         return f"<p><b>{esc(backend)}</b>: {esc(why)} {side_links}</p>"
