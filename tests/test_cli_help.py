@@ -130,3 +130,21 @@ def test_list_summaries_wrap_at_words_and_are_whole(tmp_path):
     for summary in summaries:
         for word in summary.split():
             assert word in printed, f"{word!r} of {summary!r} is cut"
+
+
+# ---------------------------------------------------------------- the table's width
+
+@pytest.mark.parametrize("columns, widest", [("100", 100), ("", 200)])
+def test_the_run_table_takes_the_width_it_is_given_and_a_wide_one_when_piped(columns, widest):
+    """COLUMNS (the terminal's width, or the user's) is honoured; piped with none, the table
+    keeps each row on one line up to 200 columns instead of rich's 80."""
+    run = ROOT / "profiles/intel-r-xeon-r-processor-2c/20261128-083527-cpu-1558"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    if columns:
+        env["COLUMNS"] = columns
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "show", str(run)], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    width = max(len(line) for line in done.stdout.splitlines())
+    assert width <= widest and (width > 100 if not columns else True)
+    assert "8,542" in done.stdout  # a number is never folded away
