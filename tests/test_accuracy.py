@@ -48,3 +48,20 @@ def test_bf16_tolerance_is_looser_than_fp32():
 def test_unknown_dtype_is_an_error():
     with pytest.raises(ValueError, match="no tolerance"):
         accuracy.tolerance("int4")
+
+
+def test_atol_follows_each_outputs_scale():
+    # an output far below the fixed atol: a sign flip is caught, not passed
+    tiny = np.linspace(1e-7, 1e-6, 10)
+    result = accuracy.check([-tiny], [tiny], "float32")
+    assert not result["passed"]
+    assert "x max |eager| 1e-06" in accuracy.describe_failure(result)
+    # a large output: its small elements carry the rounding of the large sums (fp32 rounding
+    # at 1e3 is ~6e-5 per operation), judged at the output's scale, not their own
+    big, moved = np.array([1e3, -1e3, 1e-3]), np.array([1e3, -1e3, 1e-3 + 5e-4])
+    assert accuracy.check([moved], [big], "float32")["passed"]
+    # each output at its own scale: a wrong small output beside a large one still fails
+    assert not accuracy.check([big, -tiny], [big, tiny], "float32")["passed"]
+    # integer outputs (tokens) stay exact, whatever their size
+    tokens = np.array([128_000, 5])
+    assert not accuracy.check([tokens + 1], [tokens], "float32")["passed"]
