@@ -208,7 +208,9 @@ def check_memory(cells: list, device: str, allow_large: bool, root: str | Path |
         return
     room, what = have
     over = sorted([s for s in sized if s[0] > room], key=lambda s: -s[0])
-    close = [s for s in sized if s[0] <= room and (tell or s[0] > WARN_SHARE * room)]
+    # --full-size tells of the cells it made larger (the mlp has one size: nothing to tell)
+    told = [s for s in sized if tell and s[2].spec.shape != s[2].workload.default_shape("cpu")]
+    close = [s for s in sized if s[0] <= room and (s in told or s[0] > WARN_SHARE * room)]
 
     def say(size, est, cell) -> str:
         return (f"{cell.spec.workload} {cell.spec.mode} {cell.choice.label} "

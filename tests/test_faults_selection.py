@@ -146,6 +146,10 @@ def test_allow_large_plans_it_and_a_close_cell_warns_with_the_time_a_stored_run_
     step = float(re.search(r"a step may take ~([\d.]+) s", warned[0]).group(1))
     assert step == pytest.approx(0.01 * scale, rel=1e-2)  # printed to 3 significant digits
     assert "run r1's 0.01 s scaled by flops" in warned[0]
+    # --full-size tells of the cells it makes larger: the mlp has one size
+    session.plan(session.Selection(workloads=["mlp"], backends=["torch-eager"], device="cpu",
+                                   full_size=True))
+    assert len(warned) == 1
 
 
 def test_the_estimate_counts_weights_gradients_and_both_sides_optimizer_state():

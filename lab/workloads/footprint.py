@@ -38,8 +38,10 @@ class Estimate:
         return sum(self.parts.values())
 
     def describe(self) -> str:
-        return ", ".join(f"{name} {value / GIB:.1f}" for name, value in self.parts.items()
-                         if value >= 0.05 * GIB)
+        """The parts in GiB, those that round to 0.0 left out."""
+        shown = [f"{name} {value / GIB:.1f}" for name, value in self.parts.items()
+                 if value >= 0.05 * GIB]
+        return ", ".join(shown) or "every part under 0.05 GiB"
 
 
 def estimate(workload: Workload, shape: dict, mode: str, precision: str,
