@@ -49,11 +49,32 @@ class History:
     skipped: int  # unreadable runs
 
 
-def _settings(cell: dict, doc: dict) -> tuple[tuple[str, object], ...]:
+def settings_of(cell: dict, doc: dict) -> tuple[tuple[str, object], ...]:
+    """The cell's values of SETTINGS; its machine is its node's on a cluster, else the run's."""
     machine = cell.get("machine_id") or results.machine_id(doc)
     values = {"threads": cell.get("threads"), "latency": bool(cell.get("latency")),
               "machine": machine}
     return tuple((k, values[k]) for k in SETTINGS)
+
+
+def split(points: dict[str, list[tuple[str, float, tuple]]]) -> History:
+    """benchmark key -> [(run id, value, settings)] in run order -> one series per benchmark
+    and settings (labelled `KEY {threads=1}` where its runs differ in a setting), and the runs
+    where a setting changed. `lab history` and the HTML report's history plot both use it."""
+    series, benchmark, marks = {}, {}, {}
+    for name, found in points.items():
+        groups = list(dict.fromkeys(settings for _, _, settings in found))
+        varying = [i for i, key in enumerate(SETTINGS) if len({g[i][1] for g in groups}) > 1]
+        for group in groups:
+            label = name if len(groups) == 1 else \
+                f"{name} {{{', '.join(f'{SETTINGS[i]}={group[i][1]}' for i in varying)}}}"
+            series[label] = [(r, v) for r, v, s in found if s == group]
+            benchmark[label] = name
+        marks[name] = [
+            SettingChange(run_id, ", ".join(f"{k} {old} -> {new}" for (k, old), (_, new)
+                                            in zip(before, after) if old != new))
+            for (_, _, before), (run_id, _, after) in zip(found, found[1:]) if before != after]
+    return History([], series, benchmark, marks, 0)
 
 
 def load(root: Path) -> History:
@@ -75,21 +96,10 @@ def load(root: Path) -> History:
             if cell.get("status") == "ok" and cell.get("samples_s"):
                 medians = results.process_medians(cell)
                 value = math.exp(sum(math.log(m) for m in medians) / len(medians))
-                points.setdefault(cell["name"], []).append((run_id, value, _settings(cell, doc)))
-    series, benchmark, marks = {}, {}, {}
-    for name, found in points.items():
-        groups = list(dict.fromkeys(settings for _, _, settings in found))
-        varying = [i for i, key in enumerate(SETTINGS) if len({g[i][1] for g in groups}) > 1]
-        for group in groups:
-            label = name if len(groups) == 1 else \
-                f"{name} {{{', '.join(f'{SETTINGS[i]}={group[i][1]}' for i in varying)}}}"
-            series[label] = [(r, v) for r, v, s in found if s == group]
-            benchmark[label] = name
-        marks[name] = [
-            SettingChange(run_id, ", ".join(f"{k} {old} -> {new}" for (k, old), (_, new)
-                                            in zip(before, after) if old != new))
-            for (_, _, before), (run_id, _, after) in zip(found, found[1:]) if before != after]
-    return History([r[1] for r in runs], series, benchmark, marks, skipped)
+                points.setdefault(cell["name"], []).append((run_id, value, settings_of(cell, doc)))
+    found = split(points)
+    found.run_ids, found.skipped = [r[1] for r in runs], skipped
+    return found
 
 
 def load_series(root: Path) -> tuple[list[str], dict[str, list[tuple[str, float]]], int]:

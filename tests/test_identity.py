@@ -197,3 +197,19 @@ def test_history_joins_old_and_new_names_and_splits_where_threads_changed(tmp_pa
                    "--benchmark", name)
     assert f"{name}: setting changed at run run2: threads 2 -> 1" in text.stdout
     assert text.stdout.count("setting changed") == 1
+
+
+def test_the_report_history_plot_draws_one_line_per_thread_count(tmp_path):
+    """The HTML report's history plot splits its lines as `lab history` does."""
+    from lab import results
+    from lab.html_report import figures
+    from lab.html_report.runs import Run
+
+    runs = [Run(results.load(path), path.parent, results.cells(results.load(path)))
+            for path in sorted(_history_runs(tmp_path).glob("*/*/results.json"))]
+    series = figures.history_series(runs)
+    name = "mlp[torch-eager|infer|cpu|fp32|batch=32]"
+    ids = [run.run_id for run in runs]  # the stored run ids, in run order
+    assert [run for run, _ in series[f"{name} {{threads=2}}"]] == ids[:2]
+    assert [run for run, _ in series[f"{name} {{threads=1}}"]] == ids[2:]
+    assert name not in series

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from lab import history as lab_history
 from lab import stats
 from lab.html_report.runs import KernelBench, Run, run_sort_key, run_value_s, size_label
 
@@ -301,14 +302,16 @@ def kernel_fractions(bench: KernelBench):
 # ---------------------------------------------------------------- history
 
 def history_series(runs: list[Run]) -> dict[str, list[tuple[str, float]]]:
-    """benchmark -> [(run id, seconds per step)] in run order, like `lab history`."""
-    series: dict[str, list[tuple[str, float]]] = {}
+    """series -> [(run id, seconds per step)] in run order, split as `lab history` splits them
+    (lab.history.split: never one line across thread counts or machines)."""
+    points: dict[str, list[tuple[str, float, tuple]]] = {}
     for run in sorted(runs, key=run_sort_key):
         for c in run.cells:
             value = run_value_s(c)
             if value is not None:
-                series.setdefault(c["name"], []).append((run.run_id, value))
-    return series
+                points.setdefault(c["name"], []).append(
+                    (run.run_id, value, lab_history.settings_of(c, run.doc)))
+    return lab_history.split(points).series
 
 
 def change_points(values: list[float]) -> list[int]:
