@@ -192,9 +192,15 @@ def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> Cell
                       f"includes run-to-run variance")
     out.verdict = judge(claim, *out.ci95)
     busy = [c.get("backend") for c in (cell, other) if c and c.get("machine_busy")]
-    if busy:  # the verdict stands on what was measured; the reader should know the state
+    if busy:
         out.reason = "; ".join(filter(None, [out.reason, f"machine busy while "
                                               f"{' and '.join(busy)} ran"]))
+        if out.reason.startswith("across processes ("):
+            # two processes' step times, one of them slowed by neighbours: the gate's rule
+            # (lab.regression), shown, not decided; a paired in-process ratio (eager and
+            # compiled interleaved in one process) shares the load and keeps its verdict
+            out.verdict = "inconclusive"
+            out.reason += " (busy: step times of two processes are not compared)"
     return out
 
 

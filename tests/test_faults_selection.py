@@ -306,3 +306,36 @@ def test_claims_list_only_the_cells_their_workloads_have(tmp_path):
     claims.write_text(CLAIM.replace('["infer", "train", "generate"]', '"generate"'))
     line = one_line_error(lab("check", str(claims), "--run", str(tmp_path), "--stored-only"))
     assert "none of the claim's workloads (mlp, transformer) has mode generate" in line
+
+
+def test_check_decides_nothing_across_processes_when_one_ran_busy(tmp_path):
+    """As the gate: two cells' step times from two processes, one slowed by neighbours, are
+    shown and not decided; a paired in-process speedup shares the load and keeps its verdict."""
+    claims = tmp_path / "c.toml"
+    claims.write_text(CLAIM.replace('mode = ["infer", "train", "generate"]', 'mode = "infer"')
+                      + """
+[[claim]]
+id = "t"
+quote = "compile has twice torch-eager's throughput"
+metric = "throughput"
+backend = "torch-compile"
+versus = "torch-eager"
+workload = "mlp"
+expect = "at_least"
+value = 2.0
+precision = "fp32"
+""")
+    eager = cell("mlp", "torch-eager", "infer", samples(3e-3, seed=3), precision="fp32",
+                 process_medians_s=[3.0e-3, 3.1e-3, 2.9e-3])
+    compiled = {**_speedup("mlp", "infer")}
+    compiled["extra_info"] = {**compiled["extra_info"], "machine_busy": True,
+                              "process_medians_s": [1.0e-3, 1.02e-3, 0.98e-3]}
+    write_run(tmp_path, [eager, compiled], hardware=HARDWARE)
+    judged = lab("check", str(claims), "--run", str(tmp_path), "--stored-only", "--json")
+    assert judged.returncode == 0, judged.stderr
+    verdicts = {c["id"]: c for c in json.loads(judged.stdout)["claims"]}
+    paired = next(c for c in verdicts["c"]["cells"] if c["label"] == "mlp infer")
+    assert paired["verdict"] == "supported" and "machine busy" in paired["reason"]
+    (across,) = verdicts["t"]["cells"]
+    assert across["verdict"] == "inconclusive" and across["ratio"] > 2.5
+    assert "busy: step times of two processes are not compared" in across["reason"]
