@@ -40,6 +40,28 @@ def _failure(exc: BaseException, status: Status) -> CellFailure:
     return CellFailure(Status.OOM if _is_oom(exc) else status, first)
 
 
+# a compiled side's first-call failures that the model itself may cause: the cell then tries
+# its eager baseline once, and an eager failure is reported as the model's (run_error)
+EAGER_SUSPECT = (Status.COMPILE_ERROR, Status.CONVERT_ERROR, Status.RUN_ERROR)
+
+
+def _eager_fails(side: measure.Side) -> CellFailure | None:
+    """The eager side's own failure on one step (run_error, or oom); None when it runs."""
+    try:
+        side.sync(side.step())
+    except Exception as exc:
+        return _failure(exc, Status.RUN_ERROR)
+    return None
+
+
+def _loss_used(task, mode: str) -> str | None:
+    """Which loss a train step ran, where the workload's loss says (a user's model: its own
+    loss, the factory's loss_fn, or the default; lab.workloads.user)."""
+    if mode != "train":
+        return None
+    return getattr(getattr(getattr(task, "task", task), "loss_fn", None), "used", None)
+
+
 def _timed_first_call(side: measure.Side) -> float:
     t0 = time.perf_counter()
     side.sync(side.step())
@@ -224,8 +246,13 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
             first_call_memory = memory.end(probe, start)
             candidate.mark_first_call_done()
     except Exception as exc:
-        raise _failure(exc, Status.COMPILE_ERROR if info.compiles else Status.RUN_ERROR) \
-            from exc
+        failure = _failure(exc, Status.COMPILE_ERROR if info.compiles else Status.RUN_ERROR)
+        eager = _eager_fails(sides[0]) if baseline and failure.status in EAGER_SUSPECT \
+            else None
+        if eager:  # the model fails as it is, before any compiler: not a compile error
+            raise CellFailure(eager.status, f"eager ({info.baseline}) fails too: "
+                                            f"{eager.reason}") from exc
+        raise failure from exc
     if spec.cell_pass == CellPass.FIRST_CALL:
         return result
     if spec.cell_pass == CellPass.TRACE:  # lab.profile's pass, a process apart from timing
@@ -248,6 +275,7 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
         with phase("accuracy"):
             _check_accuracy(spec, result, candidate, baseline)
         result.diagnostics = candidate.diagnostics()
+        result.loss = _loss_used(task, spec.mode)
         if not result.ok:
             return result
         with phase("memory"):

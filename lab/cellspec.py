@@ -95,6 +95,7 @@ class CellResult:
     sampling: dict | None = None  # rounds planned and taken, and whether the budget cut them
     memory: dict | None = None  # peak memory per phase and side (lab.memory)
     profile: dict | None = None  # the TRACE pass's captures
+    loss: str | None = None  # train: which loss the step ran, where the workload says
     traceback: str | None = None
     log_tail: str | None = None
 

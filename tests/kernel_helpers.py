@@ -12,7 +12,7 @@ interpreter is off and there is no CUDA device. Inputs come from `randn` (made o
 the test's generator, then moved to `DEVICE`), so a test written against these helpers runs
 on both. The kernels compute in fp32 and round once; every comparison is against the kernel
 file's `reference` run in float64 on the same values, rounded to the dtype, within
-`lab.kernels._common.TOLERANCES`.
+`lab.kernels._common.TOLERANCES` at the scale of the expected tensor (`assert_close`).
 """
 
 from __future__ import annotations
@@ -64,11 +64,21 @@ def randn(shape, dtype: torch.dtype, gen: torch.Generator, scale: float = 1.0) -
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype,
                  what: str) -> None:
+    """`actual` within `TOLERANCES[dtype]` of `expected` (rounded to dtype): rtol for the one
+    rounding of each element; atol, stated for values near 1, times the largest finite
+    |expected|, since the rounding of a sum scales with the values summed, not with the element
+    it produces (tests/numerics.py; a fixed atol let a wrong tiny output pass and fails small
+    elements of large gradients); plus two of the dtype's subnormal spacings, below which
+    rounding is absolute (fp16 inputs at 1e-6 are subnormal)."""
     from lab.kernels._common import tolerance
 
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
-    torch.testing.assert_close(actual, expected.to(dtype), **tolerance(dtype),
-                               msg=lambda m: f"{what} ({dtype_id(dtype)}): {m}")
+    tol, info = tolerance(dtype), torch.finfo(dtype)
+    finite = expected.double().abs().nan_to_num(0.0, 0.0, 0.0)
+    scale = finite.max().item() if finite.numel() else 0.0
+    torch.testing.assert_close(actual, expected.to(dtype), rtol=tol["rtol"],
+                               atol=tol["atol"] * scale + 2 * info.tiny * info.eps,
+                               msg=lambda m: f"{what} ({dtype_id(dtype)}, scale {scale:.3g}): {m}")
 
 
 def _is_float(a) -> bool:

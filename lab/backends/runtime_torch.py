@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from lab.backends import flatten_outputs
 from lab.backends import torch as torch_backend
 from lab.backends.conversion import ConvertedSide, refuse_autocast, require_infer
 from lab.backends.protocol import Support
@@ -44,7 +43,7 @@ class ConvertedTorchSide(ConvertedSide):
         import torch
 
         with torch.no_grad():
-            return [to_numpy(t) for t in flatten_outputs(self.converted()())]
+            return [to_numpy(t) for t in torch_backend.output_tensors(self.converted()())]
 
     def reference_fp64(self) -> list[np.ndarray]:
         # the converted model has no float64 version; the reference is the eager model in

@@ -26,7 +26,6 @@ import copy
 import numpy as np
 
 from lab import precision as precisions
-from lab.backends import flatten_outputs
 from lab.backends.cycle import CycleSide
 from lab.backends.generation import GenerateSide
 from lab.backends.protocol import SideBase, Support
@@ -128,11 +127,23 @@ def _to_numpy(t) -> np.ndarray:
         else t.detach().cpu().numpy()
 
 
+def output_tensors(out) -> list:
+    """Every tensor of a model's output (tuples, lists, dicts, Hugging Face ModelOutputs) in
+    the order torch.utils._pytree flattens it, which is the order torch.export and the ONNX
+    exporter give a converted model's outputs: output i of a runtime is output i of eager.
+    Leaves that are not tensors (None, a number, an object pytree cannot open such as a KV
+    cache class it does not know) hold no answer to compare and are left out."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    return [x for x in pytree.tree_leaves(out) if isinstance(x, torch.Tensor)]
+
+
 def _outputs(torch, fn, task: TorchTask, mode: str, autocast) -> list[np.ndarray]:
     model = task.model
     if mode == "infer":
         with torch.no_grad(), autocast:
-            return [_to_numpy(t) for t in flatten_outputs(fn(*task.inputs))]
+            return [_to_numpy(t) for t in output_tensors(fn(*task.inputs))]
     for p in model.parameters():
         p.grad = None
     with autocast:

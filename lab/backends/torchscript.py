@@ -61,7 +61,9 @@ class TorchScriptSide(ConvertedTorchSide):
         if method == "trace":
             try:
                 with timed_step("torch.jit.trace") as traced, torch.no_grad():
-                    scripted = torch.jit.trace(model, inputs)
+                    # strict=False: dict outputs (a Hugging Face ModelOutput) are traced too;
+                    # a model's output structure does not change with its inputs' values
+                    scripted = torch.jit.trace(model, inputs, strict=False)
                 seconds += traced.seconds
                 warning_lines += traced.warnings
                 if not _traced_cleanly(traced.warnings):
