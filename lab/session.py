@@ -154,18 +154,6 @@ def check_values(selection: Selection, timeout_s) -> None:
             positive_int(flag, value)
 
 
-def check_values(selection: Selection, timeout_s) -> None:
-    """The selection's numbers and device as the command line's flags take them (argparse
-    checks them there; the API's arguments come here unchecked): a string "5" or a bool is
-    not a count, 0 samples make no median."""
-    positive_number("--timeout", timeout_s)
-    if selection.device not in DEVICES:
-        raise UsageError(f"unknown device {selection.device!r}; valid: {', '.join(DEVICES)}")
-    for flag, value in (("--repeats", selection.repeats), ("--threads", selection.threads)):
-        if value is not None:
-            positive_int(flag, value)
-
-
 def _refuse_repeats(flag: str, names: list[str]) -> None:
     """A name given twice would run twice under one benchmark name, the second overwriting."""
     seen = set()
@@ -212,7 +200,6 @@ def plan(selection: Selection,
          timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[list[PlannedCell], str]:
     """Validate the selection and return (cells, device); UsageError on anything unknown.
     `timeout_s` bounds the check of a user's workload factory."""
-    check_values(selection, timeout_s)
     check_values(selection, timeout_s)
     # two spellings of one file (`./m.py:f`, `m.py:f`) are one benchmark key (lab.identity)
     _refuse_repeats("--workload", [identity.workload_key(w) for w in selection.workloads])
