@@ -7,7 +7,9 @@ key. Two rules give that (docs/verdicts.md, "Benchmark identity"):
 
 - names stored by older versions are read through `OLD_PRECISION`: before precisions existed
   the fourth field named the storage dtype (`float32`), which is the precision that stores and
-  computes in it (`fp32`); a shape's keys are put in sorted order;
+  computes in it (`fp32`); a shape's keys are put in sorted order; a user's file stored by its
+  absolute path (versions before keys) is keyed as a run names it now when the file is here,
+  a relative one loses its `./`;
 - a user workload (`path/to/file.py:factory`) is keyed by the name its file declares
   (`LAB_NAME = "my-net"` at module level, read without running the file) or else by the file's
   path relative to its git root (relative to the current folder outside git, absolute when
@@ -98,7 +100,10 @@ def canonical(name: str) -> str:
     workload = match["workload"]
     if is_user(workload):  # a path stored as typed: './m.py' and 'm.py' are one file
         path, _, factory = workload.rpartition(":")
-        workload = f"{posixpath.normpath(path)}:{factory}" if path else workload
+        if path and posixpath.isabs(path) and Path(path).is_file():
+            workload = workload_key(workload)  # the file is here: its key, as a run now names it
+        elif path:
+            workload = f"{posixpath.normpath(path)}:{factory}"
     return f"{workload}[{backend}|{mode}|{device}|{precision}|{shape}]"
 
 

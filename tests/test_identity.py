@@ -141,6 +141,9 @@ def test_keys_relative_to_the_git_root_and_the_declared_name(tmp_path, monkeypat
     assert identity.workload_key("mlp") == "mlp"
     (repo / "models" / "named.py").write_text('LAB_NAME = "tiny-linear"\n' + MODEL)
     assert identity.workload_key(f"{repo}/models/named.py:f") == "tiny-linear:f"
+    # a name stored by a version before keys, with the path as typed: the same key
+    stored = f"{repo}/models/m.py:f[torch-eager|infer|cpu|float32|]"
+    assert identity.canonical(stored) == "models/m.py:f[torch-eager|infer|cpu|fp32|]"
     outside = tmp_path / "loose.py"  # in no git repository: from the current folder
     outside.write_text(MODEL)
     assert identity.workload_key(str(outside) + ":f") == "loose.py:f"
