@@ -26,9 +26,12 @@ import logging
 import os
 import signal
 import socket
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from lab import store
@@ -42,6 +45,10 @@ MAX_ATTEMPTS = 2  # a lost cell is tried once more
 CANCEL_GRACE_S = 10.0  # interrupted tasks get this long to kill their cells before force
 WAIT_SLICE_S = 1.0  # ray.wait in slices, so Ctrl-C reaches the driver promptly
 STRANDED_CHECK_S = 5.0  # how often waiting cells are checked for a node that can still run them
+# a Ray cluster's GCS is a gRPC (HTTP/2) server: to a client's connection preface and empty
+# SETTINGS frame it answers with a frame whose type byte (the 4th) is SETTINGS
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4
 PROBE_TIMEOUT_S = 5.0  # a cluster's GCS answers a TCP connect at once; this allows a slow network
 # handlers that ray.init replaces in the driver (Ray's SIGTERM handler exits the process at once,
 # skipping the run loop's cancel and clean-up)
@@ -89,8 +96,10 @@ def _first_line(exc: BaseException) -> str:
 
 def probe(address: str | None) -> None:
     """UsageError unless the cluster at `address` (or RAY_ADDRESS) accepts a TCP connection
-    within PROBE_TIMEOUT_S. Addresses that name no host and port (none, `auto`, `local`) are
-    left to ray.init, which finds or starts a cluster on this machine."""
+    and answers it as a gRPC server does (a Ray GCS is one), each within PROBE_TIMEOUT_S: to
+    an address that refuses, or accepts and stays silent, ray.init retried for minutes in C++
+    code that no signal handler interrupts. Addresses that name no host and port (none,
+    `auto`, `local`) are left to ray.init, which finds or starts a cluster on this machine."""
     from_env = not address or (address == "auto" and "RAY_ADDRESS" in os.environ)  # Ray's rule
     source = "RAY_ADDRESS" if from_env else "--ray-address"
     given = os.environ.get("RAY_ADDRESS", "") if from_env else address
@@ -99,12 +108,47 @@ def probe(address: str | None) -> None:
     if not sep or not host or not port.isdigit():
         return
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=PROBE_TIMEOUT_S) as conn:
+            if os.environ.get("RAY_USE_TLS", "0") in ("0", ""):  # TLS speaks first otherwise
+                conn.sendall(HTTP2_PREFACE)
+                answer = conn.recv(9)
+            else:
+                answer = None
     except OSError as exc:
         why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise UsageError(f"cannot reach the Ray cluster at {given} ({source}): {why} within "
                          f"{PROBE_TIMEOUT_S:g} s") from None
+    if answer is not None and (len(answer) < 4 or answer[3] != HTTP2_SETTINGS):
+        raise UsageError(f"{given} ({source}) is not a Ray cluster: it does not answer as a "
+                         f"gRPC server does")
+
+
+@contextmanager
+def _stderr_kept_unless_failed():
+    """Ray's C++ client logs every retry to the process's stderr (a line a second while an
+    address that is not a Ray cluster answers); when ray.init fails, the lab's one line says
+    why instead. What Ray wrote is passed on when it succeeds."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        os.dup2(caught.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                caught.seek(0)
+                sys.stderr.write(caught.read().decode(errors="replace"))
+                sys.stderr.flush()
 
 
 def _node_resources(node: dict) -> tuple[float, float]:
@@ -138,14 +182,20 @@ class RayExecutor:
             main = threading.current_thread() is threading.main_thread()
             handlers = {sig: signal.getsignal(sig) for sig in LAB_SIGNALS} if main else {}
             try:
-                ray.init(address=self.address, log_to_driver=False,
-                         logging_level=logging.WARNING)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
+                with _stderr_kept_unless_failed():
+                    ray.init(address=self.address, log_to_driver=False,
+                             logging_level=logging.WARNING)
+            except Exception as exc:  # Ray raises a bare Exception when a local node is slow
+                ray.shutdown()  # to start (30 s, fixed in Ray), and ConnectionError and others
                 where = self.address or "RAY_ADDRESS or a local cluster"
                 raise UsageError(f"--ray-address {where}: cannot start or reach a Ray "
                                  f"cluster: {_first_line(exc)}") from None
-            except BaseException:  # a signal while a local instance starts: stop what started
+            except BaseException as exc:  # a signal while ray.init runs: stop what started
                 ray.shutdown()
+                if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:
+                    # Ray's own driver handler (sys.exit(15)) is in place during ray.init;
+                    # the run ends as the lab's handler ends it
+                    raise KeyboardInterrupt("SIGTERM") from None
                 raise
             finally:
                 for sig, handler in handlers.items():
