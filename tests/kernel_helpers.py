@@ -69,13 +69,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     |expected|, since the rounding of a sum scales with the values summed, not with the element
     it produces (tests/numerics.py; a fixed atol let a wrong tiny output pass and fails small
     elements of large gradients); plus two of the dtype's subnormal spacings, below which
-    rounding is absolute (fp16 inputs at 1e-6 are subnormal)."""
+    rounding is absolute (fp16 inputs at 1e-6 are subnormal). An all-zero expected tensor is a
+    sum that cancels exactly (attention's dq over a single key): the terms it cancels are the
+    unit-scale inputs', so the table's atol applies as it stands."""
     from lab.kernels._common import tolerance
 
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
     tol, info = tolerance(dtype), torch.finfo(dtype)
     finite = expected.double().abs().nan_to_num(0.0, 0.0, 0.0)
-    scale = finite.max().item() if finite.numel() else 0.0
+    scale = (finite.max().item() if finite.numel() else 0.0) or 1.0
     torch.testing.assert_close(actual, expected.to(dtype), rtol=tol["rtol"],
                                atol=tol["atol"] * scale + 2 * info.tiny * info.eps,
                                msg=lambda m: f"{what} ({dtype_id(dtype)}, scale {scale:.3g}): {m}")
