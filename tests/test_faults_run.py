@@ -244,6 +244,37 @@ def test_sigterm_stops_a_ray_run_like_ctrl_c_and_the_node_samples_its_load(tmp_p
     assert final["lab"]["complete"] is False
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for left-over processes")
+def test_two_quick_ctrl_cs_still_end_in_130_with_the_clean_up_done(tmp_path):
+    """The second Ctrl-C used to kill the lab by SIGINT in the middle of its clean-up."""
+    slow = factory(tmp_path, "slow", SLOW)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", "run", "--workload", f"mlp,{slow}", "--backend",
+         "torch-eager", *SMALL, "--out", str(out)],
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_first_cell(out, proc, 180)
+        time.sleep(1.0)  # the slow cell's process is up
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted" in output
+    assert list(temp.iterdir()) == []
+    doc = json.loads(next(out.glob("*/*/results.json")).read_text())
+    assert doc["lab"]["complete"] is False and len(doc["benchmarks"]) == 1
+
+
 # ---------------------------------------------------------------- the Python API
 
 
