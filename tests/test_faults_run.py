@@ -465,3 +465,32 @@ def test_the_labs_signal_handlers_survive_ray_init(monkeypatch):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="the load sample reads /proc/stat")
+def test_a_ray_task_samples_the_load_of_its_node(monkeypatch):
+    """The task body a Ray worker runs, here in this process (Ray's runtime context stands in:
+    no cluster starts; the SIGTERM test above runs a real one): its cell carries the load
+    sample taken where it ran, which Ray cells stored as null before."""
+    import ray
+
+    from lab import session
+    from lab.executors import CellJob
+    from lab.executors.ray import run_on_node
+
+    class Context:
+        def get_node_id(self):
+            return "node-1"
+
+    monkeypatch.setattr(ray, "get_runtime_context", Context)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    cells, _ = session.plan(session.Selection(
+        workloads=["mlp"], backends=["torch-eager"], device="cpu", threads=1, repeats=3,
+        named_shape={"batch": 2}))
+    answer = run_on_node(CellJob(0, cells[0].spec, "torch-eager", timeout_s=240))
+    assert answer.outcome.status == "ok", answer.outcome.result.reason
+    extra = answer.outcome.extra
+    assert isinstance(extra["machine_busy"], bool) and extra["other_load_cores"] >= 0
+    assert answer.node["node_id"] == "node-1"
