@@ -27,8 +27,8 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # interpreter truncates fp32 to bf16 where the GPU rounds to nearest, up to one unit more), or in
 # fp32 by the error of its fp32 sums: a weight gradient summed over 1823 rows of values near 1
 # is off by up to ~3e-5 absolute (an fp32 PyTorch reference is off by ~1.3e-4, so the reference
-# is float64). atol is per unit of the expected tensor's largest magnitude (the tests'
-# assert_close scales it): a sum's rounding follows the size of what it sums.
+# is float64). atol is per unit of the expected tensor's largest magnitude where that exceeds 1
+# (the tests' assert_close scales it): a sum's rounding follows the size of what it sums.
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
     torch.float32: {"atol": 1e-4, "rtol": 1e-5},
     torch.float16: {"atol": 2e-3, "rtol": 2e-3},
