@@ -10,7 +10,9 @@ error: an element that is a cancelling sum of large terms is tiny, yet carries t
 the large terms. So the bound is set by the scale of the whole tensor (its largest magnitude,
 which stands for sum(|terms|)), not by each element, and a relative tolerance per element is
 the wrong model for it: it fails on the smallest elements of a gradient on a CPU whose
-summation order differs from the one it was tuned on.
+summation order differs from the one it was tuned on. Where the whole tensor is such a
+cancelling sum (one element, or a result that is exactly zero), its largest magnitude no longer
+stands for the terms: pass their `scale`.
 
 For terms of random sign, sum(|terms|) is about sqrt(K) times the result, while the rounding
 errors, of random sign too, grow like sqrt(K) * u rather than K * u (Higham and Mary, SIAM J.
