@@ -77,8 +77,9 @@ def assert_close_scaled(actual, expected, *, dtype, reduction_len: int,
     worst = float(err.max(initial=0.0))
     # the margin, shown for passing tests by `pytest -rP`: measured error in units of
     # eps x scale, beside the reduction length that bounds it
-    units = worst / (limit / reduction_len) if limit else 0.0
-    print(f"{what}: max error {units:.3g} x eps({dtype}) x scale, bound {reduction_len}")
+    unit = limit / reduction_len
+    print(f"{what}: max error {worst / unit if unit else 0.0:.3g} x eps({dtype}) x scale "
+          f"{unit / eps(dtype):.3g}, bound {reduction_len}")
     if worst <= limit:
         return
     at = np.unravel_index(int(np.argmax(err)), err.shape)
