@@ -13,8 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lab import measure, workloads  # noqa: E402
-from lab.backends import torch as torch_backend  # noqa: E402
+from lab import workloads  # noqa: E402
+from lab.cell import measure  # noqa: E402
+from lab.compile import torch as torch_backend  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CASES = [(w, m) for w in ("mlp", "transformer") for m in ("infer", "train")]

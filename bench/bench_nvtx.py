@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.nvtx import Ranges
+from lab.cell.nvtx import Ranges
 
 nvtx = pytest.importorskip("nvtx")
 

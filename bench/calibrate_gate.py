@@ -13,7 +13,7 @@ little smaller, and `analyze` prints what was measured).
 
 `analyze` draws many gate comparisons from the pool: for each, N baseline processes and N
 candidate processes chosen at random without overlap, compared with the gate's own statistic
-(`lab.regression.gate_statistic`) and decision rule (`lab.regression.gate_decision`). The
+(`lab.judge.gate.gate_statistic`) and decision rule (`lab.judge.gate.gate_decision`). The
 false-alarm rate is the share of A/A draws that say `regressed`; the detection rate the share
 of A/B draws that do.
 
@@ -63,7 +63,7 @@ def _variants() -> dict[str, tuple[str, dict]]:
 
 def _spec(workload_name: str, repeats: int, threads: int):
     from lab import workloads
-    from lab.cellspec import CellSpec
+    from lab.cell.spec import CellSpec
 
     workload = workloads.get(workload_name)
     return CellSpec(workload=workload.name, backend="torch-eager", option=None, mode="infer",
@@ -74,8 +74,8 @@ def _spec(workload_name: str, repeats: int, threads: int):
 def collect(args) -> int:
     import numpy as np
 
-    from lab import runner
-    from lab.session import DEFAULT_REPEATS, default_threads
+    from lab.cell import launch as runner
+    from lab.running.loop import DEFAULT_REPEATS, default_threads
 
     threads = args.threads or default_threads()
     repeats = args.repeats or DEFAULT_REPEATS
@@ -117,7 +117,7 @@ def draw_rates(baseline: list[float], candidate: list[float] | float | None, pro
     """
     import numpy as np
 
-    from lab.regression import gate_decision, gate_statistic
+    from lab.judge.gate import gate_decision, gate_statistic
 
     rng = np.random.default_rng(seed)
     base = np.asarray(baseline)
@@ -138,7 +138,7 @@ def draw_rates(baseline: list[float], candidate: list[float] | float | None, pro
 def analyze(args) -> int:
     import numpy as np
 
-    from lab import stats
+    from lab.core import stats
 
     docs = [json.loads(Path(p).read_text()) for p in args.pool]
     if len({(d["repeats"], d["threads"]) for d in docs}) > 1:

@@ -153,7 +153,7 @@ def _run_step(step: Step, out: Path, folder: Path, fill: dict) -> dict:
 
 
 def run(out: Path) -> int:
-    from lab import store
+    from lab.store import folders as store
 
     plan = steps()
     print_plan(plan)

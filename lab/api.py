@@ -3,13 +3,13 @@
     from lab import run, load, gate, check
 
     folder = run("mlp", backends=["torch-eager", "torch-compile"], repeats=10)
-    doc = load(folder)                       # results.json as a dict; cells: lab.results.cells
+    doc = load(folder)                       # results.json as a dict; cells: lab.store.reader.cells
     verdicts = gate(baseline_folder, folder)  # the document `lab gate --json` prints
     claims = check("claims/seed.toml", run=folder, stored_only=True)
 
-`run` goes through the one run loop (lab.session) with the local executor, as `lab run` does;
+`run` goes through the one run loop (lab.running.loop) with the local executor, as `lab run` does;
 `gate` and `check` return the documents that `lab gate --json` and `lab check --json` print
-(docs/api.md). Bad input raises lab.errors.UsageError with a one-line message, checked by the
+(docs/api.md). Bad input raises lab.core.errors.UsageError with a one-line message, checked by the
 same functions as the command line's flags. Ctrl-C during `run` keeps the finished cells (the
 run marked incomplete) and then raises KeyboardInterrupt, so a loop of runs stops too.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import session
+from lab.running import loop as session
 
 __all__ = ["check", "gate", "load", "run"]
 
@@ -39,7 +39,7 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     cells are kept, the run marked incomplete, and KeyboardInterrupt raised (its message names
     the folder). `progress(event)` is called as each phase of a cell and each cell ends; the
     same events go to the "lab" logger at INFO."""
-    from lab import executors
+    from lab.running import executors
 
     session.check_run_options(timeout_s=timeout_s, processes=processes, executor=executor,
                               ray_address=ray_address)
@@ -69,8 +69,8 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
 
 def load(run: str | Path, out: str = session.DEFAULT_OUT) -> dict:
     """A stored run (folder, results.json or run id under `out`) as its results document;
-    `lab.results.cells(doc)` gives its cells as flat dicts (pandas.DataFrame takes them)."""
-    from lab import results
+    `lab.store.reader.cells(doc)` gives its cells as flat dicts (pandas.DataFrame takes them)."""
+    from lab.store import reader as results
 
     return results.load_run(str(run), out)
 

@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 
-from lab.errors import UsageError
-from lab.precision import NAMES as PRECISIONS
-from lab.session import (
+from lab.core.errors import UsageError
+from lab.core.precision import NAMES as PRECISIONS
+from lab.running.loop import (
     DEFAULT_LATENCY_REPEATS,
     DEFAULT_OUT,
     DEFAULT_REPEATS,
@@ -62,7 +62,7 @@ def _version() -> str:
 
 def _threshold(text: str) -> str:
     """`5%`, `5` (a bare number of 1 or more is a percentage) or `0.05` (below 1: a fraction),
-    as the gate's `N%`; junk is refused here, the range by the gate (lab.regression)."""
+    as the gate's `N%`; junk is refused here, the range by the gate (lab.judge.gate)."""
     raw = text.strip().removesuffix("%")
     try:
         value = float(raw)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lab import accuracy
+from lab.cell import accuracy
 
 
 def test_equal_outputs_pass_allclose():

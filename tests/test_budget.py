@@ -7,8 +7,9 @@ import json
 
 from conftest import run_lab
 
-from lab import cell, measure
-from lab.cellspec import CellSpec
+from lab.cell import main as cell
+from lab.cell import measure
+from lab.cell.spec import CellSpec
 
 
 def _spec(**kw) -> CellSpec:

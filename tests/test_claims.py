@@ -4,7 +4,7 @@ import pytest
 from conftest import ROOT
 from verdict_helpers import run_lab_main as run_lab
 
-from lab import claims
+from lab.judge import claims
 
 GOOD = """\
 [[claim]]

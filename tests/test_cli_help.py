@@ -91,7 +91,7 @@ def _cached_answers(tmp_path) -> dict:
     install: `lab list` must take them from there instead of asking the frameworks."""
     import json
 
-    from lab import backends
+    from lab import compile as backends
     from lab.commands import show
 
     answers = {name: {"cpu": f"no: cached answer {i}"} for i, name in enumerate(backends.BACKENDS)}

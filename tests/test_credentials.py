@@ -1,7 +1,7 @@
 """No credential is ever stored in a run folder: run folders are committed and shared.
 
 The fingerprint keeps only the environment variables that change performance (an explicit list,
-lab.store.ENV_NAMES), never one whose name says credential, and redacts a credential found in
+lab.store.folders.ENV_NAMES), never one whose name says credential, and redacts a credential found in
 a stored value or in the command line.
 """
 
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab import store
+from lab.store import folders as store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lab import cell  # noqa: E402
-from lab.cellspec import CellSpec  # noqa: E402
+from lab.cell import main as cell  # noqa: E402
+from lab.cell.spec import CellSpec  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

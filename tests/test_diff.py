@@ -1,4 +1,4 @@
-"""`lab diff A B` and the gate's "What changed" section (lab.diff), through the command line.
+"""`lab diff A B` and the gate's "What changed" section (lab.judge.diff), through the command line.
 
 The two stored runs in tests/fixtures/diff/ were made with the same command on one user model
 declaring `LAB_NAME = "tiny-net"`, its file holding model_base.py, then model_cand.py (one
@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_lab
 
 FIXTURES = ROOT / "tests" / "fixtures" / "diff"

@@ -1,4 +1,4 @@
-"""lab.export: a run's cells as CSV, read back and checked against the stored results."""
+"""lab.reports.csv_export: a run's cells as CSV, read back and checked against the stored results."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.export import COLUMNS, cells_csv
+from lab.reports.csv_export import COLUMNS, cells_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = sorted((ROOT / "profiles/amd-epyc-2c").glob("*/results.json"))

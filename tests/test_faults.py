@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from verdict_helpers import cell, samples, write_run
 
-from lab import cli, machine_load, store
+from lab import cli
+from lab.running import machine_load
+from lab.store import folders as store
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--repeats", "3", "--device", "cpu", "--threads", "1"]
@@ -422,7 +424,7 @@ def test_bad_selections_are_one_line(capsys, args, expect):
 
 def test_a_data_dependent_branch_counts_its_graph_break():
     torch = pytest.importorskip("torch")
-    from lab.backends.torch import compiled_side
+    from lab.compile.torch import compiled_side
     from lab.workloads.base import TorchTask
 
     class Branchy(torch.nn.Module):

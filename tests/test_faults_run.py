@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import api, results
-from lab.errors import UsageError
+from lab import api
+from lab.core.errors import UsageError
+from lab.store import reader as results
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--repeats", "3", "--device", "cpu", "--threads", "1"]
@@ -360,7 +361,7 @@ def test_a_cell_process_that_dies_leaves_no_temp_folder(tmp_path):
 @pytest.mark.slow
 def test_a_conversion_that_fails_leaves_no_artifact_folder(tmp_path):
     """torch-export on a data-dependent branch: `convert_error`, and no lab-aoti-* left."""
-    from lab import backends
+    from lab import compile as backends
 
     if not backends.support(backends.BACKENDS["torch-export"], "cpu").ok:
         pytest.skip("torch-export does not run here")
@@ -411,8 +412,8 @@ def test_a_killed_ray_worker_leaves_no_scratch_folder(tmp_path):
     script = tmp_path / "owner.py"
     script.write_text(textwrap.dedent("""
         import sys, time
-        from lab import runner
-        from lab.executors import guard
+        from lab.cell import launch as runner
+        from lab.running.executors import guard
         with guard.cells_die_with_this_process():
             with runner.scratch("lab-cell-") as folder:
                 (folder / "tmp").mkdir()
@@ -446,7 +447,7 @@ def test_the_labs_signal_handlers_survive_ray_init(monkeypatch):
     import ray._private.utils as ray_utils
 
     from lab import cli
-    from lab.executors.ray import RayExecutor
+    from lab.running.executors.ray import RayExecutor
 
     def init(**kwargs):  # the handler Ray's own init installs in the driver
         ray_utils.set_sigterm_handler(lambda signum, frame: sys.exit(signum))
@@ -476,9 +477,9 @@ def test_a_ray_task_samples_the_load_of_its_node(monkeypatch):
     sample taken where it ran, which Ray cells stored as null before."""
     import ray
 
-    from lab import session
-    from lab.executors import CellJob
-    from lab.executors.ray import run_on_node
+    from lab.running import loop as session
+    from lab.running.executors import CellJob
+    from lab.running.executors.ray import run_on_node
 
     class Context:
         def get_node_id(self):

@@ -12,7 +12,10 @@ import pytest
 from test_faults import lab, one_line_error, refused
 from verdict_helpers import HARDWARE, cell, document, samples, write_run
 
-from lab import regression, selection, session, store
+from lab.judge import gate as regression
+from lab.running import loop as session
+from lab.running import selection
+from lab.store import folders as store
 from lab.workloads import footprint
 
 CPU = ["--device", "cpu", "--threads", "1", "--repeats", "3"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numerics import assert_close_scaled
 
-from lab.cellspec import CellSpec
+from lab.cell.spec import CellSpec
 from lab.workloads import get
 
 pytest.importorskip("torch")
@@ -18,7 +18,7 @@ HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 
 from xla_cases import TINY, _in_torch_layout, tf_results  # noqa: E402
 
-from lab.backends import jax as lab_jax  # noqa: E402
+from lab.compile import jax as lab_jax  # noqa: E402
 
 
 def _reduction_len(workload: str, mode: str) -> int:
@@ -148,7 +148,7 @@ def test_xla_compile_failure_is_compile_error(workload, backend, message):
 
 @pytest.mark.parametrize("backend, package", [("tf-xla", "tensorflow"), ("jax-jit", "jax")])
 def test_missing_framework_is_skipped(monkeypatch, backend, package):
-    from lab import cell
+    from lab.cell import main as cell
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -162,7 +162,7 @@ def test_missing_framework_is_skipped(monkeypatch, backend, package):
 def test_compiled_cell_runs_cold_and_warm_with_threads_recorded(backend, key):
     """Through the runner: ok, same-answer accuracy, one thread recorded, and a second
     process on the same compile cache timing the warm first call."""
-    from lab.runner import run_cell
+    from lab.cell.launch import run_cell
 
     outcome = run_cell(_spec("mlp", backend, threads=1), backend, timeout_s=300)
     result = outcome.result

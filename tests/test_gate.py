@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT
 from verdict_helpers import HARDWARE, cell, run_lab_main, samples, write_run
 
-from lab import regression, results
+from lab.judge import gate as regression
+from lab.store import reader as results
 
 CALIBRATE = ROOT / "bench" / "calibrate_gate.py"
 
@@ -159,8 +160,8 @@ def test_real_aa_pair_passes_and_real_slowdown_fails(real_runs):
 
 
 def test_processes_keep_every_sample_and_each_process_median(monkeypatch):
-    from lab import runner
-    from lab.cellspec import CellResult
+    from lab.cell import launch as runner
+    from lab.cell.spec import CellResult
 
     answers = iter([
         CellResult(samples_s=[1.0, 3.0], baseline_samples_s=[2.0, 2.0], first_call_s=9.0),

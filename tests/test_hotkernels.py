@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lab import hotkernels
+from lab.profiling import hotkernels
 
 H200_CELL = (Path(ROOT) / "profiles" / "nvidia-h200-x1" / "20261128-052754-cuda-profile" /
              "traces" / "transformer-torch-compile-infer-cuda-float32-batch=8-d_model=1024-"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.html_report import ReportInputError, figures, runs, write_index, write_report
+from lab.reports.html import ReportInputError, figures, runs, write_index, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_RUN = ROOT / "profiles/amd-epyc-2c/20261124-212813-cpu"

@@ -1,4 +1,4 @@
-"""Stable benchmark identity (lab.identity): old names gate against new ones, a user workload
+"""Stable benchmark identity (lab.store.identity): old names gate against new ones, a user workload
 has one key however its path is typed, history splits series where a setting changed."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_lab
-from lab import identity
+
+from lab.store import identity
 
 STORED = ROOT / "profiles"
 # the first runs on this project's 2-core Xeon were stored before precisions named cells
@@ -39,7 +39,7 @@ def test_old_names_read_through_the_mapping():
 
 
 def test_every_stored_run_reads_under_todays_keys():
-    from lab import results
+    from lab.store import reader as results
 
     for path in STORED.glob("*/*/results.json"):
         for cell in results.cells(results.load(path)):
@@ -204,9 +204,9 @@ def test_history_joins_old_and_new_names_and_splits_where_threads_changed(tmp_pa
 
 def test_the_report_history_plot_draws_one_line_per_thread_count(tmp_path):
     """The HTML report's history plot splits its lines as `lab history` does."""
-    from lab import results
-    from lab.html_report import figures
-    from lab.html_report.runs import Run
+    from lab.reports.html import figures
+    from lab.reports.html.runs import Run
+    from lab.store import reader as results
 
     runs = [Run(results.load(path), path.parent, results.cells(results.load(path)))
             for path in sorted(_history_runs(tmp_path).glob("*/*/results.json"))]

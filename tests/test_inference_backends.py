@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 from numerics import assert_close_scaled, eps
 
-from lab import accuracy, workloads
-from lab.backends import BACKENDS, conversion
-from lab.backends.protocol import BackendModule, Side
-from lab.backends.torchscript import TRACE_WARNED
-from lab.status import CellFailure, Status
+from lab import workloads
+from lab.cell import accuracy
+from lab.compile import BACKENDS
+from lab.compile.protocol import BackendModule, Side
+from lab.compile.runtimes import conversion
+from lab.compile.runtimes.torchscript import TRACE_WARNED
+from lab.core.status import CellFailure, Status
 
 pytest.importorskip("torch")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -37,7 +39,7 @@ RUNTIMES = ("torchscript", "torch-export", "onnxruntime", "onnxruntime-tf", "lit
 
 
 def _installed(name: str) -> bool:
-    from lab.backends import missing_packages
+    from lab.compile import missing_packages
 
     return not missing_packages(BACKENDS[name])
 
@@ -220,7 +222,7 @@ def test_litert_float32_matches_eager(workload):
 
 @_needs("litert")
 def test_litert_int8_is_quantized_and_within_its_stated_tolerance():
-    from lab.backends.litert import INT8_TOLERANCE
+    from lab.compile.runtimes.litert import INT8_TOLERANCE
 
     int8, baseline, _ = _sides("litert", "mlp", option="int8")
     float32, _, _ = _sides("litert", "mlp", option="float32")
@@ -312,7 +314,7 @@ def test_tensorrt_reason_names_the_missing_package():
     assert "torch_tensorrt not installed" in _module("tensorrt").support("cuda").reason
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lab.precision") is None,
+@pytest.mark.skipif(importlib.util.find_spec("lab.core.precision") is None,
                     reason="precisions not in this tree")
 def test_mixed_precision_is_skipped_for_converted_models():
     with pytest.raises(CellFailure) as ended:

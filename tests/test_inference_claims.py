@@ -10,7 +10,8 @@ import pytest
 from conftest import ROOT
 from verdict_helpers import cell, document, run_lab_main, write_run
 
-from lab import claims, stats, verdict
+from lab.core import stats
+from lab.judge import claims, verdict
 
 HW = "Test CPU, 2 cores (CPU)"
 SEED = ROOT / "claims" / "seed.toml"
@@ -154,7 +155,7 @@ def test_lab_check_on_a_stored_run_judges_memory_and_latency_naming_the_machine(
 
 
 def test_lab_list_asks_every_backend_for_its_own_support_one_process_per_framework():
-    from lab import backends
+    from lab import compile as backends
     from lab.commands import show
 
     found = show._supports(["cpu"])
@@ -166,7 +167,7 @@ def test_lab_list_asks_every_backend_for_its_own_support_one_process_per_framewo
 
 
 def test_lab_list_names_missing_packages_before_asking(monkeypatch):
-    from lab import backends
+    from lab import compile as backends
     from lab.commands import show
 
     monkeypatch.setattr(backends, "missing_packages", lambda info: ["onnxruntime"])

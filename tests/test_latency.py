@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 from verdict_helpers import cell, document
 
-from lab import measure, report, session, stats, table
-from lab.cellspec import CellSpec
-from lab.errors import UsageError
+from lab.cell import measure
+from lab.cell.spec import CellSpec
+from lab.core import stats
+from lab.core.errors import UsageError
+from lab.reports import markdown as report
+from lab.reports import terminal as table
+from lab.running import loop as session
 
 # ---------------------------------------------------------------- statistics
 
@@ -145,9 +149,9 @@ def _latency_cell(backend: str, p50_ms: float, baseline_p50_ms: float | None = N
 
 
 def test_the_recorder_stores_both_sides_percentiles_for_latency_cells_only():
-    from lab.cellspec import CellResult
-    from lab.record import lab_fields
-    from lab.runner import CellOutcome
+    from lab.cell.launch import CellOutcome
+    from lab.cell.spec import CellResult
+    from lab.running.writer import lab_fields
 
     spec = CellSpec(workload="mlp", backend="torchscript", option="trace", mode="infer",
                     shape={"batch": 1}, dtype="float32", device="cpu", threads=1, repeats=200,

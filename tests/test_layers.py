@@ -14,18 +14,18 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 # lowest first; a name covers the module and everything under it
 LAYERS = [
     # no framework, no lab module above: statistics, storage, the cell's contract, kernels
-    ("lab.status", "lab.errors", "lab.stats", "lab.nvtx", "lab.measure", "lab.store",
-     "lab.results", "lab.outputs", "lab.hotkernels", "lab.accuracy", "lab.cellspec", "lab.kernels",
-     "lab.machine_load", "lab.precision", "lab.memory", "lab.identity"),
-    ("lab.workloads", "lab.backends.protocol"),  # what is measured
-    ("lab.backends",),  # how a workload becomes timed steps in each framework
+    ("lab.core.status", "lab.core.errors", "lab.core.stats", "lab.cell.nvtx", "lab.cell.measure", "lab.store.folders",
+     "lab.store.reader", "lab.store.outputs", "lab.profiling.hotkernels", "lab.cell.accuracy", "lab.cell.spec", "lab.kernels",
+     "lab.running.machine_load", "lab.core.precision", "lab.cell.memory", "lab.store.identity"),
+    ("lab.workloads", "lab.compile.protocol"),  # what is measured
+    ("lab.compile",),  # how a workload becomes timed steps in each framework
     # one cell inside its process; claim files; what a selection can run
-    ("lab.cell", "lab.tracing", "lab.claims", "lab.selection"),
-    ("lab.runner", "lab.record"),  # the cell process launched, its outcome recorded
-    ("lab.profile",),  # a cell traced in a pass of its own
-    ("lab.executors", "lab.verdict", "lab.regression", "lab.history", "lab.diff", "lab.rows", "lab.table",
-     "lab.report", "lab.html_report", "lab.export"),  # where cells run; what is read from stored runs
-    ("lab.session",),  # the one run loop
+    ("lab.cell.main", "lab.cell.trace", "lab.judge.claims", "lab.running.selection"),
+    ("lab.cell.launch", "lab.running.writer"),  # the cell process launched, its outcome recorded
+    ("lab.profiling.trace_pass",),  # a cell traced in a pass of its own
+    ("lab.running.executors", "lab.judge.verdict", "lab.judge.gate", "lab.judge.history", "lab.judge.diff", "lab.reports.rows", "lab.reports.terminal",
+     "lab.reports.markdown", "lab.reports.html", "lab.reports.csv_export"),  # where cells run; what is read from stored runs
+    ("lab.running.loop",),  # the one run loop
     ("lab.commands", "lab.api"),  # the commands and the Python API
     ("lab.cli", "lab"),  # the top floor: nothing imports it (`lab` alone: the package itself)
 ]
@@ -107,11 +107,11 @@ def test_the_check_catches_an_upward_import_and_a_circle(tmp_path, monkeypatch):
     (fake / "sub" / "__init__.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "LAB", fake)
     graph = _imports(_modules())
-    assert graph["lab.stats"] == {"lab.cli"} and graph["lab.cli"] == {"lab.stats"}
+    assert graph["lab.core.stats"] == {"lab.cli"} and graph["lab.cli"] == {"lab.core.stats"}
     try:
         test_every_import_goes_down_or_sideways()
     except AssertionError as exc:
-        assert "lab.stats (layer 0) imports lab.cli" in str(exc)
+        assert "lab.core.stats (layer 0) imports lab.cli" in str(exc)
     else:
         raise AssertionError("the upward import was not caught")
     try:

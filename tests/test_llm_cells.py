@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from numerics import assert_close_scaled, bound
 
-from lab import runner, session
-from lab.cellspec import CellResult, CellSpec
-from lab.errors import UsageError
-from lab.status import Status
+from lab.cell import launch as runner
+from lab.cell.spec import CellResult, CellSpec
+from lab.core.errors import UsageError
+from lab.core.status import Status
+from lab.running import loop as session
 from lab.workloads import get
 
 torch = pytest.importorskip("torch")
@@ -67,8 +68,8 @@ def test_full_size_uses_the_real_configs_on_the_cpu():
 
 
 def test_generate_throughput_counts_the_produced_tokens():
-    from lab.record import lab_fields
-    from lab.runner import CellOutcome
+    from lab.cell.launch import CellOutcome
+    from lab.running.writer import lab_fields
 
     shape = tiny("gpt2")
     result = CellResult(samples_s=[0.5] * 5, baseline_samples_s=[1.0] * 5, first_call_s=3.0,
@@ -87,8 +88,8 @@ def test_generate_throughput_counts_the_produced_tokens():
 
 def test_adamw_is_the_same_update_in_torch_and_jax():
     jax = pytest.importorskip("jax")
-    from lab.backends import jax as jax_backend
-    from lab.backends import torch as torch_backend
+    from lab.compile import jax as jax_backend
+    from lab.compile import torch as torch_backend
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(4, 3)).astype(np.float32)
@@ -119,12 +120,12 @@ def test_adamw_is_the_same_update_in_torch_and_jax():
 
 
 def test_an_unknown_optimizer_is_an_error_in_both_frameworks():
-    from lab.backends import torch as torch_backend
+    from lab.compile import torch as torch_backend
 
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
         torch_backend._optimizer(torch, [torch.nn.Parameter(torch.zeros(1))], "lion")
     pytest.importorskip("jax")
-    from lab.backends import jax as jax_backend
+    from lab.compile import jax as jax_backend
 
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
         jax_backend.optimizer("lion")
@@ -139,7 +140,7 @@ def test_language_models_train_with_adamw():
 
 
 def test_near_ties_are_where_the_top_two_logits_meet():
-    from lab.backends.generation import near_ties
+    from lab.compile.generation import near_ties
 
     logits = np.array([[[1.0, 0.99995, -3.0], [2.0, 0.0, 1.0]]])  # (batch 1, 2 positions, 3)
     np.testing.assert_array_equal(near_ties(logits, 1e-4, 1e-4), [[True, False]])
@@ -147,8 +148,8 @@ def test_near_ties_are_where_the_top_two_logits_meet():
 
 def _generate_sides(offset_token0: float):
     """Eager and a 'compiled' side whose forward adds `offset_token0` to token 0's logit."""
-    from lab import accuracy
-    from lab.backends.generation import GenerateSide
+    from lab.cell import accuracy
+    from lab.compile.generation import GenerateSide
 
     task = get("llama").build("torch", tiny("llama"), "generate", "cpu", "float32", 0)
 
@@ -248,7 +249,7 @@ def test_llm_training_claim_is_judged_on_gpt2_and_llama(tmp_path):
 
 
 def test_the_status_names_a_shape_cycles_graphs_and_recompiles():
-    from lab.table import _status
+    from lab.reports.terminal import _status
 
     row = {"status": "ok", "diagnostics": {"cycle": {"graphs": 2, "recompiles": 1}}}
     assert _status(row) == "ok (2 graphs, 1 recompiles over the cycle)"

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from lab import measure
+from lab.cell import measure
 
 
 def test_abba_order_and_sample_counts():

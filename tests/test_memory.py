@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from verdict_helpers import cell, document
 
-from lab import claims, report, table, verdict
-from lab.cell import MEMORY_RATIO_FLOOR_MIB, unresolved_memory_ratio
+from lab.cell.main import MEMORY_RATIO_FLOOR_MIB, unresolved_memory_ratio
+from lab.judge import claims, verdict
+from lab.reports import markdown as report
+from lab.reports import terminal as table
 
 HW = "Test CPU, 2 cores (CPU)"
 PROBE = "process RSS (VmRSS / VmHWM)"
@@ -47,8 +49,8 @@ def test_the_floor_is_the_boundary():
 
 def test_the_cells_memory_phase_stores_the_ratio_by_that_rule():
     """The cell's own function, on a probe whose numbers the test sets."""
-    from lab import measure, memory
-    from lab.cell import _measure_memory
+    from lab.cell import measure, memory
+    from lab.cell.main import _measure_memory
 
     class FakeProbe(memory._Probe):
         name, resettable = "fake", True

@@ -1,11 +1,11 @@
-"""lab.nvtx: phase ranges never raise, and mirror into framework traces when asked."""
+"""lab.cell.nvtx: phase ranges never raise, and mirror into framework traces when asked."""
 
 import subprocess
 import sys
 
 import pytest
 
-from lab import nvtx
+from lab.cell import nvtx
 
 
 def test_ranges_nest_and_reject_unknown_phases():
@@ -42,7 +42,7 @@ def test_unknown_annotator_is_rejected():
 
 TORCH_TRACE = """
 import torch
-from lab import nvtx
+from lab.cell import nvtx
 ranges = nvtx.Ranges("cell", annotate="torch")
 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
     for i in range(2):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import run_lab
 
-from lab import store
 from lab.cli import main
+from lab.store import folders as store
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "profiles/amd-epyc-2c"
@@ -216,7 +216,7 @@ def test_lab_run_stores_the_user_workloads_commit_in_its_cell_and_the_run(user_r
     assert doc["commit_info"]["id"] == _git(ROOT, "rev-parse", "HEAD")
 
 
-# ---------------------------------------------------------------- one table model (lab.rows)
+# ---------------------------------------------------------------- one table model (lab.reports.rows)
 
 def _flagged_run(tmp_path) -> Path:
     """One run whose cells set every flag a table can show: noisy, busy, cut by the budget, a
@@ -308,7 +308,7 @@ def _op(name: str, ts: float, dur: float) -> dict:
 def test_an_op_has_one_kind_in_eager_and_compiled_hot_tables():
     """Eager runs `aten::addmm` inside `aten::linear`, a compiled graph calls it alone: it is a
     kernel in both tables, and only the outermost op of a nest is counted per step."""
-    from lab import hotkernels
+    from lab.profiling import hotkernels
 
     step = {"ph": "X", "cat": "user_annotation", "name": "lab::sample", "pid": 1, "tid": 1}
     eager, compiled = [], []

@@ -13,10 +13,15 @@ import time
 import pytest
 from conftest import ROOT, run_lab
 
-from lab import accuracy, backends, claims, precision, results, session, verdict
-from lab.cellspec import CellSpec
-from lab.errors import UsageError
-from lab.record import benchmark_name
+from lab import compile as backends
+from lab.cell import accuracy
+from lab.cell.spec import CellSpec
+from lab.core import precision
+from lab.core.errors import UsageError
+from lab.judge import claims, verdict
+from lab.running import loop as session
+from lab.running.writer import benchmark_name
+from lab.store import reader as results
 
 
 def test_names_and_the_old_dtype_names_resolve():
@@ -130,7 +135,9 @@ def test_verdicts_find_cells_by_precision_and_old_cells_by_their_dtype():
 # stepped once, and what the framework then reports is printed as JSON.
 READ_BACK = """
 import json, sys
-from lab import backends, precision, workloads
+from lab import compile as backends
+from lab.core import precision
+from lab import workloads
 name = sys.argv[1]
 info = backends.BACKENDS[name]
 module = backends.load(info)

@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lab import hotkernels, profile, results, store, tracing  # noqa: F401
+from lab.cell import trace as tracing  # noqa: F401
+from lab.profiling import hotkernels  # noqa: F401
+from lab.profiling import trace_pass as profile  # noqa: F401
+from lab.store import folders as store  # noqa: F401
+from lab.store import reader as results  # noqa: F401
 
 TINY = ("--shape", "d_model=32", "--seq", "16", "--batch", "2")
 
@@ -49,8 +53,8 @@ def cpu_torch_trace(tmp_path_factory):
     `traces/<cell>/<backend>/trace.json`, seven measured steps of a small torch step."""
     import torch
 
-    from lab import measure
-    from lab.nvtx import Ranges
+    from lab.cell import measure
+    from lab.cell.nvtx import Ranges
 
     layer, x = torch.nn.Linear(32, 32), torch.randn(4, 32)
     side = measure.Side("candidate", lambda: torch.relu(layer(x)))
@@ -113,7 +117,7 @@ def test_holistic_trace_analysis_breakdowns_on_the_h200_trace(tmp_path, caplog):
 
 
 def test_nsight_wrappers_report_why_they_did_not_run(tmp_path, monkeypatch):
-    from lab.cellspec import CellSpec
+    from lab.cell.spec import CellSpec
 
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
                     shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=1)

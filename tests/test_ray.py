@@ -1,7 +1,7 @@
 """The Ray executor on a two-node cluster on this machine (ray.cluster_utils.Cluster: a head
 and one more node, each with its own raylet), and the gate's refusal of mixed machines.
 
-The cluster tests run real cells through lab.runner on the nodes. A held cell
+The cluster tests run real cells through lab.cell.launch on the nodes. A held cell
 (tests/ray_helpers.py) stays alive until the test lets it go, so a test can kill its worker,
 remove its node or press Ctrl-C while the cell process runs, and then check that no cell
 process survives. Every test is bounded by an alarm; the cluster is shut down even when a test
@@ -26,11 +26,16 @@ from conftest import ROOT
 from ray_helpers import HOLD_DIR_VAR
 from verdict_helpers import HARDWARE, cell, run_lab_main, samples, write_run
 
-from lab import backends, regression, results, session, store, workloads
-from lab.cellspec import CellSpec
-from lab.errors import UsageError
-from lab.executors import CellJob
-from lab.executors import guard as cell_guard
+from lab import compile as backends
+from lab import workloads
+from lab.cell.spec import CellSpec
+from lab.core.errors import UsageError
+from lab.judge import gate as regression
+from lab.running import loop as session
+from lab.running.executors import CellJob
+from lab.running.executors import guard as cell_guard
+from lab.store import folders as store
+from lab.store import reader as results
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (perflab[ray])")
@@ -146,12 +151,12 @@ def wait_gone(pid: int, seconds: float) -> bool:
 
 
 def lab_cells_of_this_test(hold_dir: Path) -> list[int]:
-    """Live `lab.cell` processes started by these tests (they carry HOLD_DIR_VAR)."""
+    """Live `lab.cell.main` processes started by these tests (they carry HOLD_DIR_VAR)."""
     needle = f"{HOLD_DIR_VAR}={hold_dir}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"lab.cell" in (entry / "cmdline").read_bytes() \
+            if entry.name.isdigit() and b"lab.cell.main" in (entry / "cmdline").read_bytes() \
                     and needle in (entry / "environ").read_bytes().split(b"\0") \
                     and alive(int(entry.name)):
                 pids.append(int(entry.name))
@@ -168,8 +173,8 @@ def lab_cells_of_this_test(hold_dir: Path) -> list[int]:
 def test_a_two_node_run_reads_like_a_local_run(ray_cluster, tmp_path):
     import ray
 
-    from lab.executors.local import LocalExecutor
-    from lab.executors.ray import RayExecutor
+    from lab.running.executors.local import LocalExecutor
+    from lab.running.executors.ray import RayExecutor
 
     selection = session.Selection(workloads=["mlp"], backends=["torch-eager"],
                                   modes=["infer", "train"], device="cpu", threads=1, repeats=3)
@@ -212,7 +217,7 @@ def test_a_two_node_run_reads_like_a_local_run(ray_cluster, tmp_path):
 
 @needs_ray
 def test_b_cells_that_fit_no_node_and_tracing_are_refused(ray_cluster):
-    from lab.executors.ray import RayExecutor
+    from lab.running.executors.ray import RayExecutor
 
     executor = RayExecutor()
     with pytest.raises(UsageError, match=r"no node of the Ray cluster has 64 CPUs.*--threads"):
@@ -225,7 +230,7 @@ def test_b_cells_that_fit_no_node_and_tracing_are_refused(ray_cluster):
 @needs_ray
 @pytest.mark.slow
 def test_c_a_killed_worker_leaves_no_cell_and_its_cell_is_retried(ray_cluster, hold_dir, hold):
-    from lab.executors.ray import RayExecutor
+    from lab.running.executors.ray import RayExecutor
 
     with deadline(150):
         outcomes = RayExecutor().run([held_job()])
@@ -248,7 +253,7 @@ def test_c_a_killed_worker_leaves_no_cell_and_its_cell_is_retried(ray_cluster, h
 @needs_ray
 @pytest.mark.slow
 def test_d_ctrl_c_cancels_the_task_and_kills_its_cell(ray_cluster, hold_dir, hold, tmp_path):
-    from lab.executors.ray import RayExecutor
+    from lab.running.executors.ray import RayExecutor
 
     planned = session.PlannedCell(held_job().spec, backends.resolve("torch-eager"),
                                   workloads.get(HELD, validate_user=False))
@@ -276,7 +281,7 @@ def test_d_ctrl_c_cancels_the_task_and_kills_its_cell(ray_cluster, hold_dir, hol
 def test_z_a_lost_node_ends_its_cell_lost(ray_cluster, hold_dir, hold):
     """Runs last: it removes the worker node. The 2-thread cell fits only that node, so once
     the node is gone its retry has nowhere to run and the cell ends `lost`, at once."""
-    from lab.executors.ray import RayExecutor
+    from lab.running.executors.ray import RayExecutor
 
     with deadline(150):
         outcomes = RayExecutor().run([held_job(threads=WORKER_CPUS)])
@@ -339,7 +344,7 @@ def test_guard_kills_marked_processes_when_its_owner_dies(tmp_path):
     script = tmp_path / "owner.py"
     script.write_text(
         "import subprocess, sys, time\n"
-        "from lab.executors import guard\n"
+        "from lab.running.executors import guard\n"
         "with guard.cells_die_with_this_process():\n"
         "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
         "                             start_new_session=True)\n"
@@ -365,7 +370,7 @@ def test_guard_kills_marked_processes_when_its_owner_dies(tmp_path):
 def test_guard_leaves_children_alone_when_its_owner_finishes(tmp_path):
     survivor = tmp_path / "pid"
     code = ("import subprocess, sys\n"
-            "from lab.executors import guard\n"
+            "from lab.running.executors import guard\n"
             "with guard.cells_die_with_this_process():\n"
             "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],\n"
             "                             start_new_session=True)\n"

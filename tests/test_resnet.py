@@ -65,7 +65,7 @@ def test_keras_resnet50_parameter_count():
 @pytest.fixture(scope="module")
 def jax_side():
     pytest.importorskip("jax")
-    from lab.backends.jax import JaxSide
+    from lab.compile.jax import JaxSide
 
     def make(mode: str):
         task = get("resnet50").build("jax", SMALL, mode, "cpu", "float32", 0)
@@ -88,7 +88,7 @@ def test_torch_and_jax_resnet50_agree():
     Image 64, not 32: at 32 the last stage sees 1x1 maps, and batch statistics over two
     values amplify rounding a billionfold."""
     jax = pytest.importorskip("jax")
-    from lab.backends.jax import _x64
+    from lab.compile.jax import _x64
 
     shape = {"batch": 2, "image_size": 64}
     ref = resnet.build_torch(shape, "train", "cpu", "float64", 0)
@@ -141,7 +141,7 @@ def _resnet50_reduction_chain(shape: dict) -> int:
 def test_image_size_flag_reaches_the_resnet_shape():
     from lab.cli import build_parser
     from lab.commands.run import selection
-    from lab.session import plan
+    from lab.running.loop import plan
 
     args = build_parser().parse_args(["run", "--workload", "resnet50", "--backend", "jax-jit",
                                       "--device", "cpu", "--batch", "3", "--image-size", "48"])
@@ -152,7 +152,7 @@ def test_image_size_flag_reaches_the_resnet_shape():
 
 def test_throughput_table_lists_measured_and_failed_cells_in_run_order():
     from lab.cli import main
-    from lab.report import markdown_table
+    from lab.reports.markdown import markdown_table
 
     measured = {"name": "resnet50[tf-xla|train]", "extra_info": {
         "workload": "resnet50", "framework": "tf", "backend": "tf-xla", "mode": "train",

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_lab
 
-from lab import cell, results, store  # noqa: F401
-from lab.cellspec import CellSpec
-from lab.status import CellFailure
+from lab.cell import main as cell  # noqa: F401
+from lab.cell.spec import CellSpec
+from lab.core.status import CellFailure
+from lab.store import folders as store  # noqa: F401
+from lab.store import reader as results  # noqa: F401
 
 
 def _results(out: Path) -> dict:
@@ -133,7 +135,7 @@ def test_wrong_compiled_answer_is_fail_accuracy_with_no_speedup(monkeypatch):
     """A compiler that returns something else is caught on the timed inputs."""
     import numpy as np
 
-    from lab.backends import torch as torch_backend
+    from lab.compile import torch as torch_backend
 
     class WrongSide(torch_backend.TorchSide):
         def outputs(self):
@@ -181,7 +183,7 @@ def test_out_of_memory_in_a_cell_is_status_oom(tmp_path, monkeypatch):
 
 
 def test_a_backend_module_that_fails_to_import_ends_only_its_cell(monkeypatch):
-    from lab import runner
+    from lab.cell import launch as runner
 
     def broken(name):
         raise ImportError(f"cannot import {name}")
@@ -190,4 +192,4 @@ def test_a_backend_module_that_fails_to_import_ends_only_its_cell(monkeypatch):
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
                          shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
     result, _wall = runner.run_cell_process(spec, timeout_s=30)
-    assert result.status == "run_error" and "cannot import lab.backends.torch" in result.reason
+    assert result.status == "run_error" and "cannot import lab.compile.torch" in result.reason

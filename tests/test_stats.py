@@ -1,4 +1,4 @@
-"""lab.stats: ratios, intervals, run-to-run comparisons, change points."""
+"""lab.core.stats: ratios, intervals, run-to-run comparisons, change points."""
 
 import dataclasses
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lab import stats
-from lab.regression import GATE_CONFIDENCE, gate_decision
+from lab.core import stats
+from lab.judge.gate import GATE_CONFIDENCE, gate_decision
 
 
 def test_ratio_of_medians_finds_a_known_speedup():

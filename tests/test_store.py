@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from lab import results, store
+from lab.store import folders as store
+from lab.store import reader as results
 
 
 def _doc(samples=(0.001, 0.0011, 0.0012)):

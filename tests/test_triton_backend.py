@@ -7,9 +7,9 @@ pytest.importorskip("triton")
 
 from conftest import run_lab  # noqa: E402
 
-from lab import results  # noqa: E402
-from lab.cellspec import CellSpec  # noqa: E402
-from lab.status import CellFailure  # noqa: E402
+from lab.cell.spec import CellSpec  # noqa: E402
+from lab.core.status import CellFailure  # noqa: E402
+from lab.store import reader as results  # noqa: E402
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_transformer_with_lab_kernels_matches_eager_in_both_modes(tmp_path):
 
 
 def test_without_cuda_or_interpreter_the_cell_says_why(monkeypatch):
-    from lab import cell
+    from lab.cell import main as cell
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     spec = CellSpec(workload="transformer", backend="torch-triton", option=None,
@@ -38,7 +38,7 @@ def test_without_cuda_or_interpreter_the_cell_says_why(monkeypatch):
 
 
 def test_a_workload_without_swappable_ops_is_skipped(monkeypatch):
-    from lab import cell
+    from lab.cell import main as cell
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     spec = CellSpec(workload="mlp", backend="torch-triton", option=None, mode="infer",

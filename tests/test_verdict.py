@@ -4,7 +4,7 @@ import pytest
 from conftest import ROOT
 from verdict_helpers import cell, document, run_lab_main, samples, speedup_cell, write_run
 
-from lab import claims, verdict
+from lab.judge import claims, verdict
 
 HW = "Test CPU, 2 cores (CPU)"
 

@@ -1,11 +1,11 @@
 """Synthetic stored runs for the verdict tests: real results.json documents (built by
-lab.store, readable by load_results) whose samples the test chooses."""
+lab.store.folders, readable by load_results) whose samples the test chooses."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lab import store
+from lab.store import folders as store
 
 HARDWARE = {"cpu_model": "Test CPU", "cpu_count": 2, "memory_gib": 8.0, "machine": "x86_64",
             "gpus": []}
@@ -33,7 +33,7 @@ def cell(workload: str, backend: str, mode: str, data: list[float] | None, devic
 def speedup_cell(workload: str, backend: str, mode: str, speedup: float, seed: int = 0,
                  **extra) -> dict:
     """A compiled cell whose paired eager baseline is `speedup` times slower."""
-    from lab import stats
+    from lab.core import stats
 
     compiled = samples(1e-3, seed=seed)
     base = samples(1e-3 * speedup, seed=seed + 1)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lab.cellspec import CellResult
+from lab.cell.spec import CellResult
 from lab.workloads.base import JaxTask, TfTask, Workload
 
 HERE = Path(__file__).resolve().parent
@@ -71,15 +71,15 @@ def register() -> None:
 
 
 def run_cell(spec, timeout_s: float = 180.0):
-    """lab.cell.main in a fresh process with the runner's environment, the cases registered."""
-    from lab.runner import cell_env
+    """lab.cell.main.main in a fresh process with the runner's environment, the cases registered."""
+    from lab.cell.launch import cell_env
 
     env = cell_env(spec, None)
     env["PYTHONPATH"] = f"{HERE}:{env['PYTHONPATH']}"
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_path.write_text(spec.to_json())
-        code = ("import sys, xla_cases; xla_cases.register(); from lab.cell import main; "
+        code = ("import sys, xla_cases; xla_cases.register(); from lab.cell.main import main; "
                 "sys.exit(main(sys.argv[1:]))")
         proc = subprocess.run([sys.executable, "-c", code, str(spec_path), str(result_path)],
                               env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -107,8 +107,8 @@ def _dump_tf(path: str) -> None:
     """Child process: every TF side's outputs (torch names and layouts) and Keras facts."""
     import numpy as np
 
-    from lab.backends import tf as lab_tf
-    from lab.backends.tf import TfSide
+    from lab.compile import tf as lab_tf
+    from lab.compile.tf import TfSide
     from lab.workloads import get
     from lab.workloads.mlp import keras_sequential
     from lab.workloads.resnet import keras_resnet50

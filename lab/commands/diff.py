@@ -1,4 +1,4 @@
-"""`lab diff A B`: what changed between two stored runs, benchmark by benchmark (lab.diff).
+"""`lab diff A B`: what changed between two stored runs, benchmark by benchmark (lab.judge.diff).
 
 `run_diff` is also what the gate calls for the benchmarks that regressed or improved.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab import diff, results
-from lab.errors import UsageError
+from lab.core.errors import UsageError
+from lab.judge import diff
+from lab.store import reader as results
 
 
 def load_with_folder(text: str, root: str = results.DEFAULT_ROOT) -> tuple[dict, Path]:
@@ -26,7 +27,7 @@ def run_diff(baseline: str, candidate: str, names: list[str] | None = None,
 
 
 def cmd_diff(args) -> int:
-    from lab import identity
+    from lab.store import identity
 
     names = [identity.canonical(b) for b in args.benchmark] if args.benchmark else None
     found = run_diff(args.baseline, args.candidate, names, args.out)

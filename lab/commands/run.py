@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from lab import executors, results, session, table
-from lab.errors import UsageError
+from lab.core.errors import UsageError
+from lab.reports import terminal as table
+from lab.running import executors
+from lab.running import loop as session
+from lab.store import reader as results
 
 
 def selection(args) -> session.Selection:
@@ -59,7 +62,7 @@ def cmd_run(args) -> int:
 
     def after(recorder):
         if args.profile:  # a separate pass: timing is already stored
-            from lab.profile import profile_recorded_cells
+            from lab.profiling.trace_pass import profile_recorded_cells
 
             profile_recorded_cells(recorder, console, timeout_s=args.timeout)
 
@@ -113,7 +116,7 @@ def _progress_display(console, total: int):
 
 
 def cmd_profile(args) -> int:
-    from lab.profile import print_entry
+    from lab.profiling.trace_pass import print_entry
 
     cells, device = session.plan(selection(args), timeout_s=args.timeout)
     console = table.make_console()

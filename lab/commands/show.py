@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lab import outputs, report, results, rows, table
-from lab.errors import UsageError
+from lab.core.errors import UsageError
+from lab.reports import markdown as report
+from lab.reports import rows
+from lab.reports import terminal as table
+from lab.store import outputs
+from lab.store import reader as results
 
 
 def cmd_list(args) -> int:
@@ -15,7 +19,8 @@ def cmd_list(args) -> int:
     side, and is cached until an installed framework or the backends' code changes."""
     from rich.table import Table
 
-    from lab import backends, kernels, workloads
+    from lab import compile as backends
+    from lab import kernels, workloads
 
     console = table.make_console()  # the terminal's width; when piped, the run table's
     grid = Table(title="workloads")
@@ -66,7 +71,7 @@ def _cache_key(devices: list[str]) -> str:
     import hashlib
     import importlib.util
 
-    from lab import backends
+    from lab import compile as backends
 
     digest = hashlib.sha256(f"{sys.executable}|{','.join(devices)}".encode())
     packages = sorted({p for info in backends.BACKENDS.values()
@@ -93,7 +98,7 @@ def _supports_cached(devices: list[str]) -> dict[str, dict[str, str]]:
     answers with an `unknown` (a child that died or hung) is not kept."""
     import json
 
-    from lab import store
+    from lab.store import folders as store
 
     key, path = _cache_key(devices), _cache_file()
     try:
@@ -123,7 +128,7 @@ def _support_child(framework: str, devices: str) -> None:
     JAX each bring an LLVM, and two of them in one process abort it."""
     import json
 
-    from lab import backends
+    from lab import compile as backends
 
     answers = {}
     for name in backends.for_framework(framework):
@@ -144,7 +149,7 @@ def _supports(devices: list[str]) -> dict[str, dict[str, str]]:
     import json
     import subprocess
 
-    from lab import backends
+    from lab import compile as backends
 
     children = {}
     for framework in backends.Framework:
@@ -173,7 +178,7 @@ def _supports(devices: list[str]) -> dict[str, dict[str, str]]:
 
 def _runs_here(info, answers: dict[str, str]) -> str:
     """The packages a backend lacks, or each device's answer from the backend itself."""
-    from lab import backends
+    from lab import compile as backends
 
     missing = backends.missing_packages(info)
     if missing:
@@ -212,7 +217,7 @@ def _verdicts_file(path: str | None, flag: str, key: str) -> list[dict] | None:
 
 def _is_runs_folder(text: str) -> bool:
     """A folder holding run folders (profiles/), not a run folder itself."""
-    from lab.html_report.runs import KERNELS_FILE
+    from lab.reports.html.runs import KERNELS_FILE
 
     path = Path(text)
     return path.is_dir() and not (path / results.RESULTS).is_file() \
@@ -229,7 +234,7 @@ def _say_skipped(folder, exc) -> None:
 def _report_html(args) -> None:
     """One page for the given runs at PATH (a folder, existing or ending in /, gets it as
     index.html), or for a folder of runs the folder PATH: index.html and a page per run."""
-    from lab import html_report
+    from lab.reports import html as html_report
 
     if len(args.runs) == 1 and _is_runs_folder(args.runs[0]):
         if args.claims or args.gate:
@@ -262,7 +267,7 @@ def cmd_report(args) -> int:
     if args.html:
         _report_html(args)
     if args.csv:
-        from lab import export
+        from lab.reports import csv_export as export
 
         text = export.cells_csv(_one_run(args, "--csv"))
         if args.csv == "-":

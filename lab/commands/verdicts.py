@@ -14,8 +14,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import diff, history, identity, outputs, regression, results, store, verdict
-from lab.errors import UsageError
+from lab.core.errors import UsageError
+from lab.judge import diff, history, verdict
+from lab.judge import gate as regression
+from lab.store import folders as store
+from lab.store import identity, outputs
+from lab.store import reader as results
 
 
 def _finite(value):
@@ -33,7 +37,7 @@ def print_json(document: dict) -> None:
 
 def append_markdown(path: str, text: str) -> None:
     """Append, never replace: `$GITHUB_STEP_SUMMARY` keeps what earlier steps wrote there.
-    Through lab.outputs: never into a stored run, a folder or anything but a file, a device
+    Through lab.store.outputs: never into a stored run, a folder or anything but a file, a device
     or a pipe."""
     earlier = os.path.isfile(path) and os.path.getsize(path) > 0
     outputs.write(path, ("\n" if earlier else "") + text, "--markdown", append=True)
@@ -42,7 +46,8 @@ def append_markdown(path: str, text: str) -> None:
 def _run_for_claims(todo: list[tuple], device: str, out: str,
                     progress=print) -> tuple[dict, str | None]:
     """Run the cells the claims need through the one run loop; (key -> cell, run folder)."""
-    from lab import executors, session
+    from lab.running import executors
+    from lab.running import loop as session
 
     planned, refused = {}, {}
     for key, workload, backend, mode, precision, shape, latency in todo:
@@ -93,8 +98,8 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
                  out: str = "profiles", progress=print) -> ClaimCheck:
     """Judge a claim file on a stored run's cells and, unless `stored_only`, on cells run now
     (through the one run loop) for what the run lacks."""
-    from lab import claims as claim_files
-    from lab.session import resolve_device
+    from lab.judge import claims as claim_files
+    from lab.running.loop import resolve_device
 
     try:
         claims = claim_files.load(claims_path)
@@ -172,7 +177,7 @@ class GateResult:
     allow_missing: bool
     failed: bool
     markdown: str
-    changes: object = None  # lab.diff.RunDiff of the benchmarks that moved, or None
+    changes: object = None  # lab.judge.diff.RunDiff of the benchmarks that moved, or None
 
 
 def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool = False,

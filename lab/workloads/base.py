@@ -2,7 +2,7 @@
 
 A workload knows its default shape per device, its flops per step, and how to build itself for
 each framework it supports. Builders return a framework *task* (model, inputs, target, loss);
-the backends in `lab.backends` turn a task into timed steps. Builders must be deterministic for a
+the backends in `lab.compile` turn a task into timed steps. Builders must be deterministic for a
 given seed so eager and compiled sides, and different frameworks, see the same weights and data.
 """
 

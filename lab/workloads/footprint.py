@@ -6,7 +6,7 @@ bytes = weights + gradients + optimizer state + activations + float32 logits, wh
   precisions, whose weights stay float32; 2 for bf16 and fp16);
 - gradients (train): as many as the weights;
 - optimizer state (train): Adam and AdamW keep two copies of the weights, SGD none; each side
-  of a cell has its own optimizer (lab.backends.torch), so a compiled cell holds two;
+  of a cell has its own optimizer (lab.compile.torch), so a compiled cell holds two;
 - activations: the workload's count (`Workload.footprint`) x the compute dtype's bytes;
 - logits: an LLM's tokens x vocabulary in float32.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab import precision as precisions
+from lab.core import precision as precisions
 
 from .base import Workload
 

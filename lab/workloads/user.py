@@ -159,7 +159,7 @@ class _GivenLoss:
 
 def user_workload(spec: str, validate: bool = True) -> Workload:
     """Build a Workload from `file.py:factory`; `validate` calls the factory once now, in this
-    process (the lab validates in a child process instead: lab.runner.validate_user_workload,
+    process (the lab validates in a child process instead: lab.cell.launch.validate_user_workload,
     which runs this module's `main`)."""
     if validate:
         _call_factory(spec)

@@ -73,7 +73,7 @@ def next_token_loss(logits, target):
 
 
 # What language models are trained with: AdamW (decoupled weight decay), implemented alike by
-# lab.backends.torch (torch.optim.AdamW) and lab.backends.jax (the same update written out)
+# lab.compile.torch (torch.optim.AdamW) and lab.compile.jax (the same update written out)
 TRAIN_OPTIMIZER = "adamw"
 
 

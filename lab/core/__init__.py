@@ -1,0 +1,1 @@
+"""The foundation every layer imports: errors, statistics, precisions, statuses."""

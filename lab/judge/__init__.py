@@ -1,0 +1,1 @@
+"""Judging stored runs: claims, verdicts, the regression gate, history."""

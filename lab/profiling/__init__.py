@@ -1,0 +1,1 @@
+"""Profiling: the trace pass, Nsight, hot-kernel tables."""

@@ -1,0 +1,1 @@
+"""The results table rendered: terminal, markdown, CSV, HTML."""

@@ -1,0 +1,1 @@
+"""Stored runs: folders, atomic writes, the fingerprint, the one reader."""
