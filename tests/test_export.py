@@ -1,4 +1,5 @@
-"""lab.reports.csv_export: a run's cells as CSV, read back and checked against the stored results."""
+"""lab.reports.csv_export: a run's cells as CSV, read back and checked against the stored
+results."""
 
 from __future__ import annotations
 

@@ -15,12 +15,11 @@ from conftest import ROOT, run_lab
 
 from lab import compile as backends
 from lab.cell import accuracy
-from lab.cell.spec import CellSpec
+from lab.cell.spec import CellSpec, benchmark_name
 from lab.core import precision
 from lab.core.errors import UsageError
 from lab.judge import claims, verdict
 from lab.running import loop as session
-from lab.running.writer import benchmark_name
 from lab.store import reader as results
 
 

@@ -256,7 +256,7 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
         raise failure from exc
     if spec.cell_pass == CellPass.FIRST_CALL:
         return result
-    if spec.cell_pass == CellPass.TRACE:  # lab.profiling.trace_pass's pass, a process apart from timing
+    if spec.cell_pass == CellPass.TRACE:  # the profiling pass, a process apart from timing
         from lab.cell import trace as tracing
 
         named = ([(info.baseline, sides[0])] if baseline else []) + [(spec.backend, cand_side)]

@@ -1,7 +1,8 @@
 """What a cell process is asked (`CellSpec`) and what it answers (`CellResult`).
 
-The contract between the parent (lab.cell.launch launches `python -m lab.cell.main SPEC RESULT`) and the
-cell process (lab.cell.main): both sides are JSON files, so each type knows its own round trip.
+The contract between the parent (lab.cell.launch launches
+`python -m lab.cell.main SPEC RESULT`) and the cell process (lab.cell.main): both sides are JSON
+files, so each type knows its own round trip.
 Knows no framework.
 """
 
@@ -14,6 +15,8 @@ from enum import StrEnum
 from lab.cell.measure import DEFAULT_MIN_SAMPLE_S
 from lab.core import precision as precisions
 from lab.core.status import Status
+from lab.store import identity
+from lab.workloads.base import shape_label
 
 
 class CellPass(StrEnum):
@@ -117,3 +120,13 @@ class CellResult:
     @classmethod
     def failed(cls, status: Status | str, reason: str, **more) -> CellResult:
         return cls(status=Status(status), reason=reason, **more)
+
+
+def benchmark_name(spec, label: str) -> str:
+    """The cell's name: workload[backend|mode|device|precision|shape]. The precision names
+    the arithmetic (fp32, amp-bf16, ...; lab.core.precision), where runs stored before it existed
+    named the dtype (float32). A user's workload is named by its key (lab.store.identity), not by
+    the path as typed."""
+    shape = shape_label(spec.shape)
+    workload = identity.workload_key(spec.workload)
+    return f"{workload}[{label}|{spec.mode}|{spec.device}|{spec.precision}|{shape}]"

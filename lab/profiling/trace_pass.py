@@ -46,7 +46,7 @@ NCU_EXPORT_TIMEOUT_S = 120.0  # the CSV export of one step's kernels takes secon
 # ---------------------------------------------------------------- one cell (in the lab process)
 
 def cell_folder_name(spec, label: str) -> str:
-    from lab.running.writer import benchmark_name
+    from lab.cell.spec import benchmark_name
 
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", benchmark_name(spec, label)).strip("-")
 

@@ -22,14 +22,14 @@ from lab import compile as backends
 from lab import workloads
 from lab.cell import launch as runner
 from lab.cell.launch import CellOutcome
-from lab.cell.spec import CellResult, CellSpec
+from lab.cell.spec import CellResult, CellSpec, benchmark_name
 from lab.compile import BackendChoice
 from lab.core import precision as precisions
 from lab.core.errors import UsageError
 from lab.core.status import Status
 from lab.running import selection as checks
 from lab.running.executors import EXECUTORS, CellJob, Executor
-from lab.running.writer import RunRecorder, benchmark_name
+from lab.running.writer import RunRecorder
 from lab.store import folders as store
 from lab.store import identity
 from lab.workloads.user import UserWorkloadError

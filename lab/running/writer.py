@@ -11,20 +11,10 @@ from pathlib import Path
 
 from lab import compile as backends
 from lab.cell.launch import CellOutcome
+from lab.cell.spec import benchmark_name
 from lab.core import stats
 from lab.store import folders as store
-from lab.store import identity
 from lab.workloads.base import shape_label
-
-
-def benchmark_name(spec, label: str) -> str:
-    """The cell's name: workload[backend|mode|device|precision|shape]. The precision names
-    the arithmetic (fp32, amp-bf16, ...; lab.core.precision), where runs stored before it existed
-    named the dtype (float32). A user's workload is named by its key (lab.store.identity), not by
-    the path as typed."""
-    shape = shape_label(spec.shape)
-    workload = identity.workload_key(spec.workload)
-    return f"{workload}[{label}|{spec.mode}|{spec.device}|{spec.precision}|{shape}]"
 
 
 def wall_breakdown(outcome: CellOutcome) -> dict:
