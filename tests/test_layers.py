@@ -1,7 +1,8 @@
-"""The architecture shows in the imports: data flows one way, and nothing downstream reaches
-back upstream. Every module of `lab` sits in a layer; a module may import its own layer and the
-ones below, never above, and no two modules may import each other in a circle (imports inside
-functions count too: a lazy import is still a dependency)."""
+"""The architecture shows in the tree: each folder of `lab` is a layer, data flows one way, and
+nothing downstream reaches back upstream. A module may import its own folder and the folders
+below, never above, and no two modules may import each other in a circle (imports inside
+functions count too: a lazy import is still a dependency). `lab/` itself holds only the package,
+the API, the command line and the layer folders."""
 
 from __future__ import annotations
 
@@ -11,23 +12,18 @@ from pathlib import Path
 
 LAB = Path(__file__).resolve().parent.parent / "lab"
 
-# lowest first; a name covers the module and everything under it
+# the folders (and the three top-level modules) of lab, lowest first
 LAYERS = [
-    # no framework, no lab module above: statistics, storage, the cell's contract, kernels
-    ("lab.core.status", "lab.core.errors", "lab.core.stats", "lab.cell.nvtx", "lab.cell.measure", "lab.store.folders",
-     "lab.store.reader", "lab.store.outputs", "lab.profiling.hotkernels", "lab.cell.accuracy", "lab.cell.spec", "lab.kernels",
-     "lab.running.machine_load", "lab.core.precision", "lab.cell.memory", "lab.store.identity"),
-    ("lab.workloads", "lab.compile.protocol"),  # what is measured
-    ("lab.compile",),  # how a workload becomes timed steps in each framework
-    # one cell inside its process; claim files; what a selection can run
-    ("lab.cell.main", "lab.cell.trace", "lab.judge.claims", "lab.running.selection"),
-    ("lab.cell.launch", "lab.running.writer"),  # the cell process launched, its outcome recorded
-    ("lab.profiling.trace_pass",),  # a cell traced in a pass of its own
-    ("lab.running.executors", "lab.judge.verdict", "lab.judge.gate", "lab.judge.history", "lab.judge.diff", "lab.reports.rows", "lab.reports.terminal",
-     "lab.reports.markdown", "lab.reports.html", "lab.reports.csv_export"),  # where cells run; what is read from stored runs
-    ("lab.running.loop",),  # the one run loop
-    ("lab.commands", "lab.api"),  # the commands and the Python API
-    ("lab.cli", "lab"),  # the top floor: nothing imports it (`lab` alone: the package itself)
+    ("core", "kernels", "workloads"),  # no framework, no lab folder above: errors, statistics,
+    # precisions, statuses; the Triton kernels; what is measured
+    ("store",),  # stored runs: folders, atomic writes, fingerprint, the one reader
+    ("compile",),  # how a workload becomes timed steps in each framework and runtime
+    ("cell",),  # one cell: launched by the parent, run in its own process, measured
+    ("profiling",),  # a cell traced in a pass of its own; hot-kernel tables, Nsight
+    ("running",),  # the selection, the one run loop, where cells run, the run writer
+    ("judge", "reports"),  # what is read from stored runs: verdicts, the gate; the tables
+    ("commands", "api"),  # the commands and the Python API
+    ("cli", "__init__"),  # the top floor: nothing imports it (`lab` alone: the package itself)
 ]
 
 
@@ -42,14 +38,14 @@ def _modules() -> dict[str, Path]:
 
 
 def _layer(module: str) -> int:
-    best, depth = None, -1
+    """The layer of a module: that of its folder under lab (or of the top-level module)."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
     for i, names in enumerate(LAYERS):
-        for name in names:
-            covers = module == name or (name != "lab" and module.startswith(name + "."))
-            if covers and len(name) > depth:
-                best, depth = i, len(name)
-    assert best is not None, f"{module} is in no layer: add it to LAYERS in {__file__}"
-    return best
+        if top in names:
+            return i
+    where = f"lab/{top}/" if (LAB / top).is_dir() else f"lab/{top}.py"
+    raise AssertionError(f"{where} is in no layer: add it to LAYERS in {__file__}")
 
 
 def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
@@ -85,6 +81,13 @@ def test_every_import_goes_down_or_sideways():
     assert not upward, "imports running back up the layers:\n" + "\n".join(upward)
 
 
+def test_lab_holds_only_the_api_the_cli_and_the_layer_folders():
+    named = {n for names in LAYERS for n in names}
+    loose = sorted(p.name for p in LAB.iterdir() if p.name != "__pycache__" and (
+        (p.suffix == ".py" and p.stem not in named) or (p.is_dir() and p.name not in named)))
+    assert not loose, f"lab/ holds what is in no layer (a module belongs in a folder): {loose}"
+
+
 def test_no_import_circles():
     try:
         tuple(graphlib.TopologicalSorter(_imports(_modules())).static_order())
@@ -100,14 +103,14 @@ def test_nothing_imports_the_cli():
 def test_the_check_catches_an_upward_import_and_a_circle(tmp_path, monkeypatch):
     """The test above can fail: a fake package with both defects is caught."""
     fake = tmp_path / "lab"
-    (fake / "sub").mkdir(parents=True)
+    (fake / "core").mkdir(parents=True)
     (fake / "__init__.py").write_text("")
-    (fake / "stats.py").write_text("from lab import cli\n")
-    (fake / "cli.py").write_text("def f():\n    from lab import stats\n")
-    (fake / "sub" / "__init__.py").write_text("")
+    (fake / "core" / "__init__.py").write_text("")
+    (fake / "core" / "stats.py").write_text("from lab import cli\n")
+    (fake / "cli.py").write_text("def f():\n    from lab.core import stats\n")
     monkeypatch.setattr(__import__(__name__), "LAB", fake)
     graph = _imports(_modules())
-    assert graph["lab.core.stats"] == {"lab.cli"} and graph["lab.cli"] == {"lab.core.stats"}
+    assert graph["lab.core.stats"] == {"lab.cli"} and "lab.core.stats" in graph["lab.cli"]
     try:
         test_every_import_goes_down_or_sideways()
     except AssertionError as exc:
@@ -120,3 +123,24 @@ def test_the_check_catches_an_upward_import_and_a_circle(tmp_path, monkeypatch):
         assert "import circle" in str(exc)
     else:
         raise AssertionError("the circle was not caught")
+
+
+def test_the_check_catches_a_loose_module_and_an_unplaced_folder(tmp_path, monkeypatch):
+    """A module dropped at lab/'s top, or a folder no layer names, fails the checks above."""
+    fake = tmp_path / "lab"
+    (fake / "extras").mkdir(parents=True)
+    for path in ("__init__.py", "cli.py", "loose.py", "extras/__init__.py"):
+        (fake / path).write_text("")
+    monkeypatch.setattr(__import__(__name__), "LAB", fake)
+    try:
+        test_lab_holds_only_the_api_the_cli_and_the_layer_folders()
+    except AssertionError as exc:
+        assert "['extras', 'loose.py']" in str(exc)
+    else:
+        raise AssertionError("the loose module and the unplaced folder were not caught")
+    try:
+        _layer("lab.extras")
+    except AssertionError as exc:
+        assert "lab/extras/ is in no layer" in str(exc)
+    else:
+        raise AssertionError("the unplaced folder has a layer")
