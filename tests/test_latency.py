@@ -149,8 +149,7 @@ def _latency_cell(backend: str, p50_ms: float, baseline_p50_ms: float | None = N
 
 
 def test_the_recorder_stores_both_sides_percentiles_for_latency_cells_only():
-    from lab.cell.launch import CellOutcome
-    from lab.cell.spec import CellResult
+    from lab.cell.spec import CellOutcome, CellResult
     from lab.running.writer import lab_fields
 
     spec = CellSpec(workload="mlp", backend="torchscript", option="trace", mode="infer",

@@ -68,7 +68,7 @@ def test_full_size_uses_the_real_configs_on_the_cpu():
 
 
 def test_generate_throughput_counts_the_produced_tokens():
-    from lab.cell.launch import CellOutcome
+    from lab.cell.spec import CellOutcome
     from lab.running.writer import lab_fields
 
     shape = tiny("gpt2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from verdict_helpers import cell, document
 
-from lab.cell.main import MEMORY_RATIO_FLOOR_MIB, unresolved_memory_ratio
+from lab.cell.memory import MEMORY_RATIO_FLOOR_MIB, unresolved_memory_ratio
 from lab.judge import claims, verdict
 from lab.reports import markdown as report
 from lab.reports import terminal as table

@@ -19,11 +19,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import compile as backends
-from lab.cell.spec import CellPass, CellResult, CellSpec
+from lab.cell.spec import CellOutcome, CellPass, CellResult, CellSpec
 from lab.core.status import OOM_MARKERS, Status
 
 # where scratch folders are made (None: the temp folder); a Ray task points it at a folder of its
@@ -45,23 +44,6 @@ def scratch(prefix: str) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@dataclass
-class CellOutcome:
-    spec: CellSpec
-    label: str  # backend label as asked for, e.g. "torch-compile:max-autotune"
-    result: CellResult
-    wall_s: float
-    warm: CellResult | None = None  # the warm-cache first-call pass
-    # wall seconds of each cell process, start to exit: with the phases the processes report,
-    # this is the cell's cost breakdown (what is not a phase is start-up and imports)
-    process_wall_s: list[float] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def status(self) -> Status:
-        return self.result.status
 
 
 def cell_env(spec: CellSpec, cache_dir: str | None = None, extra: dict | None = None) -> dict:

@@ -135,10 +135,6 @@ def _check_accuracy(spec: CellSpec, result: CellResult, candidate, baseline) -> 
 
 
 MEMORY_STEPS = 3  # steps per side in the memory phase: the first may still grow caches
-# Below this, a step peak is allocator noise, not a working set: the seed's MLP (batch 32)
-# measured 0 to 0.15 MiB per step on the CPU's RSS probe, and ratios of such numbers
-# ran from 0.67 to 11 between backends doing the same work (docs/memory.md)
-MEMORY_RATIO_FLOOR_MIB = 1.0
 
 
 def _measure_memory(probe, after_import: int, first_call: memory.Phase,
@@ -170,33 +166,11 @@ def _measure_memory(probe, after_import: int, first_call: memory.Phase,
         out["ratio_eager_over_candidate"] = (
             round(base.above_start_bytes / cand.above_start_bytes, 4)
             if probe.resettable and cand.above_start_bytes > 0 else None)
-        why = unresolved_memory_ratio(memory.mib(base.above_start_bytes),
+        why = memory.unresolved_memory_ratio(memory.mib(base.above_start_bytes),
                                       memory.mib(cand.above_start_bytes), probe.resettable)
         if why:
             out["ratio_eager_over_candidate"], out["ratio_unresolved"] = None, why
     return out
-
-
-def unresolved_memory_ratio(eager_mib: float | None, candidate_mib: float | None,
-                            resettable: bool = True,
-                            names: tuple[str, str] = ("eager", "candidate")) -> str | None:
-    """Why eager / candidate step memory (MiB) makes no ratio; None when it makes one. The
-    cell stores its ratio by this rule and lab.judge.verdict judges claims by it (`names` say
-    which two sides, where they are two backends' cells)."""
-    if not resettable:
-        return "the probe cannot reset its peak: the two sides are not apart"
-    if eager_mib is None or candidate_mib is None:
-        return "a side's step peak was not measured"
-    small = [name for name, mib in zip(names, (eager_mib, candidate_mib), strict=True)
-             if mib < MEMORY_RATIO_FLOOR_MIB]
-    if small == [names[1]]:
-        # ONNX Runtime's and LiteRT's arenas: the working memory was taken at the first call
-        return (f"{names[1]}'s step peak is under {MEMORY_RATIO_FLOOR_MIB:g} MiB above "
-                f"resident: its working memory stays from the first call (see that peak)")
-    if small:
-        return f"{' and '.join(small)} step peak under {MEMORY_RATIO_FLOOR_MIB:g} MiB: " \
-               f"allocator noise, not a working set"
-    return None
 
 
 def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:

@@ -122,6 +122,25 @@ class CellResult:
         return cls(status=Status(status), reason=reason, **more)
 
 
+@dataclass
+class CellOutcome:
+    """What the parent knows of a cell once its processes are done: the spec, the passes'
+    results, the wall time of each process."""
+    spec: CellSpec
+    label: str  # backend label as asked for, e.g. "torch-compile:max-autotune"
+    result: CellResult
+    wall_s: float
+    warm: CellResult | None = None  # the warm-cache first-call pass
+    # wall seconds of each cell process, start to exit: with the phases the processes report,
+    # this is the cell's cost breakdown (what is not a phase is start-up and imports)
+    process_wall_s: list[float] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> Status:
+        return self.result.status
+
+
 def benchmark_name(spec, label: str) -> str:
     """The cell's name: workload[backend|mode|device|precision|shape]. The precision names
     the arithmetic (fp32, amp-bf16, ...; lab.core.precision), where runs stored before it existed

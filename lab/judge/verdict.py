@@ -92,8 +92,7 @@ def _memory_ratio(claim, out: CellRatio, cell: dict, other: dict | None) -> Cell
     """Step memory, eager's over the backend's in one process, or versus's over the
     backend's across two cells. Memory is nearly deterministic and measured once per side,
     so the ratio is a point value (its interval is the point) with the probe named."""
-    from lab.cell.main import unresolved_memory_ratio
-    from lab.cell.memory import ProcessRss
+    from lab.cell.memory import ProcessRss, unresolved_memory_ratio
 
     mem = cell.get("memory") or {}
     theirs_mem = {}

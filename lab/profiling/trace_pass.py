@@ -326,8 +326,7 @@ def trace_outcome(spec, label: str, run_dir: Path, timeout_s: float):
     """`lab profile`'s cell: traced instead of timed. The outcome carries only the profile (no
     samples), so the cell sits in `lab.unmeasured` and `pytest-benchmark compare` sees no
     timings from a traced pass."""
-    from lab.cell.launch import CellOutcome
-    from lab.cell.spec import CellResult
+    from lab.cell.spec import CellOutcome, CellResult
 
     t0 = time.perf_counter()
     entry = profile_cell(spec, label, run_dir, timeout_s)

@@ -21,8 +21,7 @@ from pathlib import Path
 from lab import compile as backends
 from lab import workloads
 from lab.cell import launch as runner
-from lab.cell.launch import CellOutcome
-from lab.cell.spec import CellResult, CellSpec, benchmark_name
+from lab.cell.spec import CellOutcome, CellResult, CellSpec, benchmark_name
 from lab.compile import BackendChoice
 from lab.core import precision as precisions
 from lab.core.errors import UsageError

@@ -10,8 +10,7 @@ import datetime as _dt
 from pathlib import Path
 
 from lab import compile as backends
-from lab.cell.launch import CellOutcome
-from lab.cell.spec import benchmark_name
+from lab.cell.spec import CellOutcome, benchmark_name
 from lab.core import stats
 from lab.store import folders as store
 from lab.workloads.base import shape_label

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lab.cell import launch as runner
-from lab.cell.launch import CellOutcome, PhaseCallback
-from lab.cell.spec import CellSpec
+from lab.cell.launch import PhaseCallback
+from lab.cell.spec import CellOutcome, CellSpec
 from lab.core.errors import UsageError
 from lab.running import machine_load
 

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from lab.cell.launch import CellOutcome
-from lab.cell.spec import CellSpec
+from lab.cell.spec import CellOutcome, CellSpec
 from lab.running.executors import CellJob, measure
 
 

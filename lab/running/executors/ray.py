@@ -34,8 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from lab.cell.launch import CellOutcome
-from lab.cell.spec import CellResult, CellSpec
+from lab.cell.spec import CellOutcome, CellResult, CellSpec
 from lab.core.errors import UsageError
 from lab.core.status import Status
 from lab.running.executors import CellJob, measure
