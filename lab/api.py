@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.running import defaults
 from lab.running import loop as session
 
 __all__ = ["check", "gate", "load", "run"]
@@ -29,9 +30,9 @@ def _names(value) -> list[str]:
 
 
 def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), *,
-        device: str = "auto", precision: str | None = None, repeats: int = session.DEFAULT_REPEATS,
+        device: str = "auto", precision: str | None = None, repeats: int = defaults.DEFAULT_REPEATS,
         shape: dict | None = None, threads: int | None = None, processes: int = 1,
-        timeout_s: float = session.DEFAULT_TIMEOUT_S, out: str = session.DEFAULT_OUT,
+        timeout_s: float = defaults.DEFAULT_TIMEOUT_S, out: str = defaults.DEFAULT_OUT,
         executor: str = "local", ray_address: str | None = None,
         progress: Callable[[session.Progress], None] | None = None) -> Path:
     """Measure workloads x backends x modes like `lab run`; returns the stored run's folder.
@@ -67,7 +68,7 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     return result.run_dir
 
 
-def load(run: str | Path, out: str = session.DEFAULT_OUT) -> dict:
+def load(run: str | Path, out: str = defaults.DEFAULT_OUT) -> dict:
     """A stored run (folder, results.json or run id under `out`) as its results document;
     `lab.store.reader.cells(doc)` gives its cells as flat dicts (pandas.DataFrame takes them)."""
     from lab.store import reader as results
@@ -86,7 +87,7 @@ def gate(baseline: str | Path, candidate: str | Path, threshold: str = "5%", *,
 
 
 def check(claims: str | Path, run: str | Path | None = None, *, stored_only: bool = False,
-          out: str = session.DEFAULT_OUT) -> dict:
+          out: str = defaults.DEFAULT_OUT) -> dict:
     """`lab check CLAIMS --json`: a verdict per claim, judged on `run`'s cells and, unless
     `stored_only`, on cells measured now for what it lacks."""
     from lab.commands import verdicts

@@ -15,7 +15,7 @@ import threading
 
 from lab.core.errors import UsageError
 from lab.core.precision import NAMES as PRECISIONS
-from lab.running.loop import (
+from lab.running.defaults import (
     DEFAULT_LATENCY_REPEATS,
     DEFAULT_OUT,
     DEFAULT_REPEATS,

@@ -144,3 +144,16 @@ def test_the_check_catches_a_loose_module_and_an_unplaced_folder(tmp_path, monke
         assert "lab/extras/ is in no layer" in str(exc)
     else:
         raise AssertionError("the unplaced folder has a layer")
+
+
+def test_the_command_line_loads_no_run_loop_and_no_numpy():
+    """`lab --help` and argument errors start fast: parsing imports neither the run loop nor
+    numpy (the commands import what they need once chosen)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lab.cli; "
+            "print(sorted(m for m in ('numpy', 'lab.running.loop') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=LAB.parent, check=True).stdout
+    assert out.strip() == "[]", f"importing lab.cli loads {out.strip()}"

@@ -27,23 +27,21 @@ from lab.core import precision as precisions
 from lab.core.errors import UsageError
 from lab.core.status import Status
 from lab.running import selection as checks
+from lab.running.defaults import (
+    DEFAULT_LATENCY_REPEATS,
+    DEFAULT_REPEATS,
+    DEFAULT_TIMEOUT_S,
+)
 from lab.running.executors import EXECUTORS, CellJob, Executor
 from lab.running.writer import RunRecorder
 from lab.store import folders as store
 from lab.store import identity
 from lab.workloads.user import UserWorkloadError
 
-DEFAULT_OUT = "profiles"
-DEFAULT_REPEATS = 30
-# --latency: one call per sample, so many more samples for the same cost, and enough that the
-# p99 rests on more than one call (the budget still bounds them: BUDGET_SHARE)
-DEFAULT_LATENCY_REPEATS = 200
 LATENCY_MODE = "infer"  # per-call latency is a serving measure: infer cells only
-DEFAULT_TIMEOUT_S = 900.0
 # a cell process aims to finish within this share of its timeout: warm-up and sampling shrink
 # to fit, so a slow but valid cell ends with fewer samples (said so) instead of `timeout`
 BUDGET_SHARE = 0.75
-DTYPES = tuple(precisions.DTYPE_PRECISION)  # --dtype: an alias of the strict precisions
 NAMED_SHAPE_KEYS = ("batch", "seq", "image_size")  # flags that apply where a workload has them
 DEVICES = ("cpu", "cuda", "auto")
 log = logging.getLogger("lab")  # progress of runs, one record per finished phase and cell
