@@ -38,6 +38,7 @@ from lab.compile.cycle import CycleSide
 from lab.compile.generation import GenerateSide
 from lab.compile.protocol import SideBase, Support
 from lab.core import precision as precisions
+from lab.core.cores import usable_cores
 from lab.workloads.base import GenerateTask, JaxTask, ShapeCycle
 
 # what apply_precision set in this process: {"precision": name, "device": device}
@@ -336,10 +337,10 @@ def support(device: str) -> Support:
 
 
 def set_threads(threads: int) -> None:
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if allowed and threads < len(allowed):
+    allowed = usable_cores()
+    if threads < len(allowed) and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, allowed[:threads])
-    cpus = len(os.sched_getaffinity(0)) if allowed else os.cpu_count()
+    cpus = len(usable_cores())
     _SETTINGS.update(requested_threads=threads, xla_cpu_threads=min(threads, cpus),
                      how="process CPU affinity (XLA CPU pool = schedulable CPUs)")
 

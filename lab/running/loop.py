@@ -9,7 +9,6 @@ import importlib.util
 import logging
 import math
 import numbers
-import os
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from lab.cell import launch as runner
 from lab.cell.spec import CellOutcome, CellResult, CellSpec, benchmark_name
 from lab.compile import BackendChoice
 from lab.core import precision as precisions
+from lab.core.cores import usable_cores
 from lab.core.errors import UsageError
 from lab.core.status import Status
 from lab.running import selection as checks
@@ -69,7 +69,7 @@ def resolve_device(device: str) -> str:
 
 
 def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return len(usable_cores())
 
 
 @dataclass
@@ -209,8 +209,7 @@ def plan(selection: Selection,
     for key, value in selection.shape.items():  # 0 is each workload's to accept (zero_ok)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"--shape {key}={value}: shape values must be positive integers")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count()
+    cores = len(usable_cores())
     if selection.on_this_machine and selection.threads is not None and selection.threads > cores:
         raise UsageError(f"--threads {selection.threads}: this process may use {cores} cores; "
                          f"more threads than cores time the scheduler, not the model")

@@ -17,17 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.core.cores import usable_cores
+
 # Other work, in cores, above which a cell's timings are suspect: half a core on a 2-core
 # machine is a quarter of its capacity; on larger machines a quarter of the usable cores.
 BUSY_CORES_MIN = 0.5
 BUSY_SHARE = 0.25
-
-
-def usable_cores() -> list[int]:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
 
 
 def busy_threshold(cores: int) -> float:

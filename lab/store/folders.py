@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lab.core.cores import usable_cores
 from lab.store.reader import RESULTS  # noqa: F401  (the writer and the reader name one file)
 
 FINGERPRINT = "fingerprint.json"
@@ -184,8 +185,7 @@ def hardware() -> dict:
     gpus = _gpus()
     return {
         "cpu_model": _cpu_model(),
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cpu_count": len(usable_cores()),
         "memory_gib": _memory_gib(),
         "machine": platform.machine(),
         "gpus": [{"name": g["name"], "memory": g["memory"]} for g in gpus],

@@ -1,0 +1,37 @@
+"""Rules of the code that no import check sees: one answer per question, asked in one place."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+LAB = Path(__file__).resolve().parent.parent / "lab"
+
+
+def _grep(pattern: str, under: Path = LAB, skip: tuple[str, ...] = ()) -> list[str]:
+    found = []
+    for path in sorted(under.rglob("*.py")):
+        rel = path.relative_to(LAB.parent).as_posix()
+        if rel in skip:
+            continue
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(pattern, line):
+                found.append(f"{rel}:{no}: {line.strip()}")
+    return found
+
+
+def test_the_cores_this_process_may_use_are_counted_in_one_place():
+    found = _grep(r"sched_getaffinity|cpu_count\(\)", skip=("lab/core/cores.py",))
+    assert not found, "count cores with lab.core.cores.usable_cores:\n" + "\n".join(found)
+
+
+def test_the_cores_follow_the_process_affinity():
+    """A process allowed one core: the thread default and the fingerprint both say 1."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from lab.running.loop import default_threads; from lab.store import folders; "
+            "print(default_threads(), folders.hardware()['cpu_count'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=LAB.parent, check=True).stdout
+    assert out.split() == ["1", "1"]
