@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from lab import compile as backends
 from lab.cell.spec import CellOutcome, CellPass, CellResult, CellSpec
+from lab.core import stats
 from lab.core.status import OOM_MARKERS, Status
 
 # where scratch folders are made (None: the temp folder); a Ray task points it at a folder of its
@@ -232,10 +232,10 @@ def run_cell_processes(spec: CellSpec, label: str, timeout_s: float,
                                process_wall_s=first.process_wall_s)
         results.append(result)
     first.extra["processes"] = processes
-    first.extra["process_medians_s"] = [statistics.median(r.samples_s) for r in results]
+    first.extra["process_medians_s"] = [stats.median(r.samples_s) for r in results]
     if first.result.baseline_samples_s:
         first.extra["process_baseline_medians_s"] = [
-            statistics.median(r.baseline_samples_s) for r in results]
+            stats.median(r.baseline_samples_s) for r in results]
         first.result.baseline_samples_s = [s for r in results for s in r.baseline_samples_s]
     first.result.samples_s = [s for r in results for s in r.samples_s]
     return first

@@ -159,7 +159,7 @@ def warm_up(timer, sides: list[Side], min_steps: int = 3, min_seconds: float = 0
     starting, lazy initialisation) can make the first seconds after a compile slow and erratic;
     sampling then would measure the machine's state, not the steady step.
     """
-    import statistics
+    from lab.core import stats  # numpy: loaded only where a cell samples
 
     history: dict[str, list[float]] = {side.name: [] for side in sides}
     t0 = time.perf_counter()
@@ -168,9 +168,9 @@ def warm_up(timer, sides: list[Side], min_steps: int = 3, min_seconds: float = 0
         for times in history.values():
             if len(times) < 2 * window:
                 return False
-            recent = statistics.median(times[-window:])
-            before = statistics.median(times[-2 * window:-window])
-            q1, _, q3 = statistics.quantiles(times[-2 * window:], n=4)
+            recent = stats.median(times[-window:])
+            before = stats.median(times[-2 * window:-window])
+            q1, q3 = stats.quartiles(times[-2 * window:])
             if abs(recent - before) > tolerance * before or q3 - q1 > max_spread * recent:
                 return False
         return True

@@ -1,7 +1,7 @@
 """Peak memory of a cell, per side and per phase, read from where each framework keeps it.
 
-- CUDA, torch: the caching allocator's `max_memory_allocated` (and `max_memory_reserved`),
-  reset before each measured phase.
+- CUDA, torch: the caching allocator's `max_memory_allocated` (what tensors held, not what
+  the allocator reserved), reset before each measured phase.
 - CUDA, TensorFlow: `tf.config.experimental.get_memory_info("GPU:0")["peak"]`, reset with
   `reset_memory_stats`.
 - CUDA, JAX: the device's `memory_stats()["peak_bytes_in_use"]`; JAX cannot reset it, so a
@@ -84,9 +84,6 @@ class TorchCuda(_Probe):
     def peak(self) -> int:
         self.torch.cuda.synchronize()
         return int(self.torch.cuda.max_memory_allocated())
-
-    def reserved_peak(self) -> int:
-        return int(self.torch.cuda.max_memory_reserved())
 
 
 class TfGpu(_Probe):

@@ -19,12 +19,12 @@ diagnostics.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 
 import numpy as np
 
 from lab.compile.protocol import SideBase
+from lab.core import stats
 from lab.workloads.base import GenerateTask
 
 NOT_JUDGED = -1  # the token reported at a near tie, on both sides
@@ -131,7 +131,7 @@ class GenerateSide(SideBase):
         if self.first_token_s:
             # the first step holds the compile; the steady time to first token is the rest's
             steady = self.first_token_s[1:] or self.first_token_s
-            info.update(first_token_s=statistics.median(steady),
+            info.update(first_token_s=stats.median(steady),
                         first_token_s_first_call=self.first_token_s[0],
                         generations=len(self.first_token_s))
         if self._token_check:

@@ -1,4 +1,5 @@
-"""Statistics over timing samples: the only place statistics live.
+"""Statistics over timing samples: every module of the lab takes its medians, intervals and
+ratios from here.
 
 Everything here takes plain sequences of floats (seconds) and knows no framework. Intervals are
 bootstrap intervals from scipy.stats; ratios are ratios of medians because timing samples are
@@ -8,6 +9,7 @@ skewed (a few slow outliers from interrupts or GC) and the median is what a user
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,6 +49,18 @@ class Ratio:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def median(values) -> float:
+    """The median of plain floats: exact (no array made), for the one-off medians of a cell's
+    warm-up, its processes and a trace's steps."""
+    return statistics.median(values)
+
+
+def quartiles(values) -> tuple[float, float]:
+    """The first and third quartiles of plain floats (statistics.quantiles' exclusive method)."""
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return q1, q3
 
 
 def _rng(seed: int | None) -> np.random.Generator:

@@ -152,12 +152,6 @@ def num_warps_for(block_elements: int) -> int:
     return 4
 
 
-def one_config_if_interpreted(configs: list) -> list:
-    """The autotuner benchmarks every config; under the interpreter that multiplies the cost of
-    every test, and the timing means nothing there, so keep the first config only."""
-    return configs[:1] if INTERPRET else configs
-
-
 # ------------------------------------------------------------------- shared device helpers
 
 

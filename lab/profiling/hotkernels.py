@@ -42,11 +42,11 @@ import csv
 import gzip
 import io
 import json
-import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lab.core import stats
 from lab.store import folders as store
 
 STEP_RANGE = "lab::sample"
@@ -218,7 +218,7 @@ def _device_step(e: dict, launch_step: dict, device_windows: _Windows,
 def _rows(groups: dict, n: int, step_time_us: float, section: str) -> list[HotRow]:
     rows = []
     for name, g in groups.items():
-        self_step = statistics.median(g["self"])
+        self_step = stats.median(g["self"])
         rows.append(HotRow(section, name, g["kind"], g["count"] / n, self_step,
                            self_step / step_time_us if step_time_us > 0 else 0.0,
                            g["total"] / g["count"]))
@@ -252,7 +252,7 @@ def hot_table(events: list[dict], top: int = TOP) -> dict:
         raise TraceError(f"no {STEP_RANGE} ranges in the trace (was it captured by the lab?)")
     n = len(host_steps)
     host_windows = _Windows([(e["ts"], e["ts"] + e["dur"]) for e in host_steps])
-    step_us = statistics.median(b - a for a, b in host_windows.ranges)
+    step_us = stats.median(b - a for a, b in host_windows.ranges)
 
     # ---- host section
     self_us, parent = _self_times(host)
@@ -296,7 +296,7 @@ def hot_table(events: list[dict], top: int = TOP) -> dict:
         busy[k].append((e["ts"], e["ts"] + e["dur"]))
         device_kernels += kind == "kernel"
 
-    device_us = statistics.median(_union_us(b) for b in busy) if device_groups else None
+    device_us = stats.median(_union_us(b) for b in busy) if device_groups else None
     rows = (_rows(device_groups, n, device_us or 0.0, "device")[:top]
             + _rows(host_groups, n, step_us, "host")[:top])
     kernels = device_kernels if has_device else host_kernels
