@@ -49,7 +49,9 @@ def _needs(name: str):
 
 
 def _module(name: str):
-    return importlib.import_module(BACKENDS[name].module)
+    from lab.compile import load
+
+    return load(BACKENDS[name])
 
 
 def _sides(name: str, workload: str, option: str | None = None, shape: dict | None = None):

@@ -35,3 +35,22 @@ def test_the_cores_follow_the_process_affinity():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=LAB.parent, check=True).stdout
     assert out.split() == ["1", "1"]
+
+
+def test_no_backend_module_reexports_names_to_fill_the_protocol():
+    found = _grep(r"^from lab\..* import .*noqa: F401", under=LAB / "compile")
+    assert not found, "name the module built on as BASE instead:\n" + "\n".join(found)
+
+
+def test_a_runtime_takes_what_it_does_not_define_from_its_base():
+    """torchscript defines neither build_task nor versions: the registry finds torch's shared
+    runtime's build_task (which refuses train cells) and torch's own versions."""
+    from lab.compile import BACKENDS, load
+    from lab.compile import torch as torch_backend
+    from lab.compile.runtimes import runtime_torch, torchscript
+
+    assert "build_task" not in vars(torchscript) and "versions" not in vars(torchscript)
+    module = load(BACKENDS["torchscript"])
+    assert module.build_task is runtime_torch.build_task
+    assert module.versions is torch_backend.versions
+    assert module.SIDES is torchscript.SIDES

@@ -141,11 +141,30 @@ def missing_packages(info: BackendInfo) -> list[str]:
     return [p for p in needed if importlib.util.find_spec(p) is None]
 
 
+class LoadedBackend:
+    """A backend module as the cell uses it: each member from the module itself or, where the
+    module does not define it, from the module it builds on (its `BASE`: an inference runtime
+    on its framework's shared runtime, that on the framework's module). A module states only
+    what it changes; nothing is re-exported to fill the protocol."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name: str):
+        module = self.module
+        while module is not None:
+            if name in vars(module):
+                return vars(module)[name]
+            module = vars(module).get("BASE")
+        raise AttributeError(f"{self.module.__name__} (or what it builds on) has no {name}")
+
+
 def load(info: BackendInfo) -> BackendModule:
-    """The module implementing `info`, checked against the BackendModule protocol."""
+    """The module implementing `info`, completed from its base and checked against the
+    BackendModule protocol."""
     import importlib
 
-    module = importlib.import_module(info.module)
+    module = LoadedBackend(importlib.import_module(info.module))
     if not isinstance(module, BackendModule):
         missing = [name for name in MODULE_ATTRIBUTES if not hasattr(module, name)]
         raise TypeError(f"{info.module} is not a backend module: it lacks {', '.join(missing)}")

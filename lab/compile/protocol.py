@@ -75,7 +75,9 @@ SideFactory = Callable[[Any, str, "str | None"], Side]  # (task, mode, option) -
 
 @runtime_checkable
 class BackendModule(Protocol):
-    """A module of lab/backends: the backends of one framework family."""
+    """A module of lab/compile: the backends of one framework family. A module may name the
+    module it builds on as `BASE`; the registry (lab.compile.load) takes from there what the
+    module does not define."""
 
     SIDES: dict[str, SideFactory]  # backend name -> factory
 

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import os
 
+from lab.compile import torch as torch_backend
 from lab.compile.protocol import Support
-from lab.compile.torch import (  # noqa: F401  (the shared parts of a torch backend)
+from lab.compile.torch import (
     TorchSide,
-    apply_precision,
-    build_task,
-    cache_env,
     eager_side,
-    process_env,
-    set_threads,
-    versions,
 )
 from lab.core.status import CellFailure, Status
+
+BASE = torch_backend  # what this module does not define, the registry takes from there
 
 
 class TritonKernelSide(TorchSide):

@@ -24,19 +24,19 @@ import os
 import numpy as np
 
 from lab.compile.protocol import Support
+from lab.compile.runtimes import runtime_tf
 from lab.compile.runtimes.conversion import Conversion, artifact_folder, timed_step
-from lab.compile.runtimes.runtime_tf import (  # noqa: F401  (part of the module's interface)
+from lab.compile.runtimes.runtime_tf import (
     ConvertedTfSide,
-    apply_precision,
     build_model,
-    build_task,
     eager_side,
     input_signature,
-    process_env,
 )
-from lab.compile.runtimes.runtime_tf import set_threads as set_tf_threads
-from lab.compile.runtimes.runtime_tf import versions as tf_versions
+from lab.compile.tf import set_threads as set_tf_threads
+from lab.compile.tf import versions as tf_versions
 from lab.core.status import CellFailure, Status
+
+BASE = runtime_tf  # what this module does not define, the registry takes from there
 
 OPTIONS = ("float32", "int8")
 # Dynamic-range int8 against float32 eager: elementwise |int8 - eager| <= atol + rtol*|eager|.

@@ -9,20 +9,19 @@ tf2onnx converts a `tf.function` of the model's inference call at the timed inpu
 from __future__ import annotations
 
 from lab.compile.protocol import Support
-from lab.compile.runtimes import ort_session
+from lab.compile.runtimes import ort_session, runtime_tf
 from lab.compile.runtimes.conversion import Conversion, timed_step
-from lab.compile.runtimes.runtime_tf import (  # noqa: F401  (part of the module's interface)
+from lab.compile.runtimes.runtime_tf import (
     ConvertedTfSide,
-    apply_precision,
     build_model,
-    build_task,
     eager_side,
     input_signature,
-    process_env,
 )
-from lab.compile.runtimes.runtime_tf import set_threads as set_tf_threads
-from lab.compile.runtimes.runtime_tf import versions as tf_versions
+from lab.compile.tf import set_threads as set_tf_threads
+from lab.compile.tf import versions as tf_versions
 from lab.core.status import Status
+
+BASE = runtime_tf  # what this module does not define, the registry takes from there
 
 
 class OnnxTfSide(ConvertedTfSide):

@@ -15,20 +15,19 @@ import io
 import os
 
 from lab.compile.protocol import Support
-from lab.compile.runtimes import ort_session
+from lab.compile.runtimes import ort_session, runtime_torch
 from lab.compile.runtimes.conversion import Conversion, artifact_folder, artifact_size, timed_step
-from lab.compile.runtimes.runtime_torch import (  # noqa: F401  (part of the module's interface)
+from lab.compile.runtimes.runtime_torch import (
     ConvertedTorchSide,
-    apply_precision,
-    build_task,
     eager_side,
-    process_env,
     to_numpy,
     torch_support,
 )
-from lab.compile.runtimes.runtime_torch import set_threads as set_torch_threads
-from lab.compile.runtimes.runtime_torch import versions as torch_versions
+from lab.compile.torch import set_threads as set_torch_threads
+from lab.compile.torch import versions as torch_versions
 from lab.core.status import Status
+
+BASE = runtime_torch  # what this module does not define, the registry takes from there
 
 
 class OnnxTorchSide(ConvertedTorchSide):

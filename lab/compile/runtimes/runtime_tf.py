@@ -12,10 +12,9 @@ import numpy as np
 from lab.compile import flatten_outputs
 from lab.compile import tf as tf_backend
 from lab.compile.runtimes.conversion import ConvertedSide, refuse_autocast, require_infer
-
-# the runtimes' threads, versions and environment are TensorFlow's own (re-exported by them)
-from lab.compile.tf import process_env, set_threads, versions  # noqa: F401
 from lab.core.status import CellFailure, Status
+
+BASE = tf_backend  # what this module does not define, the registry takes from there
 
 
 def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):

@@ -13,8 +13,8 @@ from lab.compile import torch as torch_backend
 from lab.compile.protocol import Support
 from lab.compile.runtimes.conversion import ConvertedSide, refuse_autocast, require_infer
 
-# the runtimes' threads, versions and environment are torch's own (the runtimes re-export them)
-from lab.compile.torch import process_env, set_threads, versions  # noqa: F401
+BASE = torch_backend  # what this module does not define, the registry takes from there
+
 
 
 def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):

@@ -16,16 +16,15 @@ from __future__ import annotations
 import os
 
 from lab.compile.protocol import Support
+from lab.compile.runtimes import runtime_torch
 from lab.compile.runtimes.conversion import Conversion, artifact_folder, artifact_size, timed_step
-from lab.compile.runtimes.runtime_torch import (  # noqa: F401  (part of the module's interface)
+from lab.compile.runtimes.runtime_torch import (
     ConvertedTorchSide,
-    apply_precision,
-    build_task,
     eager_side,
-    process_env,
-    set_threads,
 )
-from lab.compile.runtimes.runtime_torch import versions as torch_versions
+from lab.compile.torch import versions as torch_versions
+
+BASE = runtime_torch  # what this module does not define, the registry takes from there
 
 NEEDS = "needs CUDA and torch-tensorrt"
 CACHE_VARIABLE = "LAB_TENSORRT_CACHE_DIR"

@@ -16,18 +16,16 @@ import os
 
 from lab.compile import torch as torch_backend
 from lab.compile.protocol import Support
+from lab.compile.runtimes import runtime_torch
 from lab.compile.runtimes.conversion import Conversion, artifact_folder, artifact_size, timed_step
-from lab.compile.runtimes.runtime_torch import (  # noqa: F401  (part of the module's interface)
+from lab.compile.runtimes.runtime_torch import (
     ConvertedTorchSide,
-    apply_precision,
-    build_task,
     eager_side,
-    process_env,
-    set_threads,
     torch_support,
-    versions,
 )
 from lab.core.status import Status
+
+BASE = runtime_torch  # what this module does not define, the registry takes from there
 
 
 class ExportedSide(ConvertedTorchSide):

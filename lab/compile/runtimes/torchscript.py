@@ -20,18 +20,16 @@ from __future__ import annotations
 import io
 
 from lab.compile.protocol import Support
+from lab.compile.runtimes import runtime_torch
 from lab.compile.runtimes.conversion import Conversion, timed_step
-from lab.compile.runtimes.runtime_torch import (  # noqa: F401  (part of the module's interface)
+from lab.compile.runtimes.runtime_torch import (
     ConvertedTorchSide,
-    apply_precision,
-    build_task,
     eager_side,
-    process_env,
-    set_threads,
     torch_support,
-    versions,
 )
 from lab.core.status import CellFailure, Status
+
+BASE = runtime_torch  # what this module does not define, the registry takes from there
 
 OPTIONS = ("trace", "script")
 TRACE_WARNED = "trace warned that a tensor value became a constant (TracerWarning)"
