@@ -300,3 +300,27 @@ def test_jax_and_tf_traces_are_chrome_trace_json(tmp_path):
             assert len(steps) == tracing.PROFILED_STEPS
         assert entry["sides"][backend]["kernels_per_step"] >= 1
         assert any(p.endswith("after_optimizations.txt") for p in entry["generated_code"])
+
+
+def test_generated_code_is_kept_under_short_hashed_names_with_an_index(tmp_path):
+    """Inductor's own file names (50-odd characters) under a cell's folder made paths of over
+    200 characters; the kept copy is named by its content's hash, and index.json names the
+    original."""
+    cache, cell = tmp_path / "cache", tmp_path / "cell"
+    long_name = "c" + "x" * 51 + ".py"
+    (cache / "ab").mkdir(parents=True)
+    code = "triton_poi_fused_0 = async_compile.triton('k')\ndef call(args):\n    pass\n"
+    (cache / "ab" / long_name).write_text(code)
+    (cache / "ab" / "helper.py").write_text("x = 1\n")  # no call(): not the output code
+    kept = profile._keep_inductor_code(str(cache), cell)
+    assert [p.name for p in kept] == [kept[0].stem + ".py"] and len(kept[0].stem) == 12
+    assert kept[0].read_text() == code
+    assert json.loads((cell / "inductor" / "index.json").read_text()) == {
+        kept[0].name: long_name}
+
+
+def test_stored_generated_code_has_short_names_listed_in_its_index():
+    for folder in sorted((Path(ROOT) / "profiles").rglob("inductor")):
+        index = json.loads((folder / "index.json").read_text())
+        assert sorted(p.name for p in folder.glob("*.py")) == sorted(index), folder
+        assert all(len(Path(name).stem) == 12 for name in index), folder

@@ -7,7 +7,7 @@ Profiling never touches the timing numbers: every cell is traced in its own proc
 
     traces/<cell>/<backend>/trace.json[.gz]   Chrome trace (Perfetto, chrome://tracing, HTA)
     traces/<cell>/<backend>/hot.csv, hot.json  the hot-kernel table of that trace
-    traces/<cell>/inductor/*.py                Inductor's output code (torch-compile)
+    traces/<cell>/inductor/<hash>.py, index.json  Inductor's output code (torch-compile)
     traces/<cell>/xla_dump/*.txt               optimised HLO (jax-jit, tf-xla)
     traces/<cell>/ncu/report.ncu-rep, .csv     Nsight Compute over the measured range (CUDA)
     traces/<cell>/nsys/report.nsys-rep         Nsight Systems timeline (CUDA)
@@ -20,6 +20,7 @@ Nsight tools.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -69,15 +70,25 @@ def _profile_env(framework: str, compiles: bool, device: str, cell_dir: Path) ->
 _KERNEL_DEF = re.compile(r"^(cpp_fused_\w+|triton_\w+) = async_compile\.", re.M)
 
 
+GENERATED_INDEX = "index.json"  # short name -> the compiler's own file name
+
+
 def _keep_inductor_code(cache_dir: str, cell_dir: Path) -> list[Path]:
-    """Inductor's output code (the module whose `call()` ran) from the pass's fresh cache."""
-    kept = []
+    """Inductor's output code (the module whose `call()` ran) from the pass's fresh cache, kept
+    as `inductor/<first 12 hex of its SHA-256>.py`: Inductor's own names are 50-odd characters,
+    which under a cell's folder made paths of over 200 (too long for some checkouts). The
+    folder's index.json maps each short name back to Inductor's."""
+    kept, index = [], {}
     for path in sorted(Path(cache_dir).rglob("*.py")):
         text = path.read_text(errors="replace")
         if "def call(" in text and "async_compile" in text:
-            target = cell_dir / "inductor" / path.name
+            short = hashlib.sha256(text.encode()).hexdigest()[:12] + ".py"
+            target = cell_dir / "inductor" / short
             store.atomic_write_text(target, text)
             kept.append(target)
+            index[short] = path.name
+    if index:
+        store.atomic_write_json(cell_dir / "inductor" / GENERATED_INDEX, index)
     return kept
 
 
