@@ -54,3 +54,16 @@ def test_a_runtime_takes_what_it_does_not_define_from_its_base():
     assert module.build_task is runtime_torch.build_task
     assert module.versions is torch_backend.versions
     assert module.SIDES is torchscript.SIDES
+
+
+def test_a_cell_process_is_pointed_at_the_tree_that_holds_lab(monkeypatch):
+    """The launcher finds the tree by the package, not by its own depth in it (a module moved
+    one folder down once pointed cell processes at lab/ itself)."""
+    from lab.cell.launch import cell_env
+    from lab.cell.spec import CellSpec
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer", shape={},
+                    dtype="float32", device="cpu", threads=1, repeats=1)
+    first = cell_env(spec)["PYTHONPATH"].split(":")[0]
+    assert (Path(first) / "lab" / "__init__.py").is_file(), first

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import lab
 from lab import compile as backends
 from lab.cell.spec import CellOutcome, CellPass, CellResult, CellSpec
 from lab.core import stats
@@ -57,7 +58,7 @@ def cell_env(spec: CellSpec, cache_dir: str | None = None, extra: dict | None = 
     env.update(module.process_env(spec.threads, spec.device))
     if cache_dir:
         env.update(module.cache_env(cache_dir))
-    repo_root = str(Path(__file__).resolve().parent.parent)
+    repo_root = str(Path(lab.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
@@ -123,7 +124,7 @@ def validate_user_workload(spec: str, timeout_s: float) -> str | None:
     cannot hang or kill the lab. None when valid, else one line saying why not."""
     from lab.workloads import user
 
-    repo_root = str(Path(__file__).resolve().parent.parent)
+    repo_root = str(Path(lab.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     with scratch("lab-check-") as tmp:  # what the factory writes in its temp folder goes too

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import lab
 from lab.core.cores import usable_cores
 from lab.store.reader import RESULTS  # noqa: F401  (the writer and the reader name one file)
 
@@ -172,7 +173,7 @@ def _package_versions() -> dict:
 def _git_commit() -> dict:
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
+                              cwd=Path(lab.__file__).resolve().parent).stdout.strip()
     try:
         return {"id": git("rev-parse", "HEAD") or "unversioned",
                 "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
@@ -290,7 +291,7 @@ def commit_info(workload_sources=()) -> dict:
 
     cwd = os.getcwd()
     try:  # pytest-benchmark reads git from the working directory: use the project's
-        os.chdir(Path(__file__).resolve().parent.parent)
+        os.chdir(Path(lab.__file__).resolve().parent.parent)
         info = get_commit_info("perflab")
     finally:
         os.chdir(cwd)
