@@ -67,7 +67,7 @@ def _spec(workload_name: str, repeats: int, threads: int):
 
     workload = workloads.get(workload_name)
     return CellSpec(workload=workload.name, backend="torch-eager", option=None, mode="infer",
-                    shape=workload.shape_for("cpu"), dtype="float32", device="cpu",
+                    shape=workload.shape_for("cpu"), precision="fp32", device="cpu",
                     threads=threads, repeats=repeats)
 
 

@@ -14,7 +14,7 @@ from lab.cell.spec import CellSpec
 
 def _spec(**kw) -> CellSpec:
     base = dict(workload="mlp", backend="torch-eager", option=None, mode="infer",
-                shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=500,
+                shape={"batch": 2}, precision="fp32", device="cpu", threads=1, repeats=500,
                 warmup_steps=1, warmup_seconds=0.0)
     return CellSpec(**{**base, **kw})
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 def _spec(**kw):
     base = dict(workload="transformer", backend="torch-eager", option=None, mode="infer",
-                shape={"batch": 2, "seq": 64, "d_model": 128, "heads": 4}, dtype="float32",
+                shape={"batch": 2, "seq": 64, "d_model": 128, "heads": 4}, precision="fp32",
                 device="cuda", threads=1, repeats=5)
     return CellSpec(**{**base, **kw})
 

@@ -129,7 +129,7 @@ def test_jax_adam_matches_torch_adam():
 def _spec(workload: str, backend: str, threads: int = 1, repeats: int = 3) -> CellSpec:
     return CellSpec(workload=workload, backend=backend, option=None, mode="infer",
                     shape=get(workload).default_shape("cpu") if workload in TINY else {},
-                    dtype="float32", device="cpu", threads=threads, repeats=repeats,
+                    precision="fp32", device="cpu", threads=threads, repeats=repeats,
                     warmup_steps=1, warmup_seconds=0.0)
 
 

@@ -153,7 +153,7 @@ def test_the_recorder_stores_both_sides_percentiles_for_latency_cells_only():
     from lab.running.writer import lab_fields
 
     spec = CellSpec(workload="mlp", backend="torchscript", option="trace", mode="infer",
-                    shape={"batch": 1}, dtype="float32", device="cpu", threads=1, repeats=200,
+                    shape={"batch": 1}, precision="fp32", device="cpu", threads=1, repeats=200,
                     latency=True)
     rng = np.random.default_rng(0)
     result = CellResult(samples_s=list(1e-4 * rng.lognormal(0, 0.1, 200)),

@@ -29,7 +29,7 @@ def tiny(name: str, **changes) -> dict:
 
 def spec(workload: str, backend: str, mode: str, shape: dict, option=None) -> CellSpec:
     return CellSpec(workload=workload, backend=backend, option=option, mode=mode, shape=shape,
-                    dtype="float32", device="cpu", threads=session.default_threads(),
+                    precision="fp32", device="cpu", threads=session.default_threads(),
                     repeats=3, warmup_seconds=0.2, budget_s=200.0)
 
 

@@ -145,7 +145,7 @@ out = {}
 for p in precision.NAMES:
     settings = module.apply_precision(p, "cpu")
     task = module.build_task(workloads.get("mlp"), {"batch": 4}, "infer", "cpu",
-                             precision.policy(p).storage_dtype, 0, name)
+                             p, 0, name)
     side = module.SIDES[name](task, "infer", None)
     y = side.sync(side.step())
     out[p] = {"settings": settings, "model": side.diagnostics()["precision"],

@@ -120,7 +120,7 @@ def test_nsight_wrappers_report_why_they_did_not_run(tmp_path, monkeypatch):
     from lab.cell.spec import CellSpec
 
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
-                    shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=1)
+                    shape={"batch": 2}, precision="fp32", device="cpu", threads=1, repeats=1)
     assert profile.run_ncu(spec, tmp_path, tmp_path, 10) == {"status": "skipped: needs CUDA"}
     spec.device = "cuda"
     monkeypatch.setattr(profile.shutil, "which", lambda _: None)

@@ -114,7 +114,7 @@ def hold(hold_dir):
 
 def held_job(threads: int = 1, index: int = 0) -> CellJob:
     spec = CellSpec(workload=HELD, backend="torch-eager", option=None, mode="infer", shape={},
-                    dtype="float32", device="cpu", threads=threads, repeats=3)
+                    precision="fp32", device="cpu", threads=threads, repeats=3)
     return CellJob(index, spec, "torch-eager", timeout_s=150)
 
 

@@ -144,7 +144,7 @@ def test_wrong_compiled_answer_is_fail_accuracy_with_no_speedup(monkeypatch):
     monkeypatch.setitem(torch_backend.SIDES, "torch-compile",
                         lambda task, mode, option: WrongSide(task, mode))
     spec = CellSpec(workload="mlp", backend="torch-compile", option="default", mode="infer",
-                         shape={"batch": 4}, dtype="float32", device="cpu", threads=1, repeats=3)
+                         shape={"batch": 4}, precision="fp32", device="cpu", threads=1, repeats=3)
     result = cell.run(spec)
     assert result.status == "fail_accuracy"
     assert not result.accuracy["passed"] and result.samples_s is None
@@ -153,7 +153,7 @@ def test_wrong_compiled_answer_is_fail_accuracy_with_no_speedup(monkeypatch):
 
 def test_cpu_cell_asked_for_l2_flush_says_it_needs_cuda():
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
-                         shape={"batch": 4}, dtype="float32", device="cpu", threads=1, repeats=3,
+                         shape={"batch": 4}, precision="fp32", device="cpu", threads=1, repeats=3,
                          cold_l2=True)
     with pytest.raises(CellFailure) as failure:
         cell.run(spec)
@@ -163,7 +163,7 @@ def test_cpu_cell_asked_for_l2_flush_says_it_needs_cuda():
 def test_train_cell_checks_loss_and_gradients():
     spec = CellSpec(workload="transformer", backend="torch-eager", option=None, mode="train",
                          shape={"batch": 2, "seq": 8, "d_model": 16, "heads": 2},
-                         dtype="float32", device="cpu", threads=1, repeats=3)
+                         precision="fp32", device="cpu", threads=1, repeats=3)
     result = cell.run(spec)
     assert result.status == "ok" and len(result.samples_s) == 3
 
@@ -175,7 +175,7 @@ def test_out_of_memory_in_a_cell_is_status_oom(tmp_path, monkeypatch):
         "    def forward(self, x):\n        raise MemoryError('cannot allocate 1 TB')\n"
         "def make():\n    return Greedy(), torch.ones(2)\n")
     spec = CellSpec(workload=f"{tmp_path}/greedy.py:make", backend="torch-eager",
-                         option=None, mode="infer", shape={}, dtype="float32", device="cpu",
+                         option=None, mode="infer", shape={}, precision="fp32", device="cpu",
                          threads=1, repeats=2)
     with pytest.raises(CellFailure) as failure:
         cell.run(spec)
@@ -190,6 +190,6 @@ def test_a_backend_module_that_fails_to_import_ends_only_its_cell(monkeypatch):
 
     monkeypatch.setattr(runner.backends, "load", lambda info: broken(info.module))
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer",
-                         shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
+                         shape={"batch": 2}, precision="fp32", device="cpu", threads=1, repeats=2)
     result, _wall = runner.run_cell_process(spec, timeout_s=30)
     assert result.status == "run_error" and "cannot import lab.compile.torch" in result.reason

@@ -64,6 +64,51 @@ def test_a_cell_process_is_pointed_at_the_tree_that_holds_lab(monkeypatch):
 
     monkeypatch.delenv("PYTHONPATH", raising=False)
     spec = CellSpec(workload="mlp", backend="torch-eager", option=None, mode="infer", shape={},
-                    dtype="float32", device="cpu", threads=1, repeats=1)
+                    precision="fp32", device="cpu", threads=1, repeats=1)
     first = cell_env(spec)["PYTHONPATH"].split(":")[0]
     assert (Path(first) / "lab" / "__init__.py").is_file(), first
+
+
+def _module_state(path: Path) -> list[str]:
+    """Module-level names bound to a mutable container that a function of the module fills
+    (`NAME.update(...)`, `NAME[key] = ...`): state one call leaves for a later one."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    mutable = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value else []
+        value = getattr(node, "value", None)
+        if isinstance(value, ast.Dict | ast.List | ast.Set) or (
+                isinstance(value, ast.Call) and getattr(value.func, "id", "") in
+                ("dict", "list", "set")):
+            mutable |= {t.id for t in targets if isinstance(t, ast.Name)}
+    filled = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    isinstance(node.func.value, ast.Name) and node.func.attr in (
+                        "update", "setdefault", "append", "add", "clear", "pop"):
+                filled.add(node.func.value.id)
+            if isinstance(node, ast.Assign):
+                filled |= {t.value.id for t in node.targets if isinstance(t, ast.Subscript)
+                           and isinstance(t.value, ast.Name)}
+    return sorted(mutable & filled)
+
+
+def test_no_backend_module_keeps_precision_or_threads_between_calls():
+    """A backend is passed the precision (build_task, apply_precision) and reads the thread
+    count back from its framework; nothing is stashed in a module global for a later call."""
+    found = [f"{p.relative_to(LAB.parent)}: {', '.join(names)}"
+             for p in sorted((LAB / "compile").rglob("*.py")) if (names := _module_state(p))]
+    assert not found, "module-level state in lab/compile:\n" + "\n".join(found)
+
+
+def test_the_state_check_catches_a_stash(tmp_path):
+    planted = tmp_path / "backend.py"
+    planted.write_text('_PRECISION: dict = {}\n\n\ndef apply_precision(p):\n'
+                       '    _PRECISION.update(precision=p)\n')
+    assert _module_state(planted) == ["_PRECISION"]

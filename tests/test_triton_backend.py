@@ -32,7 +32,7 @@ def test_without_cuda_or_interpreter_the_cell_says_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     spec = CellSpec(workload="transformer", backend="torch-triton", option=None,
                          mode="infer", shape={"batch": 1, "seq": 4, "d_model": 8, "heads": 2},
-                         dtype="float32", device="cpu", threads=1, repeats=2)
+                         precision="fp32", device="cpu", threads=1, repeats=2)
     result = cell.run(spec)
     assert result.status == "skipped" and "needs CUDA" in result.reason
 
@@ -42,7 +42,7 @@ def test_a_workload_without_swappable_ops_is_skipped(monkeypatch):
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     spec = CellSpec(workload="mlp", backend="torch-triton", option=None, mode="infer",
-                         shape={"batch": 2}, dtype="float32", device="cpu", threads=1, repeats=2)
+                         shape={"batch": 2}, precision="fp32", device="cpu", threads=1, repeats=2)
     with pytest.raises(CellFailure) as failure:
         cell.run(spec)
     assert failure.value.status == "skipped" and "no swappable ops" in failure.value.reason

@@ -73,14 +73,14 @@ def _nonfinite(outputs: list[np.ndarray]) -> tuple[int, int] | None:
     return None
 
 
-def check_eager(first: list[np.ndarray], second: list[np.ndarray], dtype: str,
+def check_eager(first: list[np.ndarray], second: list[np.ndarray], precision: str,
                 allow_nan: bool = False) -> dict:
     """Is eager a usable reference? Two eager runs on the same inputs must agree within the
-    dtype's tolerance (PyTorch's benchmark harness checks the same before comparing: dropout
+    precision's tolerance (PyTorch's benchmark harness checks the same before comparing: dropout
     or an unseeded random op would make every comparison noise), and without `allow_nan` hold
     no NaN or Inf. `status` says which status a failure gives the cell."""
-    rtol, atol = tolerance(dtype)
-    repeat = check(second, first, dtype, allow_nan=True)
+    rtol, atol = tolerance(precision)
+    repeat = check(second, first, precision, allow_nan=True)
     if not repeat["passed"]:
         detail = repeat.get("detail") or (f"max abs difference {repeat['max_abs_err']:.3g} "
                                           f"(rtol {rtol:g}, atol {atol:g})")
@@ -97,14 +97,14 @@ def check_eager(first: list[np.ndarray], second: list[np.ndarray], dtype: str,
             "nonfinite": bool(found)}
 
 
-def check(candidate: list[np.ndarray], baseline: list[np.ndarray], dtype: str,
+def check(candidate: list[np.ndarray], baseline: list[np.ndarray], precision: str,
           reference_fp64: Callable[[], list[np.ndarray]] | None = None,
           allow_nan: bool = False, stated: dict | None = None) -> dict:
     """Compare candidate outputs to baseline outputs; returns a JSON-ready verdict dict.
     NaN or Inf fails it, unless `allow_nan` and both have them in the same places. `stated`:
     {"rtol", "atol", "why"}, a tolerance the candidate declares (a quantized runtime) in place
     of the precision's; the verdict says so."""
-    rtol, atol = (stated["rtol"], stated["atol"]) if stated else tolerance(dtype)
+    rtol, atol = (stated["rtol"], stated["atol"]) if stated else tolerance(precision)
     if len(candidate) != len(baseline):
         return {"passed": False, "method": "structure",
                 "detail": f"{len(candidate)} outputs vs {len(baseline)} from eager"}

@@ -201,7 +201,7 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
             # before the model is built: Keras's dtype policy applies when layers are made
             result.precision_settings = module.apply_precision(spec.precision, spec.device)
             workload = workloads.get(spec.workload)
-            task = module.build_task(workload, spec.shape, spec.mode, spec.device, spec.dtype,
+            task = module.build_task(workload, spec.shape, spec.mode, spec.device, spec.precision,
                                      spec.seed, spec.backend)
             candidate = module.SIDES[spec.backend](task, spec.mode, spec.option)
             baseline = (module.SIDES[info.baseline](task, spec.mode, None)

@@ -34,14 +34,11 @@ class CellSpec:
     option: str | None
     mode: str
     shape: dict
-    dtype: str  # storage dtype of weights and inputs: the precision's (lab.core.precision)
+    precision: str  # the arithmetic, a lab.core.precision name; the storage dtype follows
     device: str
     threads: int
     repeats: int
     seed: int = 0
-    # applied by the backend before building (lab.core.precision); None: the dtype's precision,
-    # as for a spec written before precisions existed
-    precision: str | None = None
     min_sample_s: float = DEFAULT_MIN_SAMPLE_S
     warmup_steps: int = 3
     warmup_seconds: float = 1.0  # outlasts start-up transients seen after a compile
@@ -59,12 +56,18 @@ class CellSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.precision is None:
-            self.precision = precisions.resolve(self.dtype).value
+        self.precision = precisions.resolve(self.precision).value  # `float32` means fp32
+
+    @property
+    def dtype(self) -> str:
+        """The storage dtype of weights and inputs: the precision's."""
+        return precisions.policy(self.precision).storage_dtype
 
     @classmethod
     def from_json(cls, text: str) -> CellSpec:
         data = json.loads(text)
+        dtype = data.pop("dtype", None)  # a spec written before precisions existed
+        data.setdefault("precision", dtype)
         data["cell_pass"] = CellPass(data.get("cell_pass", CellPass.TIMED))
         return cls(**data)
 

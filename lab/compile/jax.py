@@ -36,21 +36,16 @@ import numpy as np
 
 from lab.compile.cycle import CycleSide
 from lab.compile.generation import GenerateSide
-from lab.compile.protocol import SideBase, Support
+from lab.compile.protocol import SideBase, Support, in_precision
 from lab.core import precision as precisions
 from lab.core.cores import usable_cores
 from lab.workloads.base import GenerateTask, JaxTask, ShapeCycle
-
-# what apply_precision set in this process: {"precision": name, "device": device}
-_PRECISION: dict = {}
 
 # Same optimizer hyperparameters as lab.compile.torch (torch.optim.SGD / Adam / AdamW).
 SGD_LR = 1e-3
 ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8
 ADAMW_WEIGHT_DECAY = 0.01
 OPTIMIZERS = ("sgd", "adam", "adamw")
-
-_SETTINGS: dict = {}
 
 
 def optimizer(kind: str):
@@ -93,11 +88,9 @@ def optimizer(kind: str):
     return adam_init, adam_update
 
 
-def _mixed_compute_dtype() -> str | None:
-    """The compute dtype of the applied precision when it is mixed; None otherwise."""
-    if not _PRECISION:
-        return None
-    policy = precisions.policy(_PRECISION["precision"])
+def _mixed_compute_dtype(precision: str) -> str | None:
+    """The compute dtype of `precision` when it is mixed; None otherwise."""
+    policy = precisions.policy(precision)
     return policy.compute_dtype if policy.autocast else None
 
 
@@ -151,7 +144,7 @@ class JaxSide(SideBase):
         import jax
 
         self.jax, self.task, self.mode, self.jit = jax, task, mode, jit
-        self.compute_dtype = _mixed_compute_dtype()
+        self.compute_dtype = _mixed_compute_dtype(task.precision)
         infer, loss_and_grads = _functions(task, self.compute_dtype)
         opt_init, opt_update = optimizer(task.optimizer)
         self.opt_state = opt_init(task.params) if mode == "train" else None
@@ -266,10 +259,10 @@ def _generate_side(task: GenerateTask, jit: bool) -> GenerateSide:
 
     import jax
 
-    compute = _mixed_compute_dtype()
+    compute = _mixed_compute_dtype(task.precision)
     params = task.params if compute is None else _cast_floating(jax, task.params, compute)
     eager = functools.partial(task.model, params)
-    tie = precisions.tolerance(_PRECISION.get("precision", precisions.Precision.FP32.value))
+    tie = precisions.tolerance(task.precision)
     if not jit:
         return GenerateSide(task, eager, eager, tie,
                             diagnostics=lambda: {"execution": "op-by-op",
@@ -305,12 +298,15 @@ def jit_side(task, mode: str, option=None):
 SIDES = {"jax-eager": eager_side, "jax-jit": jit_side}
 
 
-def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
+def build_task(workload, shape, mode, device, precision, seed, backend_name: str):
     import jax
 
     platform = "gpu" if device == "cuda" else "cpu"
+    precision = precisions.resolve(precision).value
     with jax.default_device(jax.devices(platform)[0]):
-        built = workload.build("jax", shape, mode, device, dtype, seed)
+        built = in_precision(workload.build("jax", shape, mode, device,
+                                            precisions.policy(precision).storage_dtype, seed),
+                             precision, device)
         put = jax.device_put
         if isinstance(built, GenerateTask):
             built.params, built.prompt = put(built.params), put(built.prompt)
@@ -340,9 +336,6 @@ def set_threads(threads: int) -> None:
     allowed = usable_cores()
     if threads < len(allowed) and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, allowed[:threads])
-    cpus = len(usable_cores())
-    _SETTINGS.update(requested_threads=threads, xla_cpu_threads=min(threads, cpus),
-                     how="process CPU affinity (XLA CPU pool = schedulable CPUs)")
 
 
 def versions() -> dict:
@@ -350,7 +343,10 @@ def versions() -> dict:
     import jaxlib
 
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "backend": jax.default_backend(), "threads": dict(_SETTINGS)}
+            "backend": jax.default_backend(),
+            # what set_threads applied: XLA's CPU pool is as large as the schedulable CPUs
+            "threads": {"xla_cpu_threads": len(usable_cores()),
+                        "how": "process CPU affinity (XLA CPU pool = schedulable CPUs)"}}
 
 
 def apply_precision(precision: str, device: str) -> dict:
@@ -361,18 +357,17 @@ def apply_precision(precision: str, device: str) -> dict:
     policy = precisions.policy(precision)
     jax.config.update("jax_default_matmul_precision",
                       "tensorfloat32" if policy.tf32 else "highest")
-    _PRECISION.update(precision=precisions.resolve(precision).value, device=device)
-    return precision_settings()
+    return precision_settings(precisions.resolve(precision).value)
 
 
-def precision_settings() -> dict:
+def precision_settings(precision: str) -> dict:
     """The precision switches as JAX reports them."""
     import jax
 
-    return {"precision": _PRECISION.get("precision"),
+    return {"precision": precision,
             "default_matmul_precision": jax.config.jax_default_matmul_precision,
             "enable_x64": bool(jax.config.jax_enable_x64),
-            "mixed_compute_dtype": _mixed_compute_dtype(),
+            "mixed_compute_dtype": _mixed_compute_dtype(precision),
             "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind}
 
 

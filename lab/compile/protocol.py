@@ -70,6 +70,14 @@ class SideBase:
     accuracy_tolerance = None
 
 
+def in_precision(task, precision: str, device: str):
+    """`task` (or the task a ShapeCycle wraps) tagged with the arithmetic it runs in."""
+    for t in (task, getattr(task, "task", None)):
+        if t is not None and hasattr(t, "precision"):
+            t.precision, t.device = precision, device
+    return task
+
+
 SideFactory = Callable[[Any, str, "str | None"], Side]  # (task, mode, option) -> side
 
 
@@ -85,9 +93,11 @@ class BackendModule(Protocol):
         """Whether this family can run on `device` on this machine (packages are checked
         before the module is imported)."""
 
-    def build_task(self, workload, shape: dict, mode: str, device: str, dtype: str, seed: int,
-                   backend_name: str) -> Any:
-        """The workload built for this framework: model, inputs, target, loss."""
+    def build_task(self, workload, shape: dict, mode: str, device: str, precision: str,
+                   seed: int, backend_name: str) -> Any:
+        """The workload built for this framework in `precision` (a lab.core.precision name:
+        its storage dtype for weights and inputs): model, inputs, target, loss. The task
+        carries the precision to the sides, which run their steps in it."""
 
     def set_threads(self, threads: int) -> None:
         """Apply the cell's thread count to the framework (before its first op)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.compile import flatten_outputs
-from lab.compile.protocol import SideBase, Support
+from lab.compile.protocol import SideBase, Support, in_precision
 from lab.core import precision as precisions
 from lab.core.status import CellFailure, Status
 from lab.workloads.base import TfTask
@@ -32,8 +32,6 @@ from lab.workloads.base import TfTask
 SGD_LR = 1e-3
 ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 1e-4, 0.9, 0.999, 1e-8
 
-_SETTINGS: dict = {}  # what set_threads applied, reported with the versions
-_PRECISION: dict = {}  # what apply_precision set: {"precision": name, "device": device}
 
 
 def _optimizer(kind: str):
@@ -71,7 +69,7 @@ class TfSide(SideBase):
         def infer():
             return model(*task.inputs, training=False)
 
-        mixed = bool(_PRECISION) and precisions.policy(_PRECISION["precision"]).autocast
+        mixed = precisions.policy(task.precision).autocast
 
         def loss_and_grads():
             with tf.GradientTape() as tape:
@@ -172,17 +170,20 @@ def xla_side(task: TfTask, mode: str, option=None) -> TfSide:
 SIDES = {"tf-eager": eager_side, "tf-graph": graph_side, "tf-xla": xla_side}
 
 
-def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
+def build_task(workload, shape, mode, device, precision, seed, backend_name: str):
     import tensorflow as tf
 
+    precision = precisions.resolve(precision).value
     with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
-        task = workload.build("tf", shape, mode, device, dtype, seed)
-    if _PRECISION and precisions.policy(_PRECISION["precision"]).autocast:
+        task = workload.build("tf", shape, mode, device,
+                              precisions.policy(precision).storage_dtype, seed)
+    in_precision(task, precision, device)
+    if precisions.policy(precision).autocast:
         layers = _layers(task.model)
         if not layers:
-            raise CellFailure(Status.SKIPPED, f"{_PRECISION['precision']}: the TensorFlow model "
+            raise CellFailure(Status.SKIPPED, f"{precision}: the TensorFlow model "
                                               f"is not a Keras layer (no dtype policy to set)")
-        mixed = _mixed_policy_name(_PRECISION["precision"])
+        mixed = _mixed_policy_name(precision)
         for layer in layers:
             layer.dtype_policy = mixed  # float32 variables stay; compute in the low dtype
     return task
@@ -206,8 +207,6 @@ def set_threads(threads: int) -> None:
     # Must run before the first op: TensorFlow sizes its pools once, at context creation.
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    _SETTINGS.update(intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
-                     inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads())
 
 
 def versions() -> dict:
@@ -215,7 +214,10 @@ def versions() -> dict:
     import tensorflow as tf
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "cuda": tf.sysconfig.get_build_info().get("cuda_version"), "threads": dict(_SETTINGS)}
+            "cuda": tf.sysconfig.get_build_info().get("cuda_version"),
+            # what set_threads applied, as TensorFlow reports it
+            "threads": {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}}
 
 
 def apply_precision(precision: str, device: str) -> dict:
@@ -229,16 +231,15 @@ def apply_precision(precision: str, device: str) -> dict:
     tf.config.experimental.enable_tensor_float_32_execution(policy.tf32)
     keras.mixed_precision.set_global_policy(
         _mixed_policy_name(precision) if policy.autocast else "float32")
-    _PRECISION.update(precision=precisions.resolve(precision).value, device=device)
-    return precision_settings()
+    return precision_settings(precisions.resolve(precision).value)
 
 
-def precision_settings() -> dict:
+def precision_settings(precision: str) -> dict:
     """The precision switches as TensorFlow and Keras report them."""
     import keras
     import tensorflow as tf
 
-    return {"precision": _PRECISION.get("precision"),
+    return {"precision": precision,
             "tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled(),
             "keras_global_policy": keras.mixed_precision.global_policy().name,
             "gpus_visible": len(tf.config.list_physical_devices("GPU"))}

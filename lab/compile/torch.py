@@ -27,21 +27,19 @@ import numpy as np
 
 from lab.compile.cycle import CycleSide
 from lab.compile.generation import GenerateSide
-from lab.compile.protocol import SideBase, Support
+from lab.compile.protocol import SideBase, Support, in_precision
 from lab.core import precision as precisions
 from lab.workloads.base import GenerateTask, ShapeCycle, TorchTask
 
-# what apply_precision set in this process: {"precision": name, "device": device}
-_PRECISION: dict = {}
 
-
-def _autocast(torch):
+def _autocast(torch, precision: str, device: str):
     """The context a step's forward runs in: autocast to the precision's compute dtype for
-    mixed precision, nothing otherwise (or before apply_precision was called)."""
-    if not _PRECISION or not precisions.policy(_PRECISION["precision"]).autocast:
+    mixed precision, nothing otherwise."""
+    policy = precisions.policy(precision)
+    if not policy.autocast:
         return contextlib.nullcontext()
-    dtype = getattr(torch, precisions.policy(_PRECISION["precision"]).compute_dtype)
-    return torch.autocast("cuda" if _PRECISION["device"] == "cuda" else "cpu", dtype=dtype)
+    dtype = getattr(torch, policy.compute_dtype)
+    return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=dtype)
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -76,9 +74,9 @@ class TorchSide(SideBase):
     def step(self):
         torch, task = self.torch, self.task
         if self.mode == "infer":
-            with torch.no_grad(), _autocast(torch):
+            with torch.no_grad(), _autocast(torch, task.precision, task.device):
                 return self.fn(*task.inputs)
-        with _autocast(torch):
+        with _autocast(torch, task.precision, task.device):
             loss = task.loss_fn(self.fn(*task.inputs), task.target)
         loss.backward()
         self.optimizer.step()
@@ -87,7 +85,9 @@ class TorchSide(SideBase):
 
     def outputs(self) -> list[np.ndarray]:
         """What accuracy is judged on: infer outputs, or train loss and every gradient."""
-        return _outputs(self.torch, self.fn, self.task, self.mode, _autocast(self.torch))
+        task = self.task
+        return _outputs(self.torch, self.fn, task, self.mode,
+                        _autocast(self.torch, task.precision, task.device))
 
     def diagnostics(self) -> dict:
         return {"precision": _model_precision(self.torch, self.task)}
@@ -110,13 +110,13 @@ def _model_precision(torch, task: TorchTask) -> dict:
     inputs = {str(t.dtype).removeprefix("torch.") for t in task.inputs
               if hasattr(t, "is_floating_point") and t.is_floating_point()}
     return {"parameter_dtypes": sorted(params), "input_dtypes": sorted(inputs),
-            "step_autocast_dtype": _step_autocast_dtype(torch)}
+            "step_autocast_dtype": _step_autocast_dtype(torch, task.precision, task.device)}
 
 
-def _step_autocast_dtype(torch) -> str | None:
+def _step_autocast_dtype(torch, precision: str, device: str) -> str | None:
     """The autocast dtype torch reports inside a step's context; None when autocast is off."""
-    device_type = "cuda" if _PRECISION.get("device") == "cuda" else "cpu"
-    with _autocast(torch):
+    device_type = "cuda" if device == "cuda" else "cpu"
+    with _autocast(torch, precision, device):
         if not torch.is_autocast_enabled(device_type):
             return None
         return str(torch.get_autocast_dtype(device_type)).removeprefix("torch.")
@@ -219,10 +219,10 @@ class CompiledTorchSide(TorchSide):
         return {**super().diagnostics(), **self.compiler.diagnostics()}
 
 
-def _under_autocast(torch, fn):
-    """fn(ids, cache) run in the precision's autocast, as a step's forward is."""
+def _under_autocast(torch, fn, task: GenerateTask):
+    """fn(ids, cache) run in the task's precision's autocast, as a step's forward is."""
     def forward(ids, cache):
-        with _autocast(torch):
+        with _autocast(torch, task.precision, task.device):
             return fn(ids, cache)
 
     return forward
@@ -231,11 +231,11 @@ def _under_autocast(torch, fn):
 def _generate_side(task: GenerateTask, compiler: _Compiler | None) -> GenerateSide:
     import torch
 
-    eager = _under_autocast(torch, task.model)
-    tie = precisions.tolerance(_PRECISION.get("precision", precisions.Precision.FP32.value))
+    eager = _under_autocast(torch, task.model, task)
+    tie = precisions.tolerance(task.precision)
     if compiler is None:
         return GenerateSide(task, eager, eager, tie)
-    return GenerateSide(task, _under_autocast(torch, compiler.fn), eager, tie,
+    return GenerateSide(task, _under_autocast(torch, compiler.fn, task), eager, tie,
                         diagnostics=compiler.diagnostics,
                         first_call_done=compiler.mark_first_call_done)
 
@@ -261,8 +261,10 @@ def compiled_side(task, mode: str, option: str | None):
 SIDES = {"torch-eager": eager_side, "torch-compile": compiled_side}
 
 
-def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
-    return workload.build("torch", shape, mode, device, dtype, seed)
+def build_task(workload, shape, mode, device, precision, seed, backend_name: str):
+    dtype = precisions.policy(precision).storage_dtype
+    return in_precision(workload.build("torch", shape, mode, device, dtype, seed),
+                        precisions.resolve(precision).value, device)
 
 
 def support(device: str) -> Support:
@@ -295,18 +297,17 @@ def apply_precision(precision: str, device: str) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = policy.tf32
     torch.backends.cudnn.allow_tf32 = policy.tf32
     torch.set_float32_matmul_precision("high" if policy.tf32 else "highest")
-    _PRECISION.update(precision=precisions.resolve(precision).value, device=device)
-    return precision_settings(torch, device)
+    return precision_settings(torch, precisions.resolve(precision).value, device)
 
 
-def precision_settings(torch, device: str) -> dict:
+def precision_settings(torch, precision: str, device: str) -> dict:
     """The precision switches as torch reports them, and the autocast a step runs under."""
     settings = {
-        "precision": _PRECISION.get("precision"),
+        "precision": precision,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "autocast_dtype": _step_autocast_dtype(torch),
+        "autocast_dtype": _step_autocast_dtype(torch, precision, device),
     }
     # torch >= 2.9 also keeps a per-backend float32 precision ("ieee", "tf32", or "none" for
     # inherit); oneDNN's is the one that can matter on a CPU

@@ -240,7 +240,7 @@ def plan(selection: Selection,
                 spec = CellSpec(
                     workload=workload.name, backend=choice.info.name, option=choice.option,
                     mode=mode, shape=shape, device=device, precision=precision.value,
-                    dtype=precisions.POLICIES[precision].storage_dtype, threads=threads,
+                    threads=threads,
                     repeats=_repeats(selection, mode), cold_l2=selection.cold_l2,
                     latency=selection.latency and mode == LATENCY_MODE,
                     cuda_graphs=selection.cuda_graphs, budget_s=BUDGET_SHARE * timeout_s,

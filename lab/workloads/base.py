@@ -27,6 +27,10 @@ class TorchTask:
     target: Any = None
     loss_fn: Callable | None = None
     optimizer: str = "sgd"  # the train step's optimizer: "sgd", "adam" or "adamw"
+    # the arithmetic the task runs in (a lab.core.precision name) and where: set by the
+    # backend's build_task from the precision it is passed, read by its sides
+    precision: str = "fp32"
+    device: str = "cpu"
 
 
 @dataclass
@@ -41,6 +45,10 @@ class TfTask:
     # dtype -> a fresh TfTask of the same model in that dtype (the float64 accuracy reference)
     rebuild: Callable[[str], TfTask] | None = None
     weights_source: str | None = None  # "torch" (copied), "numpy" or "keras" (its own init)
+    # the arithmetic the task runs in (a lab.core.precision name) and where: set by the
+    # backend's build_task from the precision it is passed, read by its sides
+    precision: str = "fp32"
+    device: str = "cpu"
 
 
 @dataclass
@@ -57,6 +65,10 @@ class JaxTask:
     # `apply(params, state, *inputs, train=bool) -> (output, new_state)`
     state: Any = None
     weights_source: str | None = None  # "torch" (copied) or "numpy"
+    # the arithmetic the task runs in (a lab.core.precision name) and where: set by the
+    # backend's build_task from the precision it is passed, read by its sides
+    precision: str = "fp32"
+    device: str = "cpu"
 
 
 
@@ -87,6 +99,10 @@ class GenerateTask:
     params: Any = None  # JAX parameters (torch keeps them in the module)
     sync: Callable = lambda x: x  # waits for a token array to be computed (JAX: block_until_ready)
     weights_source: str | None = None  # "torch" when JAX weights were copied from torch
+    # the arithmetic the task runs in (a lab.core.precision name) and where: set by the
+    # backend's build_task from the precision it is passed, read by its sides
+    precision: str = "fp32"
+    device: str = "cpu"
 
 
 @dataclass

@@ -32,7 +32,6 @@ from lab.compile.runtimes.runtime_tf import (
     eager_side,
     input_signature,
 )
-from lab.compile.tf import set_threads as set_tf_threads
 from lab.compile.tf import versions as tf_versions
 from lab.core.status import CellFailure, Status
 
@@ -46,7 +45,6 @@ OPTIONS = ("float32", "int8")
 # conversion (wrong weights give errors of the size of the outputs).
 INT8_TOLERANCE = {"rtol": 5e-2, "atol": 5e-2}
 
-_SETTINGS: dict = {"threads": None}
 
 
 class LiteRtSide(ConvertedTfSide):
@@ -82,7 +80,7 @@ class LiteRtSide(ConvertedTfSide):
             flatbuffer = converter.convert()
         with timed_step("ai_edge_litert Interpreter", Status.CONVERT_ERROR) as loaded:
             interpreter = Interpreter(model_content=flatbuffer,
-                                      num_threads=_SETTINGS["threads"])
+                                      num_threads=_tf_threads())
             interpreter.allocate_tensors()
         # inputs in signature order (input_0, input_1, ...), whatever their tensor indices
         inputs = sorted(interpreter.get_input_details(), key=_signature_position)
@@ -130,7 +128,7 @@ class LiteRtSide(ConvertedTfSide):
     def runtime_diagnostics(self) -> dict:
         if self.interpreter is None:
             return {}
-        return {"precision": self.precision, "threads": _SETTINGS["threads"],
+        return {"precision": self.precision, "threads": _tf_threads(),
                 "accuracy_tolerance": self.accuracy_tolerance,
                 "quantization_error": self.quantization_error()}
 
@@ -163,9 +161,13 @@ def support(device: str) -> Support:
     return Support.yes()
 
 
-def set_threads(threads: int) -> None:
-    set_tf_threads(threads)
-    _SETTINGS["threads"] = threads
+def _tf_threads() -> int | None:
+    """The cell's thread count as TensorFlow (set first, by the base's set_threads) holds it:
+    the interpreter gets the same. None where none was set (TensorFlow says 0): the
+    interpreter's default, as TensorFlow's."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or None
 
 
 def versions() -> dict:

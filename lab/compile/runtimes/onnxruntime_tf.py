@@ -17,7 +17,6 @@ from lab.compile.runtimes.runtime_tf import (
     eager_side,
     input_signature,
 )
-from lab.compile.tf import set_threads as set_tf_threads
 from lab.compile.tf import versions as tf_versions
 from lab.core.status import Status
 
@@ -46,7 +45,8 @@ class OnnxTfSide(ConvertedTfSide):
         self.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                          default=None)
         with timed_step("onnxruntime.InferenceSession", Status.CONVERT_ERROR) as loaded:
-            sess = ort_session.session(serialized, self.device, self.option)
+            sess = ort_session.session(serialized, self.device, self.option,
+                                       tf.config.threading.get_intra_op_parallelism_threads())
         # ONNX Runtime reads host arrays; the IO binding path is for torch CUDA tensors
         self.runner = ort_session.Runner(sess, self.host_inputs, self.device)
         conversion = Conversion(
@@ -84,11 +84,6 @@ def support(device: str) -> Support:
     except Exception as exc:
         return Support.no(f"tf2onnx cannot load here: {type(exc).__name__}: {str(exc)[:200]}")
     return Support.yes()
-
-
-def set_threads(threads: int) -> None:
-    set_tf_threads(threads)
-    ort_session.set_threads(threads)
 
 
 def versions() -> dict:

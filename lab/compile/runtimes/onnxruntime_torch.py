@@ -23,7 +23,6 @@ from lab.compile.runtimes.runtime_torch import (
     to_numpy,
     torch_support,
 )
-from lab.compile.torch import set_threads as set_torch_threads
 from lab.compile.torch import versions as torch_versions
 from lab.core.status import Status
 
@@ -50,7 +49,7 @@ class OnnxTorchSide(ConvertedTorchSide):
             program = torch.onnx.export(model, inputs, dynamo=True, verbose=False)
             program.save(path)
         with timed_step("onnxruntime.InferenceSession", Status.CONVERT_ERROR) as loaded:
-            sess = ort_session.session(path, self.device, self.option)
+            sess = ort_session.session(path, self.device, self.option, torch.get_num_threads())
         arrays = [t.detach().cpu().numpy() for t in inputs]
         self.runner = ort_session.Runner(sess, arrays, self.device,
                                          torch_inputs=inputs if self.device == "cuda" else None)
@@ -85,11 +84,6 @@ def support(device: str) -> Support:
             return Support.no("this onnxruntime build has no CUDAExecutionProvider "
                               "(onnxruntime-gpu)")
     return torch_ok
-
-
-def set_threads(threads: int) -> None:
-    set_torch_threads(threads)
-    ort_session.set_threads(threads)
 
 
 def versions() -> dict:

@@ -16,13 +16,7 @@ from __future__ import annotations
 
 from lab.core.status import CellFailure, Status
 
-_SETTINGS: dict = {"threads": None}  # set_threads stores the count; sessions read it
-
 OPTIONS = ("default", "tensorrt")
-
-
-def set_threads(threads: int) -> None:
-    _SETTINGS["threads"] = threads
 
 
 def providers(device: str, option: str | None) -> list:
@@ -45,13 +39,14 @@ def providers(device: str, option: str | None) -> list:
     return [*wanted, "CPUExecutionProvider"]
 
 
-def session(model, device: str, option: str | None):
-    """An InferenceSession on `model` (a path or serialized bytes) with the lab's settings."""
+def session(model, device: str, option: str | None, threads: int):
+    """An InferenceSession on `model` (a path or serialized bytes) with the lab's settings and
+    the cell's thread count (as the framework that fed it was set to: passed, not kept)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if _SETTINGS["threads"]:
-        options.intra_op_num_threads = _SETTINGS["threads"]
+    if threads:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1  # sequential execution: no inter-op pool is used
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -17,12 +17,12 @@ from lab.core.status import CellFailure, Status
 BASE = tf_backend  # what this module does not define, the registry takes from there
 
 
-def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
+def build_task(workload, shape, mode, device, precision, seed, backend_name: str):
     require_infer(mode)
     if "tf" not in workload.frameworks:
         raise CellFailure(Status.SKIPPED, f"{backend_name} converts Keras models; workload "
                                           f"{workload.name!r} has no TensorFlow version")
-    task = tf_backend.build_task(workload, shape, mode, device, dtype, seed, backend_name)
+    task = tf_backend.build_task(workload, shape, mode, device, precision, seed, backend_name)
     import keras
 
     if not isinstance(task.model, keras.Model):

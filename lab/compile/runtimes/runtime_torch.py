@@ -17,9 +17,9 @@ BASE = torch_backend  # what this module does not define, the registry takes fro
 
 
 
-def build_task(workload, shape, mode, device, dtype, seed, backend_name: str):
+def build_task(workload, shape, mode, device, precision, seed, backend_name: str):
     require_infer(mode)  # before building: a train cell has nothing to convert
-    return torch_backend.build_task(workload, shape, mode, device, dtype, seed, backend_name)
+    return torch_backend.build_task(workload, shape, mode, device, precision, seed, backend_name)
 
 
 def to_numpy(value) -> np.ndarray:
