@@ -1,8 +1,8 @@
 """No credential is ever stored in a run folder: run folders are committed and shared.
 
 The fingerprint keeps only the environment variables that change performance (an explicit list,
-lab.store.folders.ENV_NAMES), never one whose name says credential, and redacts a credential found in
-a stored value or in the command line.
+lab.store.folders.ENV_NAMES), never one whose name says credential, and redacts a credential found
+in a stored value or in the command line.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def test_diff_names_the_ops_and_kernels_an_added_layer_brings():
     # the graph's hash in its name is not a change: the call is one row on both sides
     assert compiled["## Call CompiledFxGraph <hash> ##"]["change"] in ("slower", "faster")
     # the largest change of the eager step is the added norm, and the rows account for it
-    step_delta = sides["torch-eager"]["candidate_step_us"] - sides["torch-eager"]["baseline_step_us"]
+    eager = sides["torch-eager"]
+    step_delta = eager["candidate_step_us"] - eager["baseline_step_us"]
     assert sides["torch-eager"]["rows"][0]["name"] == "aten::native_layer_norm"
     assert 0 < sides["torch-eager"]["explained_us"] <= step_delta
     assert "+cpp_fused_native_layer_norm_relu_0 = async_compile" in bench["code_diff"]

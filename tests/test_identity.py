@@ -4,7 +4,6 @@ has one key however its path is typed, history splits series where a setting cha
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path

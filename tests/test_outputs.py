@@ -216,7 +216,7 @@ def test_lab_run_stores_the_user_workloads_commit_in_its_cell_and_the_run(user_r
     assert doc["commit_info"]["id"] == _git(ROOT, "rev-parse", "HEAD")
 
 
-# ---------------------------------------------------------------- one table model (lab.reports.rows)
+# -------------------------------------------------------- one table model (lab.reports.rows)
 
 def _flagged_run(tmp_path) -> Path:
     """One run whose cells set every flag a table can show: noisy, busy, cut by the budget, a

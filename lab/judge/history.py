@@ -2,8 +2,9 @@
 
 A run contributes one value per benchmark: the geometric mean of its per-process medians (the
 median of its samples when it stored one process). Benchmarks are keyed as the gate keys them
-(lab.store.identity), and a benchmark whose runs differ in a setting the gate refuses to mix (threads,
-per-call latency, machine) has one series per setting, the change marked. The series, in run order, goes to
+(lab.store.identity), and a benchmark whose runs differ in a setting the gate refuses to mix
+(threads, per-call latency, machine) has one series per setting, the change marked. The series, in
+run order, goes to
 `lab.core.stats.change_points` (binary segmentation, permutation test); a change point is reported
 with the run where the new level starts and the ratio of the levels either side.
 """
@@ -73,8 +74,9 @@ def split(points: dict[str, list[tuple[str, float, tuple]]]) -> History:
             benchmark[label] = name
         marks[name] = [
             SettingChange(run_id, ", ".join(f"{k} {old} -> {new}" for (k, old), (_, new)
-                                            in zip(before, after) if old != new))
-            for (_, _, before), (run_id, _, after) in zip(found, found[1:]) if before != after]
+                                            in zip(before, after, strict=False) if old != new))
+            for (_, _, before), (run_id, _, after) in zip(found, found[1:], strict=False)
+            if before != after]
     return History([], series, benchmark, marks, 0)
 
 

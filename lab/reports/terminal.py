@@ -1,6 +1,7 @@
 """The comparison table of `lab run` and `lab show`, drawn from a stored results document
 (never from live objects), so both print exactly the same thing. What each cell says is
-decided in `lab.reports.rows`, as for the markdown, HTML and CSV outputs; this lays it out for rich."""
+decided in `lab.reports.rows`, as for the markdown, HTML and CSV outputs; this lays it out for
+rich."""
 
 from __future__ import annotations
 

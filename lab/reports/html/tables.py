@@ -1,8 +1,8 @@
 """The report's HTML tables: the cells, hot kernels with their links, claims and gate verdicts.
 
-Every value is escaped here; what a cell's row says comes from `lab.reports.rows` (as in the terminal,
-markdown and CSV outputs); numbers carry a `data-sort` key so the page's sorter orders them
-as numbers (a `never` break-even sorts after every finite one).
+Every value is escaped here; what a cell's row says comes from `lab.reports.rows` (as in the
+terminal, markdown and CSV outputs); numbers carry a `data-sort` key so the page's sorter orders
+them as numbers (a `never` break-even sorts after every finite one).
 """
 
 from __future__ import annotations
