@@ -80,9 +80,9 @@ def gate(baseline: str | Path, candidate: str | Path, threshold: str = "5%", *,
          force: bool = False, noise_floor: float | None = None,
          allow_missing: bool = False) -> dict:
     """`lab gate BASELINE CANDIDATE --json`: a verdict per benchmark and `failed`."""
-    from lab.commands import verdicts
+    from lab.judge import checks
 
-    return verdicts.gate_json(verdicts.gate_runs(str(baseline), str(candidate), threshold,
+    return checks.gate_json(checks.gate_runs(str(baseline), str(candidate), threshold,
                                                  force, noise_floor, allow_missing))
 
 
@@ -90,10 +90,10 @@ def check(claims: str | Path, run: str | Path | None = None, *, stored_only: boo
           out: str = defaults.DEFAULT_OUT) -> dict:
     """`lab check CLAIMS --json`: a verdict per claim, judged on `run`'s cells and, unless
     `stored_only`, on cells measured now for what it lacks."""
-    from lab.commands import verdicts
+    from lab.judge import checks
 
     def quiet(line: str) -> None:  # the notebook gets the document, not progress lines
         pass
 
-    return verdicts.claims_json(verdicts.judge_claims(
+    return checks.claims_json(checks.judge_claims(
         str(claims), str(run) if run is not None else None, stored_only, out, quiet))

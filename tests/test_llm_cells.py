@@ -231,7 +231,7 @@ def test_torch_compile_static_with_buckets_compiles_one_graph_per_bucket():
 def test_llm_training_claim_is_judged_on_gpt2_and_llama(tmp_path):
     from verdict_helpers import speedup_cell, write_run
 
-    from lab.commands.verdicts import judge_claims
+    from lab.judge.checks import judge_claims
 
     entries = [speedup_cell("gpt2", "torch-compile", "train", 1.4, seed=1),
                speedup_cell("llama", "torch-compile", "train", 1.0, seed=3),

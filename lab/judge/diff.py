@@ -404,3 +404,16 @@ def to_json(diff: RunDiff) -> dict:
                             for k, b, c in diff.environment],
             "only_baseline": diff.only_baseline, "only_candidate": diff.only_candidate,
             "benchmarks": [benchmark_json(bd) for bd in diff.benchmarks]}
+
+
+def load_with_folder(text: str, root: str = results.DEFAULT_ROOT) -> tuple[dict, Path]:
+    """A stored run (folder, results.json or run id) and the folder its profiles sit in."""
+    path = results.find_run(text, root)
+    return results.load(path), results.resolve(path).parent
+
+
+def run_diff(baseline: str, candidate: str, names: list[str] | None = None,
+             root: str = results.DEFAULT_ROOT) -> RunDiff:
+    base, base_dir = load_with_folder(baseline, root)
+    cand, cand_dir = load_with_folder(candidate, root)
+    return diff_runs(base, base_dir, cand, cand_dir, baseline, candidate, names)
