@@ -34,12 +34,14 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
         shape: dict | None = None, threads: int | None = None, processes: int = 1,
         timeout_s: float = defaults.DEFAULT_TIMEOUT_S, out: str = defaults.DEFAULT_OUT,
         executor: str = "local", ray_address: str | None = None,
+        ranks: int | None = None, parallel=None,
         progress: Callable[[session.Progress], None] | None = None) -> Path:
     """Measure workloads x backends x modes like `lab run`; returns the stored run's folder.
     A cell that fails is stored with its status (read it with `load`). Ctrl-C: the finished
     cells are kept, the run marked incomplete, and KeyboardInterrupt raised (its message names
     the folder). `progress(event)` is called as each phase of a cell and each cell ends; the
-    same events go to the "lab" logger at INFO."""
+    same events go to the "lab" logger at INFO. `ranks`, `parallel`: as `--ranks`, `--parallel`
+    (train cells data parallel over N ranks; docs/distributed.md)."""
     from lab.running import executors
 
     session.check_run_options(timeout_s=timeout_s, processes=processes, executor=executor,
@@ -47,7 +49,8 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     selection = session.Selection(
         workloads=_names(workloads), backends=_names(backends), modes=_names(modes),
         device=device, precision=precision, shape=dict(shape or {}), threads=threads,
-        repeats=repeats, on_this_machine=executor == "local")
+        repeats=repeats, on_this_machine=executor == "local", ranks=ranks,
+        parallel=_names(parallel) if parallel else None)
     cells, resolved = session.plan(selection, timeout_s=timeout_s)
     # the command line that measures the same cells, recorded where `lab run` records its own
     argv = ["run", "--workload", ",".join(selection.workloads),
@@ -56,6 +59,9 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     if precision:
         argv += ["--precision", precision]
     argv += [f"--shape={k}={v}" for k, v in selection.shape.items()]
+    if ranks is not None:  # data-parallel cells (docs/distributed.md)
+        argv += ["--ranks", str(ranks)] + (["--parallel", ",".join(selection.parallel)]
+                                          if selection.parallel else [])
     argv += ["--executor", executor] + (["--ray-address", ray_address] if ray_address else [])
     result = session.run_cells(
         cells, out=out, label=resolved, argv=argv, timeout_s=timeout_s, processes=processes,

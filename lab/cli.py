@@ -203,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CUDA: capture each infer step in a CUDA graph and replay it")
     p.add_argument("--profile", action="store_true",
                    help="after timing, capture a trace per cell in a separate pass")
+    p.add_argument("--ranks", type=_positive_int, default=None,
+                   help="train cells data parallel over N ranks on this machine, each with "
+                        "--threads cores of its own (docs/distributed.md)")
+    p.add_argument("--parallel", type=_csv, default=None,
+                   help="with --ranks: torch's strategies, ddp and/or fsdp (default ddp)")
     p.add_argument("--processes", type=_positive_int, default=1,
                    help="cell processes per cell; `lab gate` compares their medians")
     p.add_argument("--executor", choices=("local", "ray"), default="local",

@@ -168,9 +168,8 @@ def test_processes_keep_every_sample_and_each_process_median(monkeypatch):
         CellResult(samples_s=[5.0, 7.0], baseline_samples_s=[4.0, 6.0]),
         CellResult(samples_s=[1.0]),
         CellResult.failed("timeout", "slow")])
-    monkeypatch.setattr(runner, "run_cell",
-                        lambda spec, label, t, on_phase=None: CellOutcome(spec, label, next(answers),
-                                                                        1.0))
+    monkeypatch.setattr(runner, "run_cell", lambda spec, label, t, on_phase=None:
+                        CellOutcome(spec, label, next(answers), 1.0))
     monkeypatch.setattr(runner, "run_cell_process", lambda spec, t: (next(answers), 0.5))
     outcome = runner.run_cell_processes("spec", "torch-compile", 10.0, processes=2)
     assert outcome.result.samples_s == [1.0, 3.0, 5.0, 7.0]

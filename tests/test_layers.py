@@ -20,6 +20,7 @@ LAYERS = [
     ("compile",),  # how a workload becomes timed steps in each framework and runtime
     ("cell",),  # one cell: launched by the parent, run in its own process, measured
     ("profiling",),  # a cell traced in a pass of its own; hot-kernel tables, Nsight
+    ("distributed",),  # data-parallel cells: N rank processes launched, timed, compared
     ("running",),  # the selection, the one run loop, where cells run, the run writer
     ("judge", "reports"),  # what is read from stored runs: verdicts, the gate; the tables
     ("commands", "api"),  # the commands and the Python API

@@ -33,7 +33,8 @@ def selection(args) -> session.Selection:
         cold_l2=getattr(args, "cold_l2", False), cuda_graphs=getattr(args, "cuda_graphs", False),
         allow_nan=getattr(args, "allow_nan", False),
         full_size=getattr(args, "full_size", False),
-        allow_large=getattr(args, "allow_large", False), stored_runs=getattr(args, "out", None))
+        allow_large=getattr(args, "allow_large", False), stored_runs=getattr(args, "out", None),
+        ranks=getattr(args, "ranks", None), parallel=getattr(args, "parallel", None))
 
 
 def _exit_code(result: session.SessionResult, console) -> int:

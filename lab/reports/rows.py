@@ -218,6 +218,8 @@ def build(cell: dict) -> Row:
         if sampling.get("cut_by_budget"):
             flags.append(f"{sampling.get('rounds')} of {sampling.get('rounds_planned')} "
                          f"samples: budget")
+        if cell.get("scaling_efficiency") is not None:  # a data-parallel cell (--ranks)
+            flags.append(f"{cell.get('ranks')} ranks: scaling {cell['scaling_efficiency']:.2f}")
         if "graphs" in cycle:
             flags.append(f"{cycle['graphs']} graphs, {cycle['recompiles']} recompiles over "
                          f"the cycle")

@@ -101,6 +101,10 @@ class Selection:
     allow_large: bool = False
     # where stored runs are read to say how long a large cell may take (None: not said)
     stored_runs: str | None = None
+    # --ranks N: train cells data parallel over N ranks (lab.distributed); --parallel: the
+    # strategies of the backends that have several (torch: ddp, fsdp)
+    ranks: int | None = None
+    parallel: list[str] | None = None
 
 
 @dataclass
@@ -247,6 +251,15 @@ def plan(selection: Selection,
                     extra={"allow_nan": True} if selection.allow_nan else {})
                 cells.append(PlannedCell(spec, choice, workload, checks.skip_reason(
                     workload, choice, mode, precision.value, selection.on_this_machine)))
+    if selection.ranks is not None:  # data-parallel cells in place of single-process ones
+        from lab.distributed import plan as ranked
+
+        per_rank = ranked.check(selection.ranks, selection.parallel, selection.threads, cores)
+        cells = [PlannedCell(*cell) for cell in ranked.expand(
+            [(c.spec, c.choice, c.workload, c.skip_reason) for c in cells],
+            selection.ranks, selection.parallel, per_rank)]
+    elif selection.parallel:
+        raise UsageError("--parallel names data-parallel strategies: it needs --ranks N")
     checks.refuse_if_nothing_runs(cells)
     if selection.on_this_machine:  # a cluster's nodes have memory of their own
         checks.check_memory(cells, device, selection.allow_large, selection.stored_runs,

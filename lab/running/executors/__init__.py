@@ -38,8 +38,13 @@ def measure(job: CellJob, on_phase: PhaseCallback | None = None) -> CellOutcome:
     """The job's cell processes, with the load of the machine they ran on sampled around them
     (lab.running.machine_load): the local executor calls this here, a Ray task on its node."""
     start = machine_load.mark()
-    outcome = runner.run_cell_processes(job.spec, job.label, job.timeout_s, job.processes,
-                                        on_phase)
+    if job.spec.extra.get("ranks"):  # a data-parallel cell: its ranks' processes
+        from lab.distributed import launch
+
+        outcome = launch.run_cell(job.spec, job.label, job.timeout_s, on_phase)
+    else:
+        outcome = runner.run_cell_processes(job.spec, job.label, job.timeout_s,
+                                            job.processes, on_phase)
     load = machine_load.between(start)
     if load is not None:  # other work on this machine during the cell: suspect timings
         outcome.extra.update(load)
