@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.reports.csv_export import COLUMNS, cells_csv
+from lab.store import identity
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = sorted((ROOT / "profiles/amd-epyc-2c").glob("*/results.json"))
@@ -30,10 +31,11 @@ def test_every_measured_cell_reads_back_with_its_numbers():
     doc = json.loads(CPU_RUN.read_text())
     rows = _read(cells_csv(doc))
     assert list(rows[0]) == list(COLUMNS)
-    assert [r["name"] for r in rows] == doc["lab"]["order"]
+    # names are read in today's form (lab.store.identity): the stored run says float32
+    assert [r["name"] for r in rows] == [identity.canonical(n) for n in doc["lab"]["order"]]
     by_name = {r["name"]: r for r in rows}
     for bench in doc["benchmarks"]:
-        info, row = bench["extra_info"], by_name[bench["name"]]
+        info, row = bench["extra_info"], by_name[identity.canonical(bench["name"])]
         assert row["run_id"] == doc["lab"]["run_id"]
         assert (row["workload"], row["backend"], row["mode"], row["device"], row["dtype"]) == (
             info["workload"], info["backend"], info["mode"], info["device"], info["dtype"])
@@ -66,7 +68,7 @@ def test_a_compile_that_never_pays_back_is_inf_and_a_finite_one_is_its_steps():
         info = bench["extra_info"]
         if info.get("speedup") is None:
             continue
-        value = _number(rows[bench["name"]]["break_even_steps_cold"])
+        value = _number(rows[identity.canonical(bench["name"])]["break_even_steps_cold"])
         if info["break_even_steps_cold"] is None:
             assert math.isinf(value)
             seen.add("never")
