@@ -11,7 +11,7 @@ WORKLOADS ?= mlp,transformer
 BACKENDS ?= torch-eager,torch-compile
 MODES ?= infer,train
 
-.PHONY: run test install bench lint clean gpu gpu-plan
+.PHONY: run test install bench lint clean gpu gpu-plan gpu-suite
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ gpu:
 
 gpu-plan:
 	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py plan
+
+# the HF model suite on the GPU, resumed across leases until complete (bench/gpu_suite.py)
+gpu-suite:
+	PYTHONPATH=. $(PYTHON) bench/gpu_suite.py --out $(GPU_OUT)
 
 bench: install
 	$(PY) -m pytest bench --benchmark-autosave

@@ -132,8 +132,14 @@ def _csv(text: str) -> list[str]:
 # ---------------------------------------------------------------- selection shared by run/profile
 
 def add_selection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", type=_csv, required=True,
-                   help="comma-separated workload names, or path/to/file.py:factory")
+    p.add_argument("--workload", type=_csv, default=None,
+                   help="comma-separated workload names, or path/to/file.py:factory "
+                        "(this, --suite or both)")
+    p.add_argument("--suite", type=_csv, default=None,
+                   help="every model of these suites (`lab list --suites`): hf")
+    p.add_argument("--size", choices=("real", "tiny"), default=None,
+                   help="suite models' size: real (their published sizes, the default) or "
+                        "tiny (a cell in seconds on a CPU)")
     p.add_argument("--backend", type=_csv, default=["torch-eager", "torch-compile"],
                    help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode")
     p.add_argument("--mode", type=_csv, default=["infer"],
@@ -185,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="workloads, backends and kernels; what runs here")
+    p.add_argument("--suites", action="store_true",
+                   help="the models of each suite (--suite): size in parameters and whether "
+                        "each builds here")
     p.set_defaults(func=_delegate("lab.commands.show", "cmd_list"))
 
     p = sub.add_parser("run", help="measure workloads x backends; store and print the table")
@@ -214,11 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where cells run: one at a time here, or as tasks on a Ray cluster")
     p.add_argument("--ray-address", dest="ray_address", default=None,
                    help="Ray cluster address (default: start or join a local one)")
+    p.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue a stored run (folder or run id): run only the cells of this "
+                        "selection it does not hold as finished, into its folder")
+    p.add_argument("--resume-anyway", dest="resume_anyway", action="store_true",
+                   help="with --resume: continue even on another machine, lab commit or "
+                        "cell setting")
     p.set_defaults(func=_delegate("lab.commands.run", "cmd_run"))
 
     p = sub.add_parser("show", help="print a stored run's table")
     p.add_argument("run", help="run folder, results.json or run id")
     p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--json", action="store_true",
+                   help="print the run's suite summary (pass rate, geomean speedup, compile "
+                        "time, memory compression per suite and backend) as JSON")
     p.set_defaults(func=_delegate("lab.commands.show", "cmd_show"))
 
     p = sub.add_parser("report", help="stored runs as markdown, an HTML page with plots, or CSV")
@@ -350,6 +368,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _resumed_selection(parser, args, argv: list[str] | None):
+    """`lab run --resume RUN` with no --workload or --suite: the selection is RUN's own command
+    line (lab.running.resume checks it as any other), with the flags given now after it (they
+    win)."""
+    if getattr(args, "command", None) != "run" or args.resume is None or args.workload \
+            or args.suite:
+        return args
+    from lab.store import reader as results
+
+    stored = results.load_run(args.resume, args.out)["lab"].get("argv") or []
+    if not stored or stored[0] != "run":
+        raise UsageError(f"--resume {args.resume}: the run stores no `lab run` command line; "
+                         f"give its selection (--workload, --suite)")
+    given = list(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args([*stored, *given[given.index("run") + 1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     stdout = sys.stdout
@@ -361,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = {sig: signal.signal(sig, _interrupt)
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        args = parser.parse_args(argv)
+        args = _resumed_selection(parser, parser.parse_args(argv), argv)
         code = args.func(args)
         guard.flush()  # what is still buffered: a full disk shows here, not at exit
         if guard.failure is not None:  # the output is lost: not the command's own outcome

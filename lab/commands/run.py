@@ -25,8 +25,12 @@ def selection(args) -> session.Selection:
             raise UsageError(f"--shape {key} expects an integer, got {value!r}") from None
     named = {key: getattr(args, key) for key in session.NAMED_SHAPE_KEYS
              if getattr(args, key, None) is not None}
+    from lab.commands.suites import suite_selection
+
+    chosen, size_shape = suite_selection(args)
+    explicit.update(size_shape)
     return session.Selection(
-        workloads=args.workload, backends=args.backend, modes=args.mode, device=args.device,
+        workloads=chosen, backends=args.backend, modes=args.mode, device=args.device,
         precision=getattr(args, "precision", None), dtype=getattr(args, "dtype", None),
         named_shape=named, shape=explicit, threads=args.threads,
         repeats=getattr(args, "repeats", None), latency=getattr(args, "latency", False),
@@ -57,6 +61,9 @@ def cmd_run(args) -> int:
     session.check_run_options(timeout_s=args.timeout, processes=args.processes,
                               executor=args.executor, ray_address=args.ray_address)
     cells, device = session.plan(chosen, timeout_s=args.timeout)
+    resume = _resume(args, cells)
+    if resume is not None:
+        cells = resume.remaining(cells)
     executor = executors.get(args.executor, **({"address": args.ray_address}
                                                if args.executor == "ray" else {}))
     console = table.make_console()
@@ -71,10 +78,28 @@ def cmd_run(args) -> int:
         result = session.run_cells(
             cells, out=args.out, label=device, argv=sys.argv[1:], executor=executor,
             timeout_s=args.timeout, processes=args.processes, on_start=on_start,
-            progress=on_progress, after=after)
-    table.render(results.load(result.path), console)
+            progress=on_progress, after=after, resume=resume)
+    doc = results.load(result.path)
+    table.render(doc, console)
+    from lab.judge import scorecard
+
+    scorecard.render(scorecard.summarize(results.cells(doc)), console)  # suites only
     console.print(f"stored: {result.path}")
     return _exit_code(result, console)
+
+
+def _resume(args, cells):
+    """The stored run --resume names, checked against this selection and machine; None when
+    the run starts afresh. --resume-anyway without --resume is refused: it would do nothing."""
+    if getattr(args, "resume", None) is None:
+        if getattr(args, "resume_anyway", False):
+            raise UsageError("--resume-anyway goes with --resume RUN")
+        return None
+    from lab.running import resume
+    from lab.store import folders as store
+
+    fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
+    return resume.prepare(args.resume, args.out, cells, fp, anyway=args.resume_anyway)
 
 
 @contextmanager

@@ -17,6 +17,10 @@ def cmd_list(args) -> int:
     """What the lab has, at once (static descriptions: no framework imported here), then what
     runs on this machine: each framework's answer comes from a child process, run side by
     side, and is cached until an installed framework or the backends' code changes."""
+    if getattr(args, "suites", False):
+        from lab.commands.suites import cmd_list_suites
+
+        return cmd_list_suites(args)
     from rich.table import Table
 
     from lab import compile as backends
@@ -192,7 +196,18 @@ def cmd_show(args) -> int:
     if rows.is_profile_run(doc):  # traced, not timed: its traces and hot tables instead
         table.render_profile(doc, results.resolve(path).parent)
     else:
-        table.render(doc)
+        from lab.judge import scorecard
+
+        summary = scorecard.summarize(results.cells(doc))
+        if getattr(args, "json", False):  # the suite summary, for a dashboard or a script
+            import json
+
+            print(json.dumps({"run": results.resolve(path).parent.name, "suites": summary},
+                             indent=2, default=str))
+            return 0
+        console = table.make_console()
+        table.render(doc, console)
+        scorecard.render(summary, console)
     return 0
 
 
@@ -287,9 +302,13 @@ def cmd_report(args) -> int:
         raise UsageError(f"no {args.workload!r} cells in {args.runs[0]}")
     # one table per workload: each has its own throughput unit; then per-call latency
     # (--latency cells) and peak memory, where the run has them
-    print("\n\n".join(
+    from lab.judge import scorecard
+
+    print("\n\n".join(filter(None, [scorecard.markdown(scorecard.summarize(
+        [c for c in results.cells(doc) if not args.workload or c.get("workload") == args.workload
+         ])), *(
         f"### {name}\n\n" + "\n\n".join(filter(None, [
             report.markdown_table(doc, name), report.latency_table(doc, name),
             report.memory_table(doc, name)]))
-        for name in ([args.workload] if args.workload else names)))
+        for name in ([args.workload] if args.workload else names))])))
     return 0

@@ -360,3 +360,23 @@ def change_points(values, alpha: float = 0.01, min_size: int = 2, min_shift: flo
 
     search(0, x.size)
     return sorted(found)
+
+
+def geomean_ci(values, confidence: float = 0.95,
+               seed: int | None = 0) -> tuple[float | None, tuple[float, float] | None]:
+    """(geometric mean, its bootstrap interval) of positive ratios, one per model of a suite:
+    the mean of the logs resampled over the values, so the interval says how far the geomean
+    moves with which models were drawn. (None, None) for no values; a single value has no
+    spread to resample: its interval is the value itself."""
+    logs = np.log(np.asarray([v for v in values if v > 0], dtype=float))
+    if logs.size == 0:
+        return None, None
+    geo = float(np.exp(logs.mean()))
+    if logs.size == 1 or np.all(logs == logs[0]):
+        return geo, (geo, geo)
+    from scipy.stats import bootstrap
+
+    res = bootstrap((logs,), np.mean, confidence_level=confidence, method="percentile",
+                    n_resamples=BOOTSTRAP_RESAMPLES, random_state=_rng(seed))
+    return geo, (float(np.exp(res.confidence_interval.low)),
+                 float(np.exp(res.confidence_interval.high)))

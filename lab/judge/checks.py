@@ -125,7 +125,11 @@ def claims_json(check: ClaimCheck) -> dict:
                            "ci95": finite(list(cell.ci95)) if cell.ci95 else None,
                            "verdict": cell.verdict, "reason": cell.reason,
                            "compile": cell.compile_note, "detail": cell.detail}
-                          for cell in r.cells]}
+                          for cell in r.cells],
+                # a claim over a suite (lab.judge.suite_claims): which, and what is judged there
+                **({"suite": c.suite, "suite_aggregate": c.suite_kind,
+                    "metric": "pass_rate" if c.suite_kind == "pass_rate" else c.metric,
+                    "at": c.at} if getattr(c, "suite", None) else {})}
 
     return {"command": "check", "device": check.device, "hardware": check.hardware,
             "run": check.run, "claims": [claim(r) for r in check.results]}

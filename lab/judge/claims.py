@@ -38,7 +38,7 @@ DEFAULT_TOLERANCE = 0.05
 DEFAULT_REACH = 0.75  # "up to X" holds when the best case reaches at least this share of X
 _KEYS = {"id", "quote", "source", "note", "metric", "backend", "versus", "workload", "mode",
          "expect", "value", "range", "tolerance", "reach", "aggregate", "device", "dtype",
-         "precision", "shape"}
+         "precision", "shape", "suite", "size", "at"}  # the last three: lab.judge.suite_claims
 DEFAULT_PRECISION = "default"  # a claim's precision that means the device's (lab.core.precision)
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -69,8 +69,17 @@ class Claim:
     source: str | None = None
     note: str | None = None
     line: int = 0
+    # a claim over a suite's distribution (lab.judge.suite_claims): its suite, what is judged
+    # (geomean, share or pass_rate) and, for a share, the speedup a model must reach
+    suite: str | None = None
+    suite_kind: str | None = None
+    at: float | None = None
 
     def describe_expectation(self) -> str:
+        if self.suite_kind in ("share", "pass_rate"):  # a fraction of the suite's models
+            low, high = f"{100 * self.low:.3g}%", f"{100 * self.high:.3g}%"
+            return {"at_least": f">= {low}", "at_most": f"<= {high}"}.get(
+                self.expect, f"{low} to {high}")
         if self.expect == "at_least":
             return f">= {self.low:g}x"
         if self.expect == "at_most":
@@ -118,6 +127,16 @@ def _parse_one(table: dict) -> Claim:
 
     def fail(key: str, reason: str):
         raise _KeyedError(key, reason)
+
+    from lab.judge import suite_claims
+
+    given = table
+    try:
+        table = suite_claims.expand(table)  # a suite's models as the claim's workloads
+    except KeyError as exc:
+        fail(*exc.args)
+    suite_kind = ("pass_rate" if given.get("metric") in suite_claims.SUITE_METRICS
+                  else given.get("aggregate")) if "suite" in given else None
 
     unknown = sorted(set(table) - _KEYS)
     if unknown:
@@ -195,6 +214,11 @@ def _parse_one(table: dict) -> Claim:
             "about": (value / (1 + tolerance), value * (1 + tolerance)),
             "up_to": (reach * value, value),
         }[expect]
+    if suite_kind in ("share", "pass_rate"):
+        try:
+            suite_claims.check_fraction(low, high, suite_kind.replace("_", " "))
+        except KeyError as exc:
+            fail(*exc.args)
     aggregate = table.get("aggregate", "best" if expect == "up_to" else "all")
     if aggregate not in AGGREGATES:
         fail("aggregate", f"unknown aggregate {aggregate!r}; valid: {', '.join(AGGREGATES)}")
@@ -228,7 +252,8 @@ def _parse_one(table: dict) -> Claim:
         versus=table.get("versus"), workloads=names, modes=modes, expect=expect, low=low,
         high=high, tolerance=float(tolerance), reach=float(reach), aggregate=aggregate,
         device=device, precision=claim_precision, shape=dict(shape), source=table.get("source"),
-        note=table.get("note"),
+        note=table.get("note"), suite=given.get("suite"), suite_kind=suite_kind,
+        at=float(given["at"]) if "at" in given else None,
     )
 
 

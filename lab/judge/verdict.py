@@ -333,6 +333,11 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
             continue
         cells = []
         wanted = claim_precision(claim, device)
+        if claim.suite:  # a distribution over the suite's models, one figure per mode
+            result = decide(claim, suite_ratios(claim, stored, wanted), hardware)
+            result.precision = wanted
+            results.append(result)
+            continue
         for w, m in workload_modes(claim):
             def get(b, w=w, m=m, wanted=wanted):
                 return stored.get((w, _backend_label(b), m, wanted))
@@ -345,8 +350,29 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
     return results
 
 
+def suite_ratios(claim, stored: dict, wanted: str) -> list[CellRatio]:
+    """A suite claim's figure per mode (lab.judge.suite_claims), judged as a cell's ratio is."""
+    from lab.judge.suite_claims import figure
+
+    out = []
+    for mode in claim.modes:
+        cells = {w: stored.get((w, _backend_label(claim.backend), mode, wanted))
+                 for w in claim.workloads}
+        fig = figure(claim.suite_kind, claim.at, cells)
+        ratio = CellRatio(f"{claim.suite} {mode}", fig.value, fig.ci95, reason=fig.detail)
+        if fig.ci95 is not None:
+            ratio.verdict = judge(claim, *fig.ci95)
+        out.append(ratio)
+    return out
+
+
 def _what(claim) -> str:
     """The ratio a claim is judged on, in words (> 1 favours the claim's backend)."""
+    if claim.suite:
+        what = {"geomean": f"geomean speedup of {claim.backend} over eager",
+                "share": f"share of models with {claim.backend} at >= {claim.at or 0:g}x",
+                "pass_rate": f"share of models {claim.backend} runs ok"}[claim.suite_kind]
+        return f"{what}, suite {claim.suite} ({len(claim.workloads)} models)"
     reference = claim.versus or "eager"
     if claim.metric == "memory":
         return f"step memory of {reference} / {claim.backend}"
@@ -371,6 +397,11 @@ def format_results(results: list[ClaimResult]) -> str:
                 lines.append(f"    {cell.label}: {cell.ratio:.3f}x (point value) -> "
                              f"{cell.verdict} ({cell.reason})"
                              + (f" [{cell.detail}]" if cell.detail else ""))
+                continue
+            if getattr(c, "suite_kind", None) in ("share", "pass_rate"):  # a fraction
+                lines.append(f"    {cell.label}: {100 * cell.ratio:.0f}% [95% CI "
+                             f"{100 * cell.ci95[0]:.0f}-{100 * cell.ci95[1]:.0f}%] -> "
+                             f"{cell.verdict} ({cell.reason})")
                 continue
             lines.append(f"    {cell.label}: {cell.ratio:.3f}x [95% CI {cell.ci95[0]:.3f}-"
                          f"{cell.ci95[1]:.3f}] -> {cell.verdict}"

@@ -335,20 +335,23 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
               on_start: Callable[[PlannedCell], None] | None = None,
               on_done: Callable[[PlannedCell, CellOutcome, Path], None] | None = None,
               after: Callable[[RunRecorder], None] | None = None,
-              progress: Callable[[Progress], None] | None = None) -> SessionResult:
+              progress: Callable[[Progress], None] | None = None,
+              resume=None) -> SessionResult:
     """The run loop: every cell measured by `executor`, recorded as it finishes; Ctrl-C keeps
     what finished, cancels the rest and marks the run incomplete. `trace`: each cell is traced
     instead of timed (`lab profile`). `after` runs on the recorder once every cell is in (the
     profiling pass of `lab run --profile`). `progress` is called, and the "lab" logger told at
     INFO, as each phase of a cell and each cell ends (the phases where the executor sees
-    them: the local one does)."""
+    them: the local one does). `resume` (lab.running.resume.Resume): the cells go into that stored
+    run's folder, beside the cells it holds."""
     fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
     # where the cells will run (this machine, or a cluster's nodes); refused before any folder
     # is made if they cannot run there
     fp["executor"] = executor.prepare([c.spec for c in cells if not c.skip_reason], trace)
-    run_dir = new_run_dir(out, fp, label)
+    run_dir = resume.run_dir if resume else new_run_dir(out, fp, label)
     try:
-        recorder = RunRecorder(run_dir, fp, argv, kind="profile" if trace else "run")
+        recorder = resume.recorder(fp, argv, "run") if resume else \
+            RunRecorder(run_dir, fp, argv, kind="profile" if trace else "run")
     except OSError as exc:
         raise StoreWriteError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
 

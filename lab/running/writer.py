@@ -140,6 +140,10 @@ def to_benchmark(outcome: CellOutcome, workload) -> dict | None:
 class RunRecorder:
     """Keeps a run folder's results.json current after every cell."""
 
+    # entries stored by an earlier part of the run, written as they are (lab.running.resume)
+    kept_benchmarks: list = []
+    kept_unmeasured: list = []
+
     def __init__(self, run_dir: Path, fp: dict, argv: list[str], kind: str = "run"):
         self.run_dir = Path(run_dir)
         self.fp = fp
@@ -178,7 +182,7 @@ class RunRecorder:
         return [o for o, _ in self.outcomes if o.status.failed]
 
     def save(self, complete: bool = False) -> Path:
-        benchmarks, unmeasured = [], []
+        benchmarks, unmeasured = list(self.kept_benchmarks), list(self.kept_unmeasured)
         for outcome, workload in self.outcomes:
             bench = to_benchmark(outcome, workload)
             if bench is not None:

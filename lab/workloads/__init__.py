@@ -30,6 +30,14 @@ def get(name: str, validate_user: bool = True) -> Workload:
     """The workload called `name`, or a user workload when `name` looks like file.py:factory."""
     if name in _BUILTIN:
         return importlib.import_module(_BUILTIN[name]).WORKLOAD
+    from . import suites  # `hf/bert`: a model of a suite (lab.workloads.suites)
+
+    if suites.suite_of(name):
+        found = suites.get(name)
+        if found is None:
+            raise UnknownWorkload(f"unknown workload {name!r}: suite {suites.suite_of(name)} "
+                                  f"has {', '.join(suites.names(suites.suite_of(name)))}")
+        return found
     if ":" in name or name.endswith(".py"):
         from .user import user_workload
 

@@ -1,0 +1,128 @@
+"""Claims about a suite's distribution rather than a cell: "torch.compile is 43% faster on
+average" (a geometric mean over the suite's models), "93% of models work" (a pass rate),
+"up to 2x in many scenarios" (the share of models at or above a speedup).
+
+In a claim file (lab.judge.claims) a suite claim names `suite = "hf"` in place of `workload` (and
+optionally `size = "real" | "tiny"`), and one of:
+
+    aggregate = "geomean"              # metric speedup: the geomean over the passing models,
+                                       # with a bootstrap interval over models
+    aggregate = "share", at = 1.5      # metric speedup: the fraction of the models tried
+                                       # whose speedup is at least `at` (a failed model counts
+                                       # as not reaching it), Clopper-Pearson interval
+    metric = "pass_rate"               # the fraction of the models tried that are `ok`,
+                                       # Clopper-Pearson interval
+
+`value`/`range` of a share or pass rate are fractions in (0, 1]. The interval is over models:
+how far the figure moves with which models a suite happens to hold. Nothing here decides a
+verdict: lab.judge.verdict judges the interval against the claim as for a cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.core import stats
+
+SUITE_AGGREGATES = ("geomean", "share")
+SUITE_METRICS = ("pass_rate",)
+SUITE_KEYS = ("suite", "size", "at")
+
+
+def expand(table: dict) -> dict:
+    """A suite claim's table with `workload` (every model of the suite) and the size's shape
+    key filled in, so the rest of the grammar, and the cells to run, are a cell claim's.
+    ValueError(key, reason) on a suite claim that cannot be judged."""
+    from lab.workloads import suites
+
+    if "suite" not in table:
+        for key in ("size", "at"):
+            if key in table:
+                raise KeyError(key, f"{key!r} goes with suite = ...")
+        if table.get("aggregate") in SUITE_AGGREGATES or table.get("metric") in SUITE_METRICS:
+            key = "aggregate" if table.get("aggregate") in SUITE_AGGREGATES else "metric"
+            raise KeyError(key, f"{key} {table[key]!r} is judged over a suite: give suite = "
+                                f"\"hf\"")
+        return table
+    if "workload" in table:
+        raise KeyError("workload", "give suite or workload, not both")
+    try:
+        names = suites.names(table["suite"]) if isinstance(table["suite"], str) else None
+    except suites.UnknownSuite as exc:
+        raise KeyError("suite", str(exc)) from None
+    if names is None:
+        raise KeyError("suite", "suite must be a suite's name, e.g. \"hf\"")
+    out = {k: v for k, v in table.items() if k not in SUITE_KEYS}
+    out["workload"] = names
+    size = table.get("size", "real")
+    try:
+        out["shape"] = {**table.get("shape", {}), **suites.size_shape(size)}
+    except suites.UnknownSuite as exc:
+        raise KeyError("size", str(exc)) from None
+    if not out["shape"].get("tiny"):
+        out["shape"].pop("tiny")  # 0 is the default and not a positive shape value
+    aggregate, metric = table.get("aggregate"), table.get("metric")
+    if metric in SUITE_METRICS:
+        out["metric"] = "speedup"  # the cells a pass rate counts are the backend's
+        if aggregate is not None:
+            raise KeyError("aggregate", "a pass rate is over the suite: no aggregate")
+    elif aggregate not in SUITE_AGGREGATES:
+        raise KeyError("aggregate", f"a suite claim's aggregate is one of "
+                                    f"{', '.join(SUITE_AGGREGATES)} (or metric = \"pass_rate\")")
+    if aggregate == "share":
+        at = table.get("at")
+        if isinstance(at, bool) or not isinstance(at, int | float) or not at > 0:
+            raise KeyError("at", "aggregate share needs at = <speedup>, a positive number")
+    elif "at" in table:
+        raise KeyError("at", "at goes with aggregate = \"share\"")
+    out.pop("aggregate", None)
+    return out
+
+
+def check_fraction(claim_low: float, claim_high: float, what: str) -> None:
+    if claim_high != float("inf") and claim_high > 1.0 + 1e-12 or claim_low > 1.0:
+        raise KeyError("value", f"{what} is a fraction of models: value in (0, 1]")
+
+
+@dataclass
+class SuiteFigure:
+    """A suite claim's figure: the value, its 95% interval over models, and what it rests on."""
+
+    value: float | None
+    ci95: tuple[float, float] | None
+    models: int  # models tried
+    counted: int  # models the figure is over (passing ones for a geomean)
+    detail: str
+
+
+def _clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def figure(kind: str, at: float | None, cells: dict[str, dict | None]) -> SuiteFigure:
+    """`kind` (geomean, share, pass_rate) over `cells`: model name -> its stored cell (None:
+    not measured, which counts as tried and not passing only when measured cells exist)."""
+    tried = {m: c for m, c in cells.items() if c is not None}
+    n = len(tried)
+    if not n:
+        return SuiteFigure(None, None, 0, 0, "no model of the suite measured")
+    ok = {m: c for m, c in tried.items() if c.get("status") == "ok"}
+    not_ok = sorted(f"{m} {c.get('status')}" for m, c in tried.items() if m not in ok)
+    missing = len(cells) - n
+    tail = (f"; not ok: {', '.join(not_ok[:5])}{' ...' if len(not_ok) > 5 else ''}"
+            if not_ok else "") + (f"; {missing} not measured" if missing else "")
+    if kind == "pass_rate":
+        return SuiteFigure(len(ok) / n, _clopper_pearson(len(ok), n), n, n,
+                           f"{len(ok)} of {n} models ok{tail}")
+    speedups = {m: float(c["speedup"]) for m, c in ok.items()
+                if isinstance(c.get("speedup"), int | float)}
+    if kind == "share":
+        k = sum(s >= at for s in speedups.values())
+        return SuiteFigure(k / n, _clopper_pearson(k, n), n, n,
+                           f"{k} of {n} models at or above {at:g}x{tail}")
+    geo, ci = stats.geomean_ci(list(speedups.values()))
+    return SuiteFigure(geo, ci, n, len(speedups),
+                       f"geomean over {len(speedups)} passing of {n} models{tail}")

@@ -1,0 +1,160 @@
+"""`lab run --resume RUN`: a run cut short by Ctrl-C is continued, not restarted, through the
+real command line; the resumed run holds every cell of the selection once and is complete.
+A resume that would mix measurements of different settings is refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON = ["--backend", "torch-eager", "--mode", "infer", "--repeats", "3", "--device", "cpu",
+          "--threads", "1"]
+
+
+def _factory(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text("import torch\nimport torch.nn as nn\n\n" + textwrap.dedent(body))
+    return f"{path}:make"
+
+
+def _lab(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def _doc(out: Path) -> tuple[Path, dict]:
+    [path] = list(out.glob("*/*/results.json"))
+    return path.parent, json.loads(path.read_text())
+
+
+def _names(doc: dict) -> list[str]:
+    return [b["name"] for b in doc["benchmarks"]] + \
+        [u["name"] for u in doc["lab"]["unmeasured"]]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
+    # the second workload sleeps in its forward: the interrupt lands while it runs
+    slow = _factory(tmp_path, "slow", """
+        import time
+        class Slow(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 4)
+            def forward(self, x):
+                time.sleep(0.3)
+                return self.fc(x)
+        def make():
+            return Slow(), torch.randn(2, 4)
+        """)
+    out = tmp_path / "out"
+    selection = ["--workload", f"mlp,{slow}", "--batch", "2", *COMMON, "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *selection], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until the mlp cell is stored
+            files = list(out.glob("*/*/results.json"))
+            if files and json.loads(files[0].read_text())["benchmarks"]:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first cell never finished")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output[-3000:]
+    run_dir, first = _doc(out)
+    assert first["lab"]["complete"] is False
+    assert len(_names(first)) == 1
+    kept_samples = first["benchmarks"][0]["stats"]["data"]
+
+    done = _lab("run", *selection, "--resume", str(run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    again, doc = _doc(out)  # no second run folder
+    assert again == run_dir
+    names = _names(doc)
+    assert len(names) == 2 and len(set(names)) == 2, names
+    assert sorted(n.split("[")[0].rsplit("/", 1)[-1] for n in names) == ["mlp", "slow.py:make"]
+    assert doc["lab"]["complete"] is True
+    assert doc["lab"]["started"] == first["lab"]["started"]
+    assert len(doc["lab"]["resumed"]) == 1 and doc["lab"]["resumed"][0]["cells_kept"] == 1
+    # the finished cell is the one measured before the interrupt, not measured again
+    mlp = next(b for b in doc["benchmarks"] if b["name"].startswith("mlp["))
+    assert mlp["stats"]["data"] == kept_samples
+
+    # resumed once more, by the run alone (its stored command line is the selection):
+    # nothing is left, nothing runs, nothing is added
+    idle = _lab("run", "--resume", str(run_dir))
+    assert idle.returncode == 0, idle.stderr[-3000:]
+    assert sorted(_names(_doc(out)[1])) == sorted(names)
+
+
+def _stored_run(tmp_path: Path) -> tuple[Path, list[str]]:
+    out = tmp_path / "out"
+    selection = ["--workload", "mlp", "--batch", "2", *COMMON, "--out", str(out)]
+    done = _lab("run", *selection)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _doc(out)[0], selection
+
+
+@pytest.mark.slow
+def test_a_resume_with_other_settings_is_refused_unless_told(tmp_path):
+    run_dir, selection = _stored_run(tmp_path)
+    before = (run_dir / "results.json").read_bytes()
+    other = [a if a != "3" else "4" for a in selection]  # --repeats 4: samples differ
+    refused = _lab("run", *other, "--resume", str(run_dir))
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab: error: --resume"), refused.stderr
+    assert "repeats 3 (stored) vs 4 (now)" in lines[0] and "--resume-anyway" in lines[0]
+    assert (run_dir / "results.json").read_bytes() == before  # nothing written
+    # told: the stored mlp cell is finished, so nothing is measured again
+    anyway = _lab("run", *other, "--resume", str(run_dir), "--resume-anyway")
+    assert anyway.returncode == 0, anyway.stderr[-3000:]
+    assert len(_names(json.loads((run_dir / "results.json").read_text()))) == 1
+
+
+def test_resume_refuses_another_commit_or_machine(tmp_path, monkeypatch):
+    """The checks themselves, on a stored run whose fingerprint names another commit and
+    another CPU (no cell runs)."""
+    from lab.core.errors import UsageError
+    from lab.running import resume
+    from lab.store import folders as store
+
+    run_dir = tmp_path / "m" / "r1"
+    run_dir.mkdir(parents=True)
+    fp = store.fingerprint(threads=1)
+    doc = store.results_document(fp, [], [], {"run_id": "r1", "kind": "run", "order": []},
+                                 {"machine_info": {"lab_hardware": fp["hardware"]},
+                                  "commit_info": {}})
+    (run_dir / "results.json").write_text(json.dumps(doc))
+    old = {**fp, "git": {"id": "0" * 40, "dirty": False},
+           "hardware": {**fp["hardware"], "cpu_model": "Some Other CPU"}}
+    (run_dir / "fingerprint.json").write_text(json.dumps(old))
+    with pytest.raises(UsageError) as caught:
+        resume.prepare(str(run_dir), tmp_path, [], fp)
+    assert "another machine" in str(caught.value) and "another lab commit" in str(caught.value)
+    assert resume.prepare(str(run_dir), tmp_path, [], fp, anyway=True).run_dir == run_dir
+    (run_dir / "fingerprint.json").write_text(json.dumps(fp))
+    assert resume.prepare(str(run_dir), tmp_path, [], fp).finished == set()
+
+
+def test_resume_anyway_alone_is_refused(capsys):
+    from lab import cli
+
+    code = cli.main(["run", "--workload", "mlp", "--device", "cpu", "--resume-anyway"])
+    assert code == 2
+    assert "--resume-anyway goes with --resume" in capsys.readouterr().err
