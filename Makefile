@@ -11,7 +11,7 @@ WORKLOADS ?= mlp,transformer
 BACKENDS ?= torch-eager,torch-compile
 MODES ?= infer,train
 
-.PHONY: run test install bench lint clean gpu gpu-plan gpu-suite
+.PHONY: run test install bench lint clean gpu gpu-plan gpu-suite gpu-rehearse gpu-unpack gpu-docs
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,14 +27,32 @@ run: install
 test: install
 	$(PY) -m pytest -q tests
 
-# The GPU campaign (bench/gpu_campaign.py): on a GPU machine whose python already has torch,
-# triton and jax, with no install step; runs land under GPU_OUT/<machine-id>/.
+# The GPU campaign (bench/gpu_campaign.py, lab/campaign/): on a GPU machine whose python
+# already has torch, triton and jax, with no install step. Each lease runs what GPU_OUT/<kind>/
+# does not hold yet, into one campaign run per GPU kind; GPU_PACK: a folder the lease's files
+# are packed into (at most 8) to bring home with `make gpu-unpack FILES="..."`.
 GPU_OUT ?= profiles
+GPU_LIMIT_S ?= 720
+GPU_PACK ?=
+REHEARSE_OUT ?= .rehearsal
 gpu:
-	PYTHONPATH=. TRITON_INTERPRET=0 $(PYTHON) bench/gpu_campaign.py run --out $(GPU_OUT)
+	PYTHONPATH=. TRITON_INTERPRET=0 $(PYTHON) bench/gpu_campaign.py run --out $(GPU_OUT) --limit-s $(GPU_LIMIT_S) $(if $(GPU_PACK),--pack $(GPU_PACK))
 
 gpu-plan:
-	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py plan
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py plan --out $(GPU_OUT)
+
+# the same campaign on the CPU, tiny: a first lease whose suite step stops at a 1 s budget,
+# then a second lease that runs only what the first left missing
+gpu-rehearse:
+	rm -rf $(REHEARSE_OUT)
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py rehearse --out $(REHEARSE_OUT) --budget suite=1
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py rehearse --out $(REHEARSE_OUT)
+
+gpu-unpack:
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py unpack --out $(GPU_OUT) $(FILES)
+
+gpu-docs:
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py docs --out $(GPU_OUT)
 
 # the HF model suite on the GPU, resumed across leases until complete (bench/gpu_suite.py)
 gpu-suite:

@@ -24,6 +24,7 @@ LAYERS = [
     ("running",),  # the selection, the one run loop, where cells run, the run writer
     ("judge", "reports"),  # what is read from stored runs: verdicts, the gate; the tables
     ("commands", "api"),  # the commands and the Python API
+    ("campaign",),  # the GPU campaign: leases of `lab run --resume` into one run per GPU kind
     ("cli", "__init__"),  # the top floor: nothing imports it (`lab` alone: the package itself)
 ]
 

@@ -1,0 +1,88 @@
+"""What one lease runs: the items still missing for the machine, in value order, that fit the
+lease's time with their expected costs; each step's budget is the sum of its items' costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lab.campaign.costs import Cost, Estimator
+from lab.campaign.plan import Item, Step
+from lab.campaign.stored import Machine
+
+EVERY_LEASE = ("cuda-tests",)  # run each lease: the code under test changes between leases
+H100_LEASE_S = 12 * 60  # 15 minutes of device time, less the machine's start
+
+
+@dataclass
+class StepPlan:
+    step: Step
+    covered: list[Item] = field(default_factory=list)  # stored already
+    now: list[tuple[Item, Cost]] = field(default_factory=list)  # this lease
+    later: list[tuple[Item, Cost]] = field(default_factory=list)  # a later lease
+    cannot: list[tuple[Item, str]] = field(default_factory=list)  # not on this machine: why
+
+    @property
+    def budget_s(self) -> float:
+        return sum(c.seconds for _, c in self.now)
+
+    @property
+    def planned(self) -> int:
+        return len(self.step.items)
+
+
+def is_covered(step: Step, item: Item, machine: Machine, campaign_names: set[str]) -> bool:
+    if step.name in EVERY_LEASE:
+        return False
+    if not item.cell:  # a command step: done when a lease of this campaign finished it
+        return step.name in (machine.state.get("done") or {})
+    return item.name in machine.measured() or item.name in campaign_names
+
+
+def plan_lease(steps: list[Step], machine: Machine, machines: dict[str, Machine],
+               limit_s: float, campaign_names: set[str] = frozenset(),
+               cannot: dict[str, str] | None = None) -> list[StepPlan]:
+    """Value order: each missing item is taken for this lease when it fits in what is left of
+    `limit_s`, else left for a later one (a smaller item after it may still fit). `cannot`:
+    items this machine cannot run (a package missing), name -> why; they cost nothing."""
+    estimate = Estimator(machine, machines)
+    left = limit_s
+    out = []
+    for step in steps:
+        plan = StepPlan(step)
+        for item in step.items:
+            if is_covered(step, item, machine, campaign_names):
+                plan.covered.append(item)
+                continue
+            if item.name in (cannot or {}):
+                plan.cannot.append((item, cannot[item.name]))
+                continue
+            cost = estimate.item(step, item)
+            if cost.seconds <= left:
+                plan.now.append((item, cost))
+                left -= cost.seconds
+            else:
+                plan.later.append((item, cost))
+        out.append(plan)
+    return out
+
+
+def describe(plans: list[StepPlan], machine: Machine, limit_s: float, estimate_note: str,
+             missing_packages=lambda step: []) -> list[str]:
+    """The plan as lines: coverage per step, its budget and where the figures came from, and
+    what the next lease will run."""
+    total = sum(p.budget_s for p in plans)
+    kind = f"{machine.id} ({machine.gpu})" if machine.gpu else machine.id
+    lines = [f"GPU kind {kind}: next lease {total / 60:.1f} min of {limit_s / 60:.1f} min "
+             f"({estimate_note})"]
+    for p in plans:
+        gone = missing_packages(p.step)
+        note = f"  [skipped here: {', '.join(gone)} not installed]" if gone else ""
+        lines.append(f"  {p.step.name:10s} measured {len(p.covered):3d}/{p.planned:<3d} "
+                     f"next lease {len(p.now):3d} in {p.budget_s:6.0f} s, later "
+                     f"{len(p.later):3d}{note}  ({p.step.what})")
+        if p.cannot:
+            lines.append(f"      not on this machine: {len(p.cannot)} cell(s), e.g. "
+                         f"{p.cannot[0][0].name}: {p.cannot[0][1]}")
+        for item, cost in p.now:
+            lines.append(f"      {cost.seconds:6.0f} s  {item.name}  <- {cost.source}")
+    return lines
