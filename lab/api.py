@@ -84,12 +84,14 @@ def load(run: str | Path, out: str = defaults.DEFAULT_OUT) -> dict:
 
 def gate(baseline: str | Path, candidate: str | Path, threshold: str = "5%", *,
          force: bool = False, noise_floor: float | None = None,
-         allow_missing: bool = False) -> dict:
-    """`lab gate BASELINE CANDIDATE --json`: a verdict per benchmark and `failed`."""
+         allow_missing: bool = False, counts_threshold: str | None = None) -> dict:
+    """`lab gate BASELINE CANDIDATE --json`: a verdict per benchmark and `failed`; where both
+    runs have counts (lab run --counts), decided on them (`counts_threshold`, default 0.5%)."""
     from lab.judge import checks
 
     return checks.gate_json(checks.gate_runs(str(baseline), str(candidate), threshold,
-                                                 force, noise_floor, allow_missing))
+                                             force, noise_floor, allow_missing,
+                                             counts_threshold))
 
 
 def check(claims: str | Path, run: str | Path | None = None, *, stored_only: bool = False,

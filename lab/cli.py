@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "--threads cores of its own (docs/distributed.md)")
     p.add_argument("--parallel", type=_csv, default=None,
                    help="with --ranks: torch's strategies, ddp and/or fsdp (default ddp)")
+    p.add_argument("--counts", action="store_true",
+                   help="after timing, count each CPU cell's instructions and estimated "
+                        "cycles per step under valgrind's callgrind (docs/counts.md)")
+    p.add_argument("--counts-steps", dest="counts_steps", type=_positive_int, default=None,
+                   help="steps counted per cell (default 16; runs gated on counts should "
+                        "count the same number)")
     p.add_argument("--processes", type=_positive_int, default=1,
                    help="cell processes per cell; `lab gate` compares their medians")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -277,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold, default="5%",
                    help="the slowdown that fails the gate: 10%%, 10 (a percentage) or 0.1 "
                         "(a fraction below 1)")
+    p.add_argument("--counts-threshold", dest="counts_threshold", type=_threshold,
+                   default="0.5%",
+                   help="where both runs counted a benchmark (lab run --counts): the change "
+                        "in instructions per step that fails the gate (docs/counts.md)")
     p.add_argument("--force", action="store_true",
                    help="compare runs of different machines, threads, precision or device")
     p.add_argument("--allow-missing", dest="allow_missing", action="store_true",

@@ -14,8 +14,8 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 
 # the folders (and the three top-level modules) of lab, lowest first
 LAYERS = [
-    ("core", "kernels", "workloads"),  # no framework, no lab folder above: errors, statistics,
-    # precisions, statuses; the Triton kernels; what is measured
+    ("core", "kernels", "workloads", "counts"),  # no framework, no lab folder above: errors,
+    # statistics, precisions, statuses; the Triton kernels; what is measured; callgrind's counts
     ("store",),  # stored runs: folders, atomic writes, fingerprint, the one reader
     ("compile",),  # how a workload becomes timed steps in each framework and runtime
     ("cell",),  # one cell: launched by the parent, run in its own process, measured

@@ -230,6 +230,14 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
         raise failure from exc
     if spec.cell_pass == CellPass.FIRST_CALL:
         return result
+    if spec.cell_pass == CellPass.COUNTS:  # lab.counts: instructions, not times
+        from lab.counts import inner
+
+        try:
+            result.counts = inner.count_steps(cand_side, int(spec.extra["counts_steps"]))
+        except Exception as exc:
+            raise _failure(exc, Status.RUN_ERROR) from exc
+        return result
     if spec.cell_pass == CellPass.TRACE:  # the profiling pass, a process apart from timing
         from lab.cell import trace as tracing
 

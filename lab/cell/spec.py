@@ -25,6 +25,7 @@ class CellPass(StrEnum):
     TIMED = "timed"  # first call, accuracy, warm-up, interleaved samples
     FIRST_CALL = "first_call"  # only the first call: the warm-cache compile pass
     TRACE = "trace"  # the profiling pass: traces instead of timings (lab.profiling.trace_pass)
+    COUNTS = "counts"  # under callgrind: instructions of counted steps (lab.counts)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class CellResult:
     memory: dict | None = None  # peak memory per phase and side (lab.cell.memory)
     profile: dict | None = None  # the TRACE pass's captures
     loss: str | None = None  # train: which loss the step ran, where the workload says
+    counts: dict | None = None  # the COUNTS pass: which steps were counted (lab.counts.inner)
     traceback: str | None = None
     log_tail: str | None = None
 

@@ -60,6 +60,13 @@ def cmd_run(args) -> int:
     chosen.on_this_machine = args.executor == "local"
     session.check_run_options(timeout_s=args.timeout, processes=args.processes,
                               executor=args.executor, ray_address=args.ray_address)
+    counts = getattr(args, "counts", False)
+    if counts:  # refused before any cell runs or any folder is made
+        from lab.profiling.counts_pass import unavailable
+
+        why = unavailable()
+        if why:
+            raise UsageError(f"--counts: {why}")
     cells, device = session.plan(chosen, timeout_s=args.timeout)
     resume = _resume(args, cells)
     if resume is not None:
@@ -73,6 +80,11 @@ def cmd_run(args) -> int:
             from lab.profiling.trace_pass import profile_recorded_cells
 
             profile_recorded_cells(recorder, console, timeout_s=args.timeout)
+        if counts:  # a separate pass under valgrind: timing is already stored
+            from lab.profiling.counts_pass import count_recorded_cells
+
+            count_recorded_cells(recorder, console, timeout_s=args.timeout,
+                                 steps=getattr(args, "counts_steps", None))
 
     with _progress_display(console, len(cells)) as (on_start, on_progress):
         result = session.run_cells(

@@ -48,7 +48,8 @@ def cmd_gate(args) -> int:
     if args.markdown:
         outputs.target(args.markdown, "--markdown")  # refused before the gate prints
     result = gate_runs(args.baseline, args.candidate, args.threshold, args.force,
-                       args.noise_floor, getattr(args, "allow_missing", False))
+                       args.noise_floor, getattr(args, "allow_missing", False),
+                       getattr(args, "counts_threshold", None))
     if getattr(args, "json", False):
         print_json(gate_json(result))
     else:

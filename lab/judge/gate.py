@@ -40,11 +40,20 @@ class GateRow:
     # the runs ("baseline", "candidate") whose cell of this benchmark was timed while other
     # work used the machine: its ratio is shown, never decided on (docs/verdicts.md)
     busy: tuple[str, ...] = ()
+    # "counts" when both runs counted the benchmark (lab.counts.gate): the verdict is then the
+    # counts' and `wall_verdict` the wall time's, shown beside it
+    decided_by: str = "wall time"
+    wall_verdict: str | None = None
+    counts_ratio: float | None = None
+    cycles_ratio: float | None = None
+    counts_threshold: float | None = None
 
     @property
     def label(self) -> str:
-        """The verdict as every output shows it: `inconclusive (busy)` for a busy row."""
-        return f"{self.verdict} (busy)" if self.busy else self.verdict
+        """The verdict as every output shows it: `inconclusive (busy)` for a busy row; a row
+        decided on counts is not busy (load does not move counts)."""
+        return f"{self.verdict} (busy)" if self.busy and self.decided_by != "counts" \
+            else self.verdict
 
     def note(self) -> str:
         """What decided the row, in words that cannot contradict its verdict: the rank test's
@@ -52,6 +61,10 @@ class GateRow:
         slowdown it finds with 80% power (a smaller one is found less often, not never)."""
         if self.ratio is None:
             return self.reason
+        if self.decided_by == "counts":
+            from lab.counts import gate as counts_gate
+
+            return counts_gate.note(self)
         if self.busy:
             return self.reason
         if self.rank_decides:
@@ -172,7 +185,10 @@ def machine_mismatch(base: dict, cand: dict) -> str | None:
 
 
 def compare_runs(base: dict, cand: dict, threshold: float,
-                 floor_sd_log: float | None = None) -> list[GateRow]:
+                 floor_sd_log: float | None = None,
+                 counts_threshold: float | None = None) -> list[GateRow]:
+    from lab.counts import gate as counts_gate
+
     base_cells, cand_cells = cells_by_name(base), cells_by_name(cand)
     rows = []
     for name in sorted(set(base_cells) | set(cand_cells)):
@@ -200,13 +216,14 @@ def compare_runs(base: dict, cand: dict, threshold: float,
                      if cell.get("machine_busy"))
         why = (f"{' and '.join(busy)} timed while other work used the machine (ok (busy)); "
                f"measure it again on a quiet machine") if busy else ""
-        rows.append(GateRow(name, "inconclusive" if busy else gate_decision(pr, threshold),
-                            pr.ratio, pr.ci, pr.p_value,
-                            pr.rank_p_value, pr.min_detectable_ratio,
-                            (pr.n_baseline, pr.n_candidate), reason=why,
-                            rank_decides=pr.rank_min_p < GATE_FALSE_ALARM,
-                            shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower,
-                            busy=busy))
+        row = GateRow(name, "inconclusive" if busy else gate_decision(pr, threshold),
+                      pr.ratio, pr.ci, pr.p_value,
+                      pr.rank_p_value, pr.min_detectable_ratio,
+                      (pr.n_baseline, pr.n_candidate), reason=why,
+                      rank_decides=pr.rank_min_p < GATE_FALSE_ALARM,
+                      shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower,
+                      busy=busy)
+        rows.append(counts_gate.decide(row, b, c, counts_threshold))  # counts, where both have
     return rows
 
 
@@ -214,7 +231,8 @@ def nothing_compared(rows: list[GateRow], allow_missing: bool = False) -> str | 
     """Why the gate has no answer, or None: no benchmark was timed ok in both runs on a quiet
     machine, and nothing failed. A gate that passed there would turn CI green with nothing
     measured (every cell failed in both runs, or every one ran busy)."""
-    if failed(rows, allow_missing) or any(r.ratio is not None and not r.busy for r in rows):
+    if failed(rows, allow_missing) or any(
+            r.ratio is not None and (not r.busy or r.decided_by == "counts") for r in rows):
         return None
     busy = sum(bool(r.busy) for r in rows)
     unmeasured = sum(r.ratio is None for r in rows)
@@ -234,21 +252,24 @@ def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_l
                   note: str = "", allow_missing: bool = False) -> str:
     counts = {v: sum(r.verdict == v for r in rows) for v in VERDICT_ORDER}
     failed_gate = failed(rows, allow_missing)
+    by = any(r.decided_by == "counts" for r in rows)  # the column appears with counts only
     lines = [f"## lab gate: {'FAIL' if failed_gate else 'pass'} (threshold {threshold:.0%})",
              "",
              f"baseline `{base_label}`, candidate `{cand_label}`" + (f"; {note}" if note else ""),
              "", f"| benchmark | verdict | candidate/baseline | {GATE_CONFIDENCE:.0%} CI | p "
-             f"| processes | note |",
-             "|---|---|---|---|---|---|---|"]
+             f"| processes | note |" + (" decided by |" if by else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if by else "")]
     for r in sorted(rows, key=lambda r: (VERDICT_ORDER.index(r.verdict), r.name)):
         name = r.name.replace("|", "\\|")  # benchmark names hold '|'; a table cell may not
         if r.ratio is None:
-            lines.append(f"| `{name}` | {r.label} | - | - | - | - | {r.reason} |")
+            lines.append(f"| `{name}` | {r.label} | - | - | - | - | {r.reason} |"
+                         + (" - |" if by else ""))
             continue
         lines.append(f"| `{name}` | {r.label} | {r.ratio:.3f}x | "
                      f"{r.ci[0]:.3f}-{r.ci[1]:.3f} | {r.p_value:.3g} | "
-                     f"{r.processes[0]} vs {r.processes[1]} | {r.note()} |")
-    busy = sum(bool(r.busy) for r in rows)
+                     f"{r.processes[0]} vs {r.processes[1]} | {r.note()} |"
+                     + (f" {r.decided_by} |" if by else ""))
+    busy = sum(bool(r.busy) and r.decided_by != "counts" for r in rows)
     lines += ["", ", ".join(f"{counts[v]} {v}" + (f" ({busy} busy)" if busy and
                                                   v == "inconclusive" else "")
                             for v in VERDICT_ORDER)]
@@ -260,6 +281,10 @@ def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_l
     if busy:
         lines.append("inconclusive (busy): a run's cell was timed while other work used the "
                      "machine; such a row neither fails nor passes the gate")
+    if by:
+        lines.append("decided by counts: both runs counted the benchmark (lab run --counts); "
+                     "instructions per step decide, the wall-time verdict is in the note "
+                     "(docs/counts.md)")
     if any(r.verdict == "inconclusive" and not r.busy for r in rows):
         lines.append("inconclusive: the interval is too wide to decide; store more processes "
                      "per run (`lab run --processes N`)")

@@ -128,6 +128,8 @@ class Row:
     noisy: bool
     graphs: int | None  # a shape cycle's graphs and recompiles (llama-varlen)
     recompiles: int | None
+    # the counts pass (lab run --counts): instructions and estimated cycles per step
+    counts: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +186,17 @@ class Row:
         ratio = self.memory.get("ratio_eager_over_candidate")
         return f"{_mib(eager)} / {_mib(mine)}" + (f" ({ratio:.2f}x)" if ratio is not None
                                                   else "")
+
+    @property
+    def counts_text(self) -> str:
+        """Millions of instructions / estimated cycles per step (lab.counts), or why none."""
+        if not self.counts:
+            return NONE
+        if self.counts.get("status") != "ok":
+            return str(self.counts.get("status") or NONE)
+        cycles = self.counts.get("cycles_per_step")
+        return f"{self.counts['ir_per_step'] / 1e6:.3f} / " + (
+            NONE if cycles is None else f"{cycles / 1e6:.3f}")
 
     @staticmethod
     def _tails(latency: dict | None) -> str:
@@ -245,7 +258,7 @@ def build(cell: dict) -> Row:
         latency_ms=cell.get("latency_ms"), baseline_latency_ms=cell.get("baseline_latency_ms"),
         busy=bool(cell.get("machine_busy")), other_load_cores=cell.get("other_load_cores"),
         noisy=bool(cell.get("noisy")), graphs=cycle.get("graphs"),
-        recompiles=cycle.get("recompiles"))
+        recompiles=cycle.get("recompiles"), counts=cell.get("counts") or {})
 
 
 def of_run(doc: dict, workload: str | None = None) -> list[Row]:

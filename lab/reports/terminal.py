@@ -21,6 +21,8 @@ def table_cells(row: rows.Row) -> list[str]:
             row.memory_text, row.status_text]
 
 
+COUNTS_COLUMN = "M instr / M cycles"  # per step, under callgrind (lab.counts)
+
 # the p50s are the medians already shown (eager ms, ms/step): only the tail is added
 LATENCY_COLUMNS = ("p90 / p99 ms", "eager p90 / p99 ms")
 
@@ -77,6 +79,8 @@ def render(doc: dict, console=None) -> None:
         # per call, throughput is items / p50: it gives its place to the tails (lab report
         # keeps it)
         columns.remove("throughput")
+    if any(row.counts for row in run_rows):  # lab run --counts
+        columns.insert(columns.index("status"), COUNTS_COLUMN)
     for column in columns:
         # numbers stay on one line; the status (with its reason) folds, but never below a
         # readable width when --latency's columns crowd the row
@@ -87,6 +91,7 @@ def render(doc: dict, console=None) -> None:
         cells = dict(zip(COLUMNS, table_cells(row), strict=True))
         cells.update(zip(LATENCY_COLUMNS, latency_cells(row), strict=True))
         cells["precision"] = row.precision or "?"
+        cells[COUNTS_COLUMN] = row.counts_text
         table.add_row(*(cells[column] for column in columns))
     console.print(table)
     hardware = doc.get("machine_info", {}).get("lab_hardware", {})
@@ -108,6 +113,10 @@ def render(doc: dict, console=None) -> None:
                   "(eager over compiled as a ratio where both are measurable; docs/memory.md)."
                   + (" Latency cells: one call per sample; ms are per call and their medians "
                      "are the p50s." if latency else ""))
+    if COUNTS_COLUMN in columns:
+        console.print(f"{COUNTS_COLUMN}: millions of instructions and of estimated cycles per "
+                      "step, counted single-threaded under valgrind's callgrind "
+                      "(docs/counts.md)")
 
 
 PROFILE_TOP = 10  # hot rows per side; the rest is in the side's hot.csv
