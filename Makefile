@@ -11,7 +11,7 @@ WORKLOADS ?= mlp,transformer
 BACKENDS ?= torch-eager,torch-compile
 MODES ?= infer,train
 
-.PHONY: run test install bench lint clean gpu gpu-plan gpu-suite gpu-rehearse gpu-unpack gpu-docs
+.PHONY: run test test-long install bench lint clean gpu gpu-plan gpu-suite gpu-rehearse gpu-unpack gpu-docs
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/lab run --workload $(WORKLOADS) --backend $(BACKENDS) --mode $(MODES) --device $(DEVICE)
 
+# the long end-to-end tests (marker `long`, a minute or more each) run apart: `make test-long`
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not long" tests
+
+test-long: install
+	$(PY) -m pytest -q -m long tests
 
 # The GPU campaign (bench/gpu_campaign.py, lab/campaign/): on a GPU machine whose python
 # already has torch, triton and jax, with no install step. Each lease runs what GPU_OUT/<kind>/

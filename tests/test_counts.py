@@ -175,6 +175,7 @@ def make():
 """
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.skipif(passes.unavailable() is not None, reason=str(passes.unavailable()))
 def test_a_model_two_percent_slower_fails_the_gate_on_counts_and_aa_passes(tmp_path):

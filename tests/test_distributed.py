@@ -46,12 +46,12 @@ def _chain(shape: dict) -> int:
 
 @pytest.mark.parametrize("backend, strategy", [
     ("torch-eager", "ddp"),
-    pytest.param("torch-eager", "fsdp", marks=pytest.mark.slow),
+    pytest.param("torch-eager", "fsdp", marks=(pytest.mark.slow, pytest.mark.long)),
     # compiled autograd: minutes of compiling on one core
-    pytest.param("torch-compile", "ddp-ca", marks=pytest.mark.slow),
-    pytest.param("torch-compile", "fsdp-ca", marks=pytest.mark.slow),
-    pytest.param("jax-jit", "dp", marks=pytest.mark.slow),
-    pytest.param("tf-graph", "mirrored", marks=pytest.mark.slow),
+    pytest.param("torch-compile", "ddp-ca", marks=(pytest.mark.slow, pytest.mark.long)),
+    pytest.param("torch-compile", "fsdp-ca", marks=(pytest.mark.slow, pytest.mark.long)),
+    pytest.param("jax-jit", "dp", marks=(pytest.mark.slow, pytest.mark.long)),
+    pytest.param("tf-graph", "mirrored", marks=(pytest.mark.slow, pytest.mark.long)),
 ])
 def test_two_rank_step_updates_weights_as_one_rank_step(tmp_path, backend, strategy):
     # SGD (the same lr in every framework): the update is lr x the gradient, so the weights

@@ -63,6 +63,7 @@ def test_a_suite_model_builds_tiny_and_runs_an_eager_step(name):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("name", [e.name for e in hf.ENTRIES if e.name not in SAMPLE])
 def test_every_other_suite_model_builds_tiny_and_runs_an_eager_step(name):
     _eager_forward(name)
@@ -279,6 +280,7 @@ def test_tiny_suite_models_run_end_to_end_and_end_with_their_summary(tmp_path):
     assert "### suite summary" in report and "/3 (" in report
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_compiled_tiny_suite_model_has_its_speedup_in_the_summary(tmp_path):
     """One compiled model (a compile takes minutes on a busy 2-core machine)."""
@@ -292,6 +294,7 @@ def test_a_compiled_tiny_suite_model_has_its_speedup_in_the_summary(tmp_path):
         assert row["failed_models"]["hf/bert"] in stdout  # its status, stated
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_list_suites_shows_every_model_with_its_size():
     done = _lab("list", "--suites", timeout=300)

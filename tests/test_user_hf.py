@@ -107,6 +107,7 @@ def test_bert_with_keyword_inputs_and_labels_trains_on_its_own_loss(factories, t
         is not None
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_t5_encoder_decoder_with_decoder_input_ids(factories, tmp_path):
     proc = lab("run", "--workload", f"{factories}:t5", "--backend", "torch-eager,torch-compile",
@@ -117,6 +118,7 @@ def test_t5_encoder_decoder_with_decoder_input_ids(factories, tmp_path):
     assert found[("torch-compile", "train")]["loss"] == user.DefaultLoss.SQUARES
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_positional_and_keyword_inputs_through_the_inference_runtimes(factories, tmp_path):
     proc = lab("run", "--workload", f"{factories}:bert_mixed", "--backend",
