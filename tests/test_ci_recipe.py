@@ -4,7 +4,6 @@ and a pull request (gated against it, the gate appended to the step summary)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from verdict_helpers import clear_busy
 
 WORKFLOW = ROOT / "examples" / "github-actions-perf.yml"
 # a small selection in place of the recipe's: the commands are the recipe's own
@@ -51,13 +51,8 @@ def _runs_on(step: dict, event: str) -> bool:
 
 
 def _busy_cleared(folder: Path) -> None:
-    """This test machine is shared and busy nearly always; the gate decides nothing on a busy
-    cell (docs/verdicts.md), and what is tested here is the recipe's commands."""
     for path in folder.glob("*/*/results.json"):
-        doc = json.loads(path.read_text())
-        for bench in doc["benchmarks"]:
-            bench["extra_info"]["machine_busy"] = False
-        path.write_text(json.dumps(doc))
+        clear_busy(path)
 
 
 def _run_event(event: str, workspace: Path, summary: Path, after_measure=None) -> list[tuple]:

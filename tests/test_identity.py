@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_lab
+from verdict_helpers import clear_busy
 
 from lab.store import identity
 
@@ -46,13 +47,7 @@ def test_every_stored_run_reads_under_todays_keys():
 
 
 def _busy_cleared(run: Path) -> None:
-    """The shared 2-core machine the tests run on is busy with other work nearly always, and
-    the gate decides nothing on a busy cell (docs/verdicts.md): what is tested here is that
-    the names meet, so the load marks are taken off the copies."""
-    doc = json.loads((run / "results.json").read_text())
-    for bench in doc["benchmarks"]:
-        bench["extra_info"]["machine_busy"] = False
-    (run / "results.json").write_text(json.dumps(doc))
+    clear_busy(run / "results.json")
 
 
 @pytest.fixture(scope="module")
