@@ -34,8 +34,11 @@ test-long: install
 # The GPU campaign (bench/gpu_campaign.py, lab/campaign/): on a GPU machine whose python
 # already has torch, triton and jax, with no install step. Each lease runs what GPU_OUT/<kind>/
 # does not hold yet, into one campaign run per GPU kind; GPU_PACK: a folder the lease's files
-# are packed into (at most 8) to bring home with `make gpu-unpack FILES="..."`.
+# are packed into (at most 8) to bring home with `make gpu-unpack FILES="..."`. The
+# data-parallel cells run only where the machine has 2 GPUs or more; `make gpu-plan
+# GPU_KIND=nvidia-h100-x2` shows the plan of such a kind.
 GPU_OUT ?= profiles
+GPU_KIND ?=
 GPU_LIMIT_S ?= 720
 GPU_PACK ?=
 REHEARSE_OUT ?= .rehearsal
@@ -43,7 +46,7 @@ gpu:
 	PYTHONPATH=. TRITON_INTERPRET=0 $(PYTHON) bench/gpu_campaign.py run --out $(GPU_OUT) --limit-s $(GPU_LIMIT_S) $(if $(GPU_PACK),--pack $(GPU_PACK))
 
 gpu-plan:
-	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py plan --out $(GPU_OUT)
+	PYTHONPATH=. $(PYTHON) bench/gpu_campaign.py plan --out $(GPU_OUT) $(if $(GPU_KIND),--kind $(GPU_KIND))
 
 # the same campaign on the CPU, tiny: a first lease whose suite step stops at a 1 s budget,
 # then a second lease that runs only what the first left missing

@@ -48,7 +48,8 @@ def cmd_plan(out: Path, limit_s: float, kind: str) -> int:
     machines = stored.read_root(out)
     gpus = [m for m in machines.values() if m.gpu]
     if not any(m.id.startswith(kind) for m in gpus):  # a kind with nothing stored yet
-        gpus.append(stored.Machine(f"{kind}-x1", None))
+        # `nvidia-h100` is the one-GPU machine; `nvidia-h100-x2` names its GPU count
+        gpus.append(stored.Machine(kind if lease.gpu_count(kind) else f"{kind}-x1", None))
     steps = plan.gpu_steps(str(ROOT))
     print(f"GPU campaign: {len(steps)} steps in value order; a lease of {limit_s / 60:.0f} min "
           f"runs the items still missing for its GPU kind (stored under {out}/<kind>/)")
@@ -57,7 +58,7 @@ def cmd_plan(out: Path, limit_s: float, kind: str) -> int:
             else set()
         plans = lease.plan_lease(steps, machine, machines, limit_s, names)
         est = costs.Estimator(machine, machines)
-        note = f"per-cell launch {est.launch_s:.0f} s: {est.launch_note}; margin x" \
+        note = f"per-cell launch {est.launch_s:.1f} s: {est.launch_note}; margin x" \
                f"{costs.MARGIN}; CPU figures scaled {est.scale_note}"
         print()
         for line in lease.describe(plans, machine, limit_s, note):
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan")
     p.add_argument("--out", default="profiles")
     p.add_argument("--limit-s", type=float, default=lease.H100_LEASE_S)
-    p.add_argument("--kind", default=H100, help="the GPU kind of the next lease")
+    p.add_argument("--kind", default=H100, help="the GPU kind of the next lease (a machine id "
+                   "such as nvidia-h100-x2 for several GPUs; default: one H100)")
     for name in ("run", "rehearse"):
         p = sub.add_parser(name)
         p.add_argument("--out", default="profiles" if name == "run" else None,

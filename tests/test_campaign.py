@@ -39,17 +39,18 @@ def _machines():
 def test_a_cost_comes_from_the_nearest_stored_figure_and_says_which():
     h100, machines = _machines()
     est = costs.Estimator(h100, machines)
-    assert est.launch_note.startswith("allowance")  # no lease measured it: said so
+    assert est.launch_note.startswith("no stored measurement")  # nothing measured it: said
     other = est.cell(Item("a", (), True, ("mlp", "torch-compile", "infer")))
     assert other.seconds == pytest.approx(46.0 * costs.MARGIN) and "nvidia-h200-x1" in \
         other.source
     scaled = est.cell(Item("b", (), True, ("mlp", "torch-eager", "train")))
     assert scaled.seconds == pytest.approx(3.0 * 46.0 / 20.0 * costs.MARGIN)
     assert "CPU figure scaled x2.30" in scaled.source
-    cap = est.command(Step("kernels", "", cap_s=90))
-    assert cap.seconds == 90 and "fixed cap" in cap.source
+    kernels = Item("kernels", (), False)
+    none = est.command(Step("kernels", ""), kernels)
+    assert none.seconds == costs.NO_FIGURE_S and "no measurement" in none.source
     h100.step_walls["kernels"] = [40.0, 60.0]
-    assert est.command(Step("kernels", "", cap_s=90)).seconds == pytest.approx(
+    assert est.command(Step("kernels", ""), kernels).seconds == pytest.approx(
         50.0 * costs.MARGIN)
 
 
@@ -229,3 +230,157 @@ def test_make_gpu_unpack_refuses_an_escaping_tarball_in_one_line_writing_nothing
     assert len(out.stderr.strip().splitlines()) == 1
     assert out.stderr.startswith("lab: error: escape.tar.gz:")
     assert not (tmp_path / "home").exists() and not (tmp_path / "x").exists()
+
+
+def _fixture_root(tmp_path):
+    """A root as profiles/ holds it: the H200's recorded walls with their log lines, one stored
+    H200 cell; an H100 with nothing stored yet."""
+    h200 = tmp_path / "nvidia-h200-x1"
+    _stored_run(tmp_path, "nvidia-h200-x1", "run-a")
+    (h200 / stored.RECORDED).write_text(json.dumps({
+        "steps": {"cuda-tests": {"wall_s": 20.0, "finished": True, "log": "t.log",
+                                 "line": "5 passed in 20.00s"},
+                  "kernels": {"wall_s": 50.0, "finished": True, "cases": 25, "log": "k.log",
+                              "line": "25 passed in 50.00s"},
+                  "profile": {"wall_s": 80.0, "finished": False, "log": "p.log",
+                              "line": "interrupted"}},
+        "launch": [{"launch_s": 6.0, "log": "r1.log"}, {"launch_s": 4.0, "log": "r2.log"}]}))
+    return stored.read_root(tmp_path)
+
+
+def _command_steps():
+    return [Step("cuda-tests", "", [Item("cuda-tests", (), False)]),
+            Step("kernels", "", [Item("kernels:a", (), False, cases=4, per_case_of="kernels"),
+                                 Item("kernels:b", (), False, cases=2, per_case_of="kernels")]),
+            Step("kernel-tests", "", [Item("kernel-tests:x", (), False)]),
+            Step("profile", "", [Item("profile", (), False)])]
+
+
+def test_each_budget_of_a_plan_from_stored_fixtures_shows_its_source_and_a_missing_one_is_named(
+        tmp_path):
+    machines = _fixture_root(tmp_path)
+    h100 = stored.Machine("nvidia-h100-x1", None)
+    est = costs.Estimator(h100, machines)
+    assert est.launch_s == 5.0 and "r1.log, r2.log" in est.launch_note  # median of 6 and 4
+    plans = {p.step.name: p for p in lease.plan_lease(_command_steps(), h100, machines, 3600)}
+    tests = plans["cuda-tests"].now[0][1]
+    assert tests.seconds == pytest.approx(20.0 * costs.MARGIN)
+    assert "t.log: '5 passed in 20.00s'" in tests.source and "nvidia-h200-x1" in tests.source
+    (a, cost_a), (b, cost_b) = plans["kernels"].now
+    # a kernel size: its cases x the recorded wall per case (50 s / 25), plus a launch
+    assert cost_a.seconds == pytest.approx(4 * 2.0 * costs.MARGIN + 5.0)
+    assert cost_b.seconds == pytest.approx(2 * 2.0 * costs.MARGIN + 5.0)
+    assert "4 case(s) x 2.00 s" in cost_a.source and "k.log" in cost_a.source
+    profile = plans["profile"].now[0][1]
+    assert profile.seconds == pytest.approx(80.0 * costs.MARGIN)
+    assert profile.source.startswith("at least: stopped unfinished after 80 s")
+    missing = plans["kernel-tests"].now[0][1]  # nothing anywhere: named as such
+    assert missing.seconds == costs.NO_FIGURE_S
+    assert missing.source.startswith("no measurement of it stored anywhere")
+    text = "\n".join(lease.describe(list(plans.values()), h100, 3600, est.launch_note))
+    assert "<- no measurement of it stored anywhere" in text and "<- at least" in text
+    # a lease's own measurements come before the recorded ones: the item's wall, the launch
+    h100.step_walls["kernels:a"] = [3.0]
+    h100.launch_s = [2.0, 2.5, 3.0]
+    est = costs.Estimator(h100, machines)
+    assert est.launch_s == 2.5 and "wall_s_breakdown" in est.launch_note
+    cost = est.command(Step("kernels", ""), _command_steps()[1].items[0])
+    assert cost.seconds == pytest.approx(3.0 * costs.MARGIN)
+    assert "earlier lease(s) on nvidia-h100-x1" in cost.source
+
+
+def test_a_lease_that_cannot_fit_every_kernel_size_runs_some_and_the_next_continues(tmp_path):
+    machines = _fixture_root(tmp_path)
+    h100 = stored.Machine("nvidia-h100-x1", None)
+    sizes = [Item(f"kernels:s{i}", (), False, cases=4, per_case_of="kernels") for i in range(5)]
+    steps = [Step("kernels", "", sizes)]
+    each = 4 * 2.0 * costs.MARGIN + 5.0
+    (first,) = lease.plan_lease(steps, h100, machines, limit_s=2.5 * each)
+    assert [i.name for i, _ in first.now] == ["kernels:s0", "kernels:s1"]
+    assert len(first.later) == 3
+    h100.state = {"done": {"kernels:s0": "x", "kernels:s1": "x"}}  # what that lease finished
+    (second,) = lease.plan_lease(steps, h100, machines, limit_s=2.5 * each)
+    assert [i.name for i in second.covered] == ["kernels:s0", "kernels:s1"]
+    assert [i.name for i, _ in second.now] == ["kernels:s2", "kernels:s3"]
+
+
+def _bench_case_ids() -> list[str]:
+    """The kernel benchmark's case ids as its own `_cases` writes them (the function run from
+    its source with the tables read beside it; the module itself needs CUDA to import)."""
+    import ast
+    import types
+
+    from lab.campaign import kernelcases
+
+    source = (ROOT / kernelcases.BENCH).read_text()
+    func = next(n for n in ast.parse(source).body
+                if isinstance(n, ast.FunctionDef) and n.name == "_cases")
+    fake_pytest = types.SimpleNamespace(param=lambda *args, id: id)
+    scope = {**kernelcases.read_tables(ROOT), "pytest": fake_pytest}
+    exec(compile(ast.Module([func], []), kernelcases.BENCH, "exec"), scope)
+    return scope["_cases"]()
+
+
+def test_kernel_items_are_one_per_deciding_size_each_selecting_exactly_its_cases():
+    from lab.campaign import kernelcases
+
+    ids = [f"test_kernel[{i}]" for i in _bench_case_ids()] + [
+        "test_ceiling[copy_GBps]", "test_ceiling[matmul_bf16_TFLOPs]"]
+    items = plan.kernel_items(str(ROOT))
+    chosen = set()
+    for item in items:
+        select = item.argv[item.argv.index("-k") + 1]
+        matched = [i for i in ids if select.lower() in i.lower()]  # pytest -k on one word
+        assert len(matched) == item.cases > 0, (item.name, matched)
+        assert not chosen & set(matched), item.name  # no case in two items
+        chosen |= set(matched)
+        assert item.per_case_of == "kernels" and not item.cell
+    names = [i.name for i in items]
+    assert names[0] == "kernels:ceilings" and len(names) == len(set(names))
+    # the sizes the targets name (bench_kernels.TARGETS and docs/kernels.md)
+    for size in ("cross_entropy-8192x128256", "matmul-4096x4096x4096", "matmul-8192x8192x8192",
+                 "attention-4x16x4096x128", "attention-4x16x1024x64", "softmax-4096x32768",
+                 "swiglu-16384x14336"):
+        assert f"kernels:{size}" in names
+    assert "kernels:softmax-4096x1024" not in names  # a small size decides no target
+    assert kernelcases.size_id("attention", (4, 16, 4096, 128, True)) == "4x16x4096x128-causal"
+
+
+def test_the_data_parallel_step_runs_only_where_there_are_two_gpus():
+    h100, machines = _machines()
+    items = plan.distributed_items()
+    assert items and all("--ranks" in i.argv for i in items)
+    assert {i.key[1] for i in items} >= {"torch-eager+ddp@2", "torch-compile+fsdp@2",
+                                         "jax-jit+dp@2", "tf-xla+mirrored@2"}
+    steps = [Step("distributed", "", items, needs_gpus=2)]
+    (one,) = lease.plan_lease(steps, h100, machines, 3600)
+    assert one.skipped == "skipped: needs >= 2 GPUs, nvidia-h100-x1 has 1"
+    assert not one.now and not one.later and one.planned == len(items)
+    assert "[skipped: needs >= 2 GPUs" in lease.describe([one], h100, 3600, "")[1]
+    two = stored.Machine("nvidia-h100-x2", None)
+    (both,) = lease.plan_lease(steps, two, {**machines, two.id: two}, 3600)
+    assert not both.skipped and both.now
+    assert lease.gpu_count("intel-r-xeon-r-processor-2c") == 0
+
+
+def test_a_lease_records_each_command_item_and_skips_a_step_that_needs_gpus(tmp_path):
+    from lab.campaign import execute
+
+    out = tmp_path / "runs"
+    machine = store.machine_id()
+    steps = [Step("kernels", "", [Item("kernels:a", (sys.executable, "-c", "pass"), False),
+                                  Item("kernels:b", (sys.executable, "-c", "pass"), False)]),
+             Step("distributed", "", [Item("dp", ("--workload", "mlp"), True,
+                                           ("mlp", "torch-eager+ddp@2", "train"))],
+                  needs_gpus=2)]
+    assert execute.Campaign(out, steps, machine, ROOT).run(120) == 0
+    state = json.loads((out / machine / stored.STATE).read_text())
+    assert set(state["done"]) == {"kernels:a", "kernels:b"}
+    assert state["leases"][0]["stopped"]["distributed"].startswith("skipped: needs >= 2 GPUs")
+    summary = json.loads((out / machine / state["leases"][0]["folder"] / stored.SUMMARY)
+                         .read_text())
+    assert [e["name"] for e in summary if e["kind"] == "command"] == ["kernels:a", "kernels:b"]
+    again = stored.read_root(out)[machine]
+    assert set(again.step_walls) == {"kernels:a", "kernels:b"}  # the next plan's figures
+    (kernels, _dp) = lease.plan_lease(steps, again, {machine: again}, 120)
+    assert [i.name for i in kernels.covered] == ["kernels:a", "kernels:b"]

@@ -22,13 +22,19 @@ def test_an_h100_lease_fits_twelve_minutes_with_the_tests_step_and_every_figure_
     plans = _h100_plan()
     assert sum(p.budget_s for p in plans) <= 12 * 60
     by_name = {p.step.name: p for p in plans}
-    assert [p.step.name for p in plans] == ["cuda-tests", "claims", "kernels", "suite",
-                                            "profile"]
+    assert [p.step.name for p in plans] == ["cuda-tests", "claims", "distributed", "kernels",
+                                            "kernel-tests", "suite", "profile"]
     assert len(by_name["cuda-tests"].now) == 1  # the tests run in every lease
     assert by_name["claims"].now, "the first lease reaches the seed claims' cells"
     for p in plans:
         for _item, cost in p.now + p.later:
             assert cost.seconds > 0 and cost.source
+    # the command steps' budgets are the first H200 wave's walls, each with its log
+    for name in ("cuda-tests", "kernels", "profile"):
+        for _item, cost in by_name[name].now + by_name[name].later:
+            assert "step-walls.json" in cost.source, (name, cost.source)
+    assert by_name["distributed"].skipped.startswith("skipped: needs >= 2 GPUs")
+    assert not by_name["distributed"].now and not by_name["distributed"].later
 
 
 def test_every_cell_parses_with_the_lab_parser_on_cuda():
@@ -69,4 +75,9 @@ def test_make_gpu_plan_prints_the_coverage_the_stored_h200_runs_give():
     found = re.search(r"claims\s+measured\s+(\d+)/(\d+)", h200)
     assert found and int(found[1]) >= 1 and int(found[2]) > int(found[1])
     assert "GPU kind nvidia-h100-x1" in text
-    assert "fixed cap: no wall of it stored yet" in text  # said, not hidden
+    h100 = text[text.index("GPU kind nvidia-h100-x1"):]
+    # the tests step's budget is the H200's measured wall, with the log line it came from
+    assert re.search(r"cuda-tests  <- its wall, \S*cuda_tests.log: '5 passed", h100)
+    assert "kernels:softmax-8192x8192  <- 8 case(s) x 1.13 s" in h100
+    assert "[skipped: needs >= 2 GPUs, nvidia-h100-x1 has 1]" in h100
+    assert "no measurement of it stored anywhere" in h100  # the kernel tests: said, not hidden

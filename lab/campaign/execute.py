@@ -16,6 +16,7 @@ import importlib.util
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,10 +45,28 @@ def cannot_run_here(steps: list[Step]) -> dict[str, str]:
     for step in steps:
         for item in step.items:
             if item.cell and item.key:
-                gone = backends.missing_packages(backends.resolve(item.key[1]).info)
+                # a data-parallel cell's label adds `+strategy@N` to its backend's
+                backend = item.key[1].partition("+")[0]
+                gone = backends.missing_packages(backends.resolve(backend).info)
                 if gone:
                     out[item.name] = f"{' and '.join(gone)} not installed"
     return out
+
+
+def gpu_count(steps: list[Step]) -> int:
+    """The GPUs the lease's processes can use: torch.cuda.device_count() in a child process
+    (CUDA_VISIBLE_DEVICES counts; the campaign's own process keeps no CUDA context), asked
+    only when a step needs several and nvidia-smi lists several; else nvidia-smi's count."""
+    listed = len(store.fingerprint()["hardware"].get("gpus") or [])
+    if listed < 2 or not any(s.needs_gpus > 1 for s in steps):
+        return listed
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch; "
+                              "print(torch.cuda.device_count())"],
+                             capture_output=True, text=True, timeout=120)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return 0  # torch cannot say: no step that needs several GPUs runs
 
 
 def _env(root: Path) -> dict:
@@ -109,7 +128,7 @@ class Campaign:
         names = set(stored.campaign_cells(self.out, self.machine.id)) \
             if self.state.get("run") else set()
         plans = lease_mod.plan_lease(self.steps, self.machine, self.machines, limit_s, names,
-                                     cannot_run_here(self.steps))
+                                     cannot_run_here(self.steps), gpu_count(self.steps))
         note = "figures from stored runs, margin included"
         for line in lease_mod.describe(plans, self.machine, limit_s, note, missing_packages):
             print(line)
@@ -123,6 +142,11 @@ class Campaign:
         t0 = time.perf_counter()
         for plan in plans:
             step = plan.step
+            if plan.skipped:  # a step this machine kind never runs (too few GPUs): said once
+                this["stopped"][step.name] = plan.skipped
+                self._record(lease_dir, {"kind": "step", "name": step.name,
+                                         "status": plan.skipped})
+                continue
             gone = missing_packages(step)
             if gone and plan.now:  # recorded, not run: a later lease with the package runs it
                 this["stopped"][step.name] = f"skipped: {', '.join(gone)} not installed"
@@ -208,14 +232,17 @@ class Campaign:
         return entry
 
     def _command(self, step: Step, item, left: float, lease_dir: Path) -> dict:
-        fill = {"{out}": str(self.out), "{json}": str(lease_dir / f"{step.name}.json")}
+        # one JSON and log per item: `kernels:softmax-8192x8192` -> kernels-softmax-8192x8192
+        slug = item.name.replace(":", "-")
+        fill = {"{out}": str(self.out), "{json}": str(lease_dir / f"{slug}.json")}
         argv = []
         for arg in item.argv:
             for key, value in fill.items():
                 arg = arg.replace(key, value)
             argv.append(arg)
-        status, wall = _launch(argv, lease_dir / f"{step.name}.log", left, self.root)
+        status, wall = _launch(argv, lease_dir / f"{slug}.log", left, self.root)
         if status == "ok" and step.name not in lease_mod.EVERY_LEASE:
-            self.state.setdefault("done", {})[step.name] = self.state["leases"][-1]["stamp"]
-        return {"kind": "command", "name": step.name, "status": status,
+            self.state.setdefault("done", {})[item.name] = self.state["leases"][-1]["stamp"]
+        # named by the item: its wall is what the next lease plans it with (stored.py)
+        return {"kind": "command", "name": item.name, "status": status,
                 "wall_s": round(wall, 1)}

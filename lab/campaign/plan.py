@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lab.cell.spec import benchmark_name
 from lab.core.errors import UsageError
@@ -21,10 +22,9 @@ LAB = [sys.executable, "-m", "lab.cli"]
 CELL_REPEATS = 15
 CELL_TIMEOUT_S = 90
 LATENCY_REPEATS = 100  # per-call samples of a latency cell: p99 needs a hundred
-# the kernel benchmark at the sizes that decide the kernel targets (the large end of each
-# sweep, as the first H200 run measured them)
-KERNEL_CASES = ("ceiling or 8192x8192 or 4096x32768 or 16384x8192 or 16384x16384 or "
-                "16384x14336 or 8192x128256 or matmul-4096 or matmul-8192 or attention")
+# data-parallel cells at 2 ranks: the seed's "Distributed Training" row as claims/seed.toml
+# states it (2 ranks, so a 2-GPU machine runs the same cells as an 8-GPU one and they compare)
+RANKS = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Item:
     argv: tuple[str, ...]
     cell: bool = True
     key: tuple = ()  # (workload, backend, mode): how a cost is looked up across shapes
+    # a command that runs part of a recorded one (a kernel size of the kernel benchmark): its
+    # test cases, and the recorded command whose wall per case it costs until it has its own
+    cases: int = 0
+    per_case_of: str = ""
+    bound_s: float | None = None  # a cell's longest possible wall, its timeouts (launch apart)
 
 
 @dataclass
@@ -44,17 +49,20 @@ class Step:
     what: str
     items: list[Item] = field(default_factory=list)
     needs: tuple[str, ...] = ()  # importable packages; missing -> the step is skipped
-    cap_s: float | None = None  # a command step's fixed limit while no wall of it is stored
+    needs_gpus: int = 0  # the GPUs the machine must have; fewer -> skipped, with the reason
 
 
 def cell_item(workload: str, backend: str, mode: str, device: str, precision: str | None = None,
               shape: dict | None = None, latency: bool = False, repeats: int = CELL_REPEATS,
-              timeout_s: float = CELL_TIMEOUT_S) -> Item:
-    """One cell as an Item; its name as the lab will store it (UsageError if it cannot run)."""
+              timeout_s: float = CELL_TIMEOUT_S, ranks: int | None = None,
+              parallel: str | None = None) -> Item:
+    """One cell as an Item; its name as the lab will store it (UsageError if it cannot run).
+    `ranks`/`parallel`: the cell data parallel (`lab run --ranks N --parallel STRATEGY`)."""
     shape = dict(shape or {})
     chosen = session.Selection(workloads=[workload], backends=[backend], modes=[mode],
                                device=device, precision=precision, shape=shape,
-                               repeats=repeats, latency=latency)
+                               repeats=repeats, latency=latency, ranks=ranks,
+                               parallel=[parallel] if parallel else None)
     chosen.on_this_machine = False  # planned here, measured on the GPU
     cells, _ = session.plan(chosen, timeout_s=timeout_s)
     spec = cells[0].spec
@@ -66,7 +74,12 @@ def cell_item(workload: str, backend: str, mode: str, device: str, precision: st
         argv += ["--shape", f"{key}={value}"]
     if latency:
         argv.append("--latency")
-    return Item(name, tuple(argv), True, (workload, cells[0].choice.label, mode))
+    bound = None
+    if ranks:
+        argv += ["--ranks", str(ranks)] + (["--parallel", parallel] if parallel else [])
+        bound = 2 * timeout_s  # the 1-rank pass and the N-rank pass, each ended at --timeout
+    return Item(name, tuple(argv), True, (workload, cells[0].choice.label, mode),
+                bound_s=bound)
 
 
 def claim_items(claims_path: str, device: str) -> list[Item]:
@@ -111,14 +124,49 @@ def _unique(steps: list[Step]) -> list[Step]:
     return steps
 
 
-def gpu_steps(root: str) -> list[Step]:
-    """The CUDA campaign: the CUDA tests, then value order: the seed claims' cells, the kernel
-    benchmark at its deciding sizes, the suite, the profile."""
-    from pathlib import Path
+def distributed_items(device: str = "cuda") -> list[Item]:
+    """The seed's data-parallel row (claims/seed.toml): transformer and GPT-2 training at
+    RANKS ranks, torch DDP and FSDP2 eager and compiled, JAX data parallel, TensorFlow
+    mirrored (the transformer only: GPT-2 has no TensorFlow version)."""
+    items = []
+    for workload in ("transformer", "gpt2"):
+        for backend, strategies in (("torch-eager", ("ddp", "fsdp")),
+                                    ("torch-compile", ("ddp", "fsdp")), ("jax-jit", (None,)),
+                                    ("tf-graph", (None,)), ("tf-xla", (None,))):
+            for strategy in strategies:
+                try:
+                    items.append(cell_item(workload, backend, "train", device, ranks=RANKS,
+                                           parallel=strategy))
+                except UsageError:  # no version of the workload in that framework
+                    continue
+    return items
 
-    tests = ["tests/test_cuda.py"] + sorted(
-        str(p.relative_to(root)) for p in (Path(root) / "tests").glob("test_kernel_*.py")
-        if p.name != "test_kernel_aot.py")
+
+def kernel_items(root: str) -> list[Item]:
+    """One pytest invocation per deciding size of the kernel benchmark (lab.campaign.
+    kernelcases), each writing its own benchmark JSON into the lease's folder."""
+    from lab.campaign import kernelcases
+
+    return [Item(case.name, (sys.executable, "-m", "pytest", "-q", kernelcases.BENCH, "-k",
+                             case.select, "--benchmark-json={json}"), False,
+                 cases=case.cases, per_case_of="kernels")
+            for case in kernelcases.size_cases(root)]
+
+
+def kernel_test_items(root: str) -> list[Item]:
+    """The kernel tests compiled for the GPU, one file each (TRITON_INTERPRET=0: the lease's
+    environment), so a lease stopped part-way keeps the files it finished."""
+    files = sorted(p for p in (Path(root) / "tests").glob("test_kernel_*.py")
+                   if p.name != "test_kernel_aot.py")  # AOT compiles for a named GPU: any host
+    return [Item(f"kernel-tests:{p.stem.removeprefix('test_kernel_')}",
+                 (sys.executable, "-m", "pytest", "-q", "-x", str(p.relative_to(root))), False)
+            for p in files]
+
+
+def gpu_steps(root: str) -> list[Step]:
+    """The CUDA campaign: the CUDA tests, then value order: the seed claims' cells, the
+    data-parallel cells (a machine with several GPUs only), the kernel benchmark at its
+    deciding sizes, the kernel tests on the GPU, the suite, the profile."""
     suite = _cells(["mlp", "transformer", "resnet50"],
                    ["torch-eager", "torch-compile", "torch-triton", "jax-jit", "tf-xla"],
                    ["infer", "train"], "cuda")
@@ -133,16 +181,20 @@ def gpu_steps(root: str) -> list[Step]:
                     ["infer"], "cuda", precision="fp32", shape={"batch": 1}, latency=True,
                     repeats=LATENCY_REPEATS)
     return _unique([
-        Step("cuda-tests", "the CUDA paths and every kernel test compiled on the GPU",
-             [Item("cuda-tests", (sys.executable, "-m", "pytest", "-q", "-x", *tests), False)],
-             needs=("torch", "triton"), cap_s=60),
+        Step("cuda-tests", "the lab's CUDA paths (tests/test_cuda.py), every lease",
+             [Item("cuda-tests", (sys.executable, "-m", "pytest", "-q", "-x",
+                                  "tests/test_cuda.py"), False)],
+             needs=("torch",)),
         Step("claims", "the cells the seed's claims need, judged afterwards on the campaign run",
              claim_items(str(Path(root) / "claims" / "seed.toml"), "cuda"), needs=("torch",)),
+        Step("distributed", f"the seed's data-parallel row: training at {RANKS} ranks, one GPU "
+             "each (DDP, FSDP2, JAX, TensorFlow)", distributed_items(), needs=("torch",),
+             needs_gpus=RANKS),
         Step("kernels", "the lab's kernels vs eager, torch.compile and Liger at the sizes "
-             "that decide the kernel targets",
-             [Item("kernels", (sys.executable, "-m", "pytest", "-q", "bench/bench_kernels.py",
-                               "-k", KERNEL_CASES, "--benchmark-json={json}"), False)],
-             needs=("torch", "triton"), cap_s=90),
+             "that decide the kernel targets, one size at a time", kernel_items(root),
+             needs=("torch", "triton")),
+        Step("kernel-tests", "every kernel test compiled for the GPU, one file at a time",
+             kernel_test_items(root), needs=("torch", "triton")),
         Step("suite", "mlp, transformer, resnet50 x the torch, jax and tf compilers x infer, "
              "train (CUDA default precision), the torch pair in strict fp32, GPT-2 and Llama, "
              "the inference runtimes per call",
@@ -151,7 +203,7 @@ def gpu_steps(root: str) -> list[Step]:
              [Item("profile", (*LAB, "profile", "--workload", "transformer", "--backend",
                                "torch-compile", "--mode", "infer", "--device", "cuda",
                                "--timeout", "55", "--out", "{out}"), False)],
-             needs=("torch",), cap_s=60),
+             needs=("torch",)),
     ])
 
 

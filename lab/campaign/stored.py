@@ -1,6 +1,7 @@
 """What a root of run folders already holds, per machine folder: every stored cell with its
-status and wall time, the campaign's state (which run each lease extends) and the walls of
-its command steps from earlier leases' summaries."""
+status and wall time, the campaign's state (which run each lease extends), the walls of its
+command items from earlier leases' summaries, and the walls recorded before the campaign
+existed (`step-walls.json`: each figure with the log line it was read from)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from lab.store import reader as results
 
 STATE = "campaign.json"  # OUT/<machine-id>/campaign.json: the campaign run and its leases
 SUMMARY = "summary.json"  # OUT/<machine-id>/<stamp>-gpu-campaign/summary.json: one lease
+# OUT/<machine-id>/step-walls.json: walls of commands run by hand on the machine kind before
+# the campaign (the first H200 wave), read from their logs; a lease's own walls are in its
+# summary. {"steps": {name: {"wall_s", "finished", "cases"?, "command", "log", "line"}},
+#  "launch": [{"launch_s", "run", "log", "line"}]}
+RECORDED = "step-walls.json"
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Machine:
     step_walls: dict = field(default_factory=dict)  # command step -> [wall_s of each lease]
     launch_s: list = field(default_factory=list)  # per-invocation wall outside the cell
     cut_short: dict = field(default_factory=dict)  # item -> longest wall it ran before SIGINT
+    recorded: dict = field(default_factory=dict)  # step-walls.json as stored ({} if none)
 
     def measured(self) -> dict[str, CellRecord]:
         """Canonical name -> the record of a cell stored as ok (the newest if several)."""
@@ -90,13 +97,24 @@ def read_machine(folder: Path) -> Machine:
             if not isinstance(entry, dict):
                 continue
             if entry.get("kind") == "command" and entry.get("status") == "ok":
+                # keyed by the item: a step of several commands (the kernel sizes) has a wall
+                # per item; a one-command step's item is named as the step
                 machine.step_walls.setdefault(entry["name"], []).append(entry["wall_s"])
             if entry.get("kind") == "cell" and isinstance(entry.get("launch_s"), (int, float)):
                 machine.launch_s.append(entry["launch_s"])
             if entry.get("status") == "stopped at its budget" and "wall_s" in entry:
                 name = entry["name"]
                 machine.cut_short[name] = max(machine.cut_short.get(name, 0), entry["wall_s"])
+    machine.recorded = read_recorded(folder)
     return machine
+
+
+def read_recorded(folder: Path) -> dict:
+    try:
+        doc = json.loads((folder / RECORDED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def read_root(root: str | Path) -> dict[str, Machine]:
