@@ -82,9 +82,9 @@ def machine_section(out: Path, machine: stored.Machine, steps) -> list[str]:
     lines = [f"### {machine.gpu} (`{out.name}/{machine.id}/`)", ""]
     names = set(stored.campaign_cells(out, machine.id)) if machine.state.get("run") else set()
     plans = lease.plan_lease(steps, machine, {machine.id: machine}, float("inf"), names)
-    lines += ["| step | planned | stored |", "|---|--:|--:|"]
+    lines += ["| step | planned | stored | |", "|---|--:|--:|---|"]
     for p in plans:
-        lines.append(f"| {p.step.name} | {p.planned} | {len(p.covered)} |")
+        lines.append(f"| {p.step.name} | {p.planned} | {len(p.covered)} | {p.skipped} |")
     lines += ["", "| run | workload | backend | mode | precision | shape | status | median ms "
               "| eager ms | speedup [95% CI] | compile s (cold) | cell wall s |",
               "|---|---|---|---|---|---|---|--:|--:|--:|--:|--:|"]
