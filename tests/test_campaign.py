@@ -384,3 +384,17 @@ def test_a_lease_records_each_command_item_and_skips_a_step_that_needs_gpus(tmp_
     assert set(again.step_walls) == {"kernels:a", "kernels:b"}  # the next plan's figures
     (kernels, _dp) = lease.plan_lease(steps, again, {machine: again}, 120)
     assert [i.name for i in kernels.covered] == ["kernels:a", "kernels:b"]
+
+
+def test_a_data_parallel_cell_costs_at_most_its_two_timed_passes():
+    h100, machines = _machines()
+    est = costs.Estimator(h100, machines)
+    key = ("mlp", "torch-eager", "train")  # a CPU figure of 3 s, scaled x2.3
+    free = est.item(Step("s", ""), Item("a", (), True, key))
+    bounded = est.item(Step("s", ""), Item("b", (), True, key, bound_s=2.0))
+    assert free.seconds > 2.0 + est.launch_s
+    assert bounded.seconds == pytest.approx(2.0 + est.launch_s)
+    assert bounded.source.endswith("at most 2 s, its --timeout per pass")
+    (item,) = [i for i in plan.distributed_items() if i.key[1] == "torch-compile+ddp@2"
+               and i.key[0] == "transformer"]
+    assert item.bound_s == 2 * plan.CELL_TIMEOUT_S
