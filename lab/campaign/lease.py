@@ -94,7 +94,7 @@ def describe(plans: list[StepPlan], machine: Machine, limit_s: float, estimate_n
         gone = missing_packages(p.step)
         note = f"  [skipped here: {', '.join(gone)} not installed]" if gone else ""
         note = f"  [{p.skipped}]" if p.skipped else note
-        lines.append(f"  {p.step.name:10s} measured {len(p.covered):3d}/{p.planned:<3d} "
+        lines.append(f"  {p.step.name:12s} measured {len(p.covered):3d}/{p.planned:<3d} "
                      f"next lease {len(p.now):3d} in {p.budget_s:6.0f} s, later "
                      f"{len(p.later):3d}{note}  ({p.step.what})")
         if p.cannot:
