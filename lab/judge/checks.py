@@ -31,12 +31,18 @@ def _run_for_claims(todo: list[tuple], device: str, out: str,
     from lab.running import executors
     from lab.running import loop as session
 
+    from lab.judge.scaling import parse_label
+
     planned, refused = {}, {}
     for key, workload, backend, mode, precision, shape, latency in todo:
+        # a data-parallel cell (`torch-eager+ddp@2`) is its backend's cell at --ranks N
+        ranked = parse_label(backend)
         try:  # the selection's own checks (shape constraints, memory) refuse one cell here
             cells, _ = session.plan(session.Selection(
-                workloads=[workload], backends=[backend], modes=[mode], device=device,
-                precision=precision, shape=shape, latency=latency, stored_runs=out))
+                workloads=[workload], backends=[ranked[0] if ranked else backend], modes=[mode],
+                device=device, precision=precision, shape=shape, latency=latency,
+                stored_runs=out, ranks=ranked[2] if ranked else None,
+                parallel=[ranked[1]] if ranked else None))
         except UsageError as exc:
             refused[key] = {"status": "skipped", "reason": str(exc)}
             continue
