@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
+import pytest
+
 from lab.distributed import comm_trace
 from lab.distributed.comm import cell_fields as communication
 
@@ -62,3 +64,27 @@ def test_the_cell_stores_a_share_per_rank_or_the_reason():
                                             "reason": "no collective op in the trace"}}]}
     assert communication(none) == {"comm_share_reason": "no collective op in the trace"}
     assert communication({"per_rank": [{"rank": 0}]}) == {}  # stored before it was measured
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.parametrize("backend, strategy, framework", [
+    ("jax-jit", "dp", "jax"), ("tf-graph", "mirrored", "tensorflow")])
+def test_a_jax_or_tensorflow_cell_reads_its_share_from_the_trace(tmp_path, backend, strategy,
+                                                                   framework):
+    from lab.cell.spec import CellSpec
+    from lab.core.status import Status
+    from lab.distributed import launch
+
+    pytest.importorskip(framework)
+    spec = CellSpec(workload="transformer", backend=backend, option=None, mode="train",
+                    shape={"batch": 4, "seq": 16, "d_model": 32, "heads": 2}, device="cpu",
+                    threads=1, repeats=5, precision="fp32", budget_s=30,
+                    extra={"ranks": 2, "strategy": strategy})
+    result, _ = launch.run_ranks(spec, 2, 600, tmp_path / "r2")
+    assert result.status == Status.OK, (result.reason, result.log_tail)
+    (rank,) = result.diagnostics["per_rank"]  # one process holds both devices
+    share = rank["communication"]
+    assert share["events"] and 0 < share["comm_share"] <= 1, share
+    shares = communication(result.diagnostics)["comm_share_per_rank"]
+    assert len(shares) == (2 if framework == "jax" else 1)  # JAX's per device
