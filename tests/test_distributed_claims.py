@@ -161,3 +161,27 @@ def test_lab_check_exits_2_on_a_malformed_scaling_claim(tmp_path):
     assert result.stderr.strip() == (f"lab: error: {bad}:6: claim dp: ranks must be an "
                                      f"integer of at least 2, got 0")
     assert [p.name for p in tmp_path.iterdir()] == ["bad.toml"]  # nothing written
+
+
+def test_lab_check_plans_a_missing_data_parallel_cell_as_lab_run_ranks_does(monkeypatch):
+    import os
+
+    from lab.judge import checks
+    from lab.running import loop
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("2 ranks need 2 cores of their own")
+
+    class Planned(Exception):
+        pass
+
+    def run_cells(cells, **_):
+        raise Planned([c.choice.label for c in cells], [c.spec.extra for c in cells])
+
+    monkeypatch.setattr(loop, "run_cells", run_cells)
+    todo, _ = verdict.missing_cells([_claim(**{**SCALING, "backend": "tf-graph"})], {}, "cpu")
+    with pytest.raises(Planned) as planned:
+        checks._run_for_claims(todo, "cpu", "unused", progress=lambda _: None)
+    labels, extras = planned.value.args
+    assert labels == [todo[0][2]] == ["tf-graph+mirrored@2"]
+    assert extras[0]["ranks"] == 2 and extras[0]["strategy"] == "mirrored"

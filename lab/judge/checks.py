@@ -28,10 +28,9 @@ def finite(value):
 def _run_for_claims(todo: list[tuple], device: str, out: str,
                     progress=print) -> tuple[dict, str | None]:
     """Run the cells the claims need through the one run loop; (key -> cell, run folder)."""
+    from lab.judge.scaling import parse_label
     from lab.running import executors
     from lab.running import loop as session
-
-    from lab.judge.scaling import parse_label
 
     planned, refused = {}, {}
     for key, workload, backend, mode, precision, shape, latency in todo:
@@ -135,7 +134,10 @@ def claims_json(check: ClaimCheck) -> dict:
                 # a claim over a suite (lab.judge.suite_claims): which, and what is judged there
                 **({"suite": c.suite, "suite_aggregate": c.suite_kind,
                     "metric": "pass_rate" if c.suite_kind == "pass_rate" else c.metric,
-                    "at": c.at} if getattr(c, "suite", None) else {})}
+                    "at": c.at} if getattr(c, "suite", None) else {}),
+                # a claim over data-parallel cells (lab.judge.scaling)
+                **({"ranks": c.ranks, "strategy": list(c.strategy)}
+                   if getattr(c, "ranks", None) else {})}
 
     return {"command": "check", "device": check.device, "hardware": check.hardware,
             "run": check.run, "claims": [claim(r) for r in check.results]}

@@ -367,14 +367,14 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
             results.append(result)
             continue
         for w, m in workload_modes(claim):
-            def get(b, w=w, m=m, wanted=wanted):
+            def get(b, w=w, m=m, wanted=wanted, claim=claim):
                 return stored.get((w, _cell_label(claim, b), m, wanted))
 
             other = get(claim.versus) if claim.versus else None
             cells.append(cell_ratio(claim, f"{w} {m}", get(claim.backend), other))
         result = decide(claim, cells, hardware)
         result.precision = wanted
-        if claim.ranks:  # what a data-parallel verdict rests on: cells, ranks, machine
+        if getattr(claim, "ranks", None):  # what a data-parallel verdict rests on
             from lab.judge import scaling
 
             used = [stored.get((w, _cell_label(claim, b), m, wanted))
@@ -413,7 +413,7 @@ def _what(claim) -> str:
     if claim.metric == "scaling":
         what = f"scaling efficiency at {claim.ranks} ranks of {_cell_label(claim, claim.backend)}"
         return what + (f" over {_cell_label(claim, claim.versus)}'s" if claim.versus else "")
-    if claim.ranks:
+    if getattr(claim, "ranks", None):
         return f"{claim.metric} of {_cell_label(claim, claim.backend)} over " \
                f"{_cell_label(claim, claim.versus)}"
     if claim.metric == "memory":
@@ -435,7 +435,7 @@ def format_results(results: list[ClaimResult]) -> str:
             if cell.ratio is None:
                 lines.append(f"    {cell.label}: no verdict: {cell.reason}")
                 continue
-            x = c.unit
+            x = getattr(c, "unit", "x")
             if cell.ci95 is None:  # a point value that cannot decide (memory on the CPU)
                 lines.append(f"    {cell.label}: {cell.ratio:.3f}{x} (point value) -> "
                              f"{cell.verdict} ({cell.reason})"
