@@ -185,3 +185,18 @@ def test_lab_check_plans_a_missing_data_parallel_cell_as_lab_run_ranks_does(monk
     labels, extras = planned.value.args
     assert labels == [todo[0][2]] == ["tf-graph+mirrored@2"]
     assert extras[0]["ranks"] == 2 and extras[0]["strategy"] == "mirrored"
+
+
+def test_ranks_compare_two_backends_data_parallel_cells():
+    # "does torch.compile still pay under DDP": the two DDP cells' throughputs
+    pays = _claim(metric="throughput", backend="torch-compile", versus="torch-eager", ranks=2,
+                  workload="transformer", mode="train", expect="at_least", value=1.0)
+    entries = [ranked("transformer", "torch-compile+ddp@2", 0.8, step_s=0.02),
+               ranked("transformer", "torch-eager+ddp@2", 0.8, seed=2, step_s=0.2),
+               cell("transformer", "torch-compile", "train", samples(0.5))]  # not read
+    result = _check(pays, entries)
+    (c,) = result.cells
+    assert c.ratio == pytest.approx(10, rel=0.05) and result.verdict == "supported"
+    assert "across processes" in c.reason
+    assert "throughput of torch-compile+ddp@2 over torch-eager+ddp@2" in \
+        verdict.format_results([result])
