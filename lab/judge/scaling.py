@@ -78,12 +78,21 @@ def validate(table: dict) -> tuple[int | None, tuple[str, ...]]:
         if name not in all_strategies():
             raise KeyError("strategy", f"unknown strategy {name!r}; valid: "
                                        f"{', '.join(all_strategies())}")
-        owners = [b for b in names if b in backends.BACKENDS
-                  and name in STRATEGIES.get(b, ())]
+        owners = [b for b in names if name in STRATEGIES.get(_backend_name(b), ())]
         if not owners:
             raise KeyError("strategy", f"strategy {name!r} is none of the claim's backends' "
                                        f"({', '.join(names)})")
     return ranks, tuple(strategies)
+
+
+def _backend_name(text: str) -> str | None:
+    """A claim's backend (NAME[:OPTION]) as the backend's name; None for an unknown one."""
+    from lab import compile as backends
+
+    try:
+        return backends.resolve(text).info.name
+    except backends.UnknownBackend:
+        return None
 
 
 def ranked_label(backend: str, ranks: int, strategies: tuple[str, ...]) -> str:
