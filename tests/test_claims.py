@@ -25,7 +25,8 @@ def test_seed_claims_parse_with_their_rules():
                            "resnet50-training-parity", "memory-similar-with-optimization",
                            "memory-efficiency-similar", "inference-latency-torchscript",
                            "inference-latency-tensorrt", "inference-latency-tf-optimized",
-                           "inference-latency-tf-over-pytorch"}
+                           "inference-latency-tf-over-pytorch", "distributed-training-pytorch",
+                           "distributed-training-tensorflow", "distributed-training-alike"}
     two_x = parsed["compile-up-to-2x"]
     assert two_x.expect == "up_to" and two_x.aggregate == "best" and two_x.low == 1.5
     assert parsed["resnet50-training-parity"].device == "cuda"
@@ -65,6 +66,6 @@ def test_lab_check_exits_2_on_a_malformed_file(tmp_path):
     result = run_lab("check", str(bad), "--out", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip() == (f"lab: error: {bad}:4: claim mine: unknown metric 'speed'; "
-                                     f"valid: speedup, throughput, time, memory, latency")
+                                     f"valid: speedup, throughput, time, memory, latency, scaling")
     missing = run_lab("check", str(tmp_path / "none.toml"))
     assert missing.returncode == 2 and "no such claim file" in missing.stderr

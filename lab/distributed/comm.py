@@ -6,6 +6,8 @@ all-gather, broadcast) merged so nested and overlapping ones count once, over th
 On the CPU the gloo collectives run on a thread of their own, overlapping the backward that is
 still computing, so this is the share of the step during which a collective was in flight,
 not the share the step waited for one; on CUDA the NCCL kernels' device time is taken.
+`cell_fields` turns any framework's per-rank figures (this module's, lab.distributed.comm_trace's
+for JAX and TensorFlow) into the cell's fields.
 """
 
 from __future__ import annotations
@@ -53,3 +55,20 @@ def share(torch, step, sync, cuda: bool, steps: int = PROFILED_STEPS) -> dict:
     return {"comm_share": round(min(comm_s / wall, 1.0), 4) if wall > 0 else None,
             "comm_s_per_step": comm_s / steps, "profiled_steps": steps,
             "events": sorted(names)[:8]}
+
+
+def cell_fields(diagnostics: dict | None) -> dict:
+    """The cell's communication share where the framework's profiler shows it: one figure per
+    rank (torch: per process; JAX: per device of the one process; TensorFlow: one for the
+    process, any replica's collective in flight), or the reason there is none."""
+    shares, reasons = [], []
+    for r in (diagnostics or {}).get("per_rank") or []:
+        comm = (r or {}).get("communication") or {}
+        shares += comm.get("per_device") or [comm.get("comm_share")]
+        if comm.get("reason"):
+            reasons.append(comm["reason"])
+    if any(x is not None for x in shares):
+        return {"comm_share_per_rank": shares}
+    if reasons:
+        return {"comm_share_reason": "; ".join(dict.fromkeys(reasons))}
+    return {}

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from lab.core.cores import usable_cores
-from lab.distributed import timing
+from lab.distributed import comm_trace, timing
 
 
 def _single(values: list[float]) -> list[list[float]]:
@@ -91,11 +91,14 @@ def run(spec, rank: int, world: int, local_rank: int, out_dir: str) -> dict:
     t0 = time.perf_counter()
     times = timing.sample(step, sync, none, _single, spec.repeats, inner, deadline)
     phases["sampling"] = time.perf_counter() - t0
+    # after the timed samples, apart from them: the profiler slows the steps it watches
+    communication = comm_trace.jax_share(jax, step, sync, os.path.join(out_dir, "jax-trace"))
     per_rank = [{"rank": 0, "devices": n, "mesh": dict(mesh.shape),
                  "cores": usable_cores(),
                  # XLA's CPU pool is the schedulable CPUs (lab.compile.jax.set_threads)
                  "threads": len(usable_cores()),
-                 "median_step_s": float(np.median(times.samples_s))}]
+                 "median_step_s": float(np.median(times.samples_s)),
+                 "communication": communication}]
     return {"first_call_s": first, "phases_s": phases, "warmup": warm, "inner_steps": inner,
             "samples_s": times.samples_s, "per_rank": per_rank, "rounds": len(times.samples_s),
             "precision_settings": settings, "versions": jax_backend.versions(),

@@ -29,7 +29,7 @@ from lab.cell.launch import cell_env, kill_group, reap_group, scratch
 from lab.cell.spec import CellOutcome, CellResult, CellSpec
 from lab.core.cores import usable_cores
 from lab.core.status import OOM_MARKERS, Status
-from lab.distributed import PROCESS_PER_RANK
+from lab.distributed import PROCESS_PER_RANK, comm
 from lab.distributed import rank as rank_main
 
 POLL_S = 0.05
@@ -187,10 +187,7 @@ def run_cell(spec: CellSpec, label: str, timeout_s: float, on_phase=None) -> Cel
             result.status = Status.FAIL_ACCURACY
             result.reason = result.accuracy["detail"]
     extra.update(scaling(spec, single, result, ranks))
-    shares = [(r.get("communication") or {}).get("comm_share")
-              for r in (result.diagnostics or {}).get("per_rank") or []]
-    if any(x is not None for x in shares):  # where the framework's profiler shows it (torch)
-        extra["comm_share_per_rank"] = shares
+    extra.update(comm.cell_fields(result.diagnostics))
     warm = None
     info = backends.BACKENDS[spec.backend]
     if info.compiles and info.framework.value in PROCESS_PER_RANK:

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from lab.core.cores import usable_cores
-from lab.distributed import timing
+from lab.distributed import comm_trace, timing
 
 
 def _single(values: list[float]) -> list[list[float]]:
@@ -128,10 +128,13 @@ def run(spec, rank: int, world: int, local_rank: int, out_dir: str) -> dict:
     t0 = time.perf_counter()
     times = timing.sample(train, sync, none, _single, spec.repeats, inner, deadline)
     phases["sampling"] = time.perf_counter() - t0
+    # after the timed samples, apart from them: the profiler slows the steps it watches
+    communication = comm_trace.tf_share(tf, train, sync, os.path.join(out_dir, "tf-trace"))
     per_rank = [{"rank": 0, "replicas": strategy.num_replicas_in_sync, "devices": devices,
                  "cores": usable_cores(),
                  "threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                 "median_step_s": float(np.median(times.samples_s))}]
+                 "median_step_s": float(np.median(times.samples_s)),
+                 "communication": communication}]
     return {"first_call_s": first_s, "phases_s": phases, "warmup": warm, "inner_steps": inner,
             "samples_s": times.samples_s, "per_rank": per_rank, "rounds": len(times.samples_s),
             "precision_settings": settings, "versions": tf_backend.versions(),

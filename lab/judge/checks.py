@@ -28,15 +28,20 @@ def finite(value):
 def _run_for_claims(todo: list[tuple], device: str, out: str,
                     progress=print) -> tuple[dict, str | None]:
     """Run the cells the claims need through the one run loop; (key -> cell, run folder)."""
+    from lab.judge.scaling import parse_label
     from lab.running import executors
     from lab.running import loop as session
 
     planned, refused = {}, {}
     for key, workload, backend, mode, precision, shape, latency in todo:
+        # a data-parallel cell (`torch-eager+ddp@2`) is its backend's cell at --ranks N
+        ranked = parse_label(backend)
         try:  # the selection's own checks (shape constraints, memory) refuse one cell here
             cells, _ = session.plan(session.Selection(
-                workloads=[workload], backends=[backend], modes=[mode], device=device,
-                precision=precision, shape=shape, latency=latency, stored_runs=out))
+                workloads=[workload], backends=[ranked[0] if ranked else backend], modes=[mode],
+                device=device, precision=precision, shape=shape, latency=latency,
+                stored_runs=out, ranks=ranked[2] if ranked else None,
+                parallel=[ranked[1]] if ranked else None))
         except UsageError as exc:
             refused[key] = {"status": "skipped", "reason": str(exc)}
             continue
@@ -129,7 +134,10 @@ def claims_json(check: ClaimCheck) -> dict:
                 # a claim over a suite (lab.judge.suite_claims): which, and what is judged there
                 **({"suite": c.suite, "suite_aggregate": c.suite_kind,
                     "metric": "pass_rate" if c.suite_kind == "pass_rate" else c.metric,
-                    "at": c.at} if getattr(c, "suite", None) else {})}
+                    "at": c.at} if getattr(c, "suite", None) else {}),
+                # a claim over data-parallel cells (lab.judge.scaling)
+                **({"ranks": c.ranks, "strategy": list(c.strategy)}
+                   if getattr(c, "ranks", None) else {})}
 
     return {"command": "check", "device": check.device, "hardware": check.hardware,
             "run": check.run, "claims": [claim(r) for r in check.results]}

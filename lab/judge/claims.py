@@ -17,6 +17,9 @@ One `[[claim]]` table per claim (the grammar, with examples, is in docs/verdicts
     precision = "fp32"                 # fp32 | tf32 | bf16 | fp16 | amp-bf16 | amp-fp16, or
                                        # "default": the device's (fp32 CPU, amp-bf16 CUDA);
                                        # dtype = "float32" (the older key) means fp32
+    ranks = 2                          # data-parallel cells (lab run --ranks N), with metric
+                                       # scaling, throughput or time; strategy = "fsdp" picks
+                                       # one (lab.judge.scaling)
 
 Errors name the file, the line and the reason, and are raised as ClaimError.
 """
@@ -29,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # memory: eager / backend step peak (in-process), or versus / backend across cells;
-# latency: per-call p50 of eager / backend (--latency cells), or versus / backend
-METRICS = ("speedup", "throughput", "time", "memory", "latency")
+# latency: per-call p50 of eager / backend (--latency cells), or versus / backend;
+# scaling: a data-parallel cell's scaling efficiency, or backend's over versus's
+METRICS = ("speedup", "throughput", "time", "memory", "latency", "scaling")
 EXPECTS = ("at_least", "at_most", "about", "between", "up_to")
 DEVICES = ("any", "cpu", "cuda")
 AGGREGATES = ("all", "best")
@@ -38,7 +42,8 @@ DEFAULT_TOLERANCE = 0.05
 DEFAULT_REACH = 0.75  # "up to X" holds when the best case reaches at least this share of X
 _KEYS = {"id", "quote", "source", "note", "metric", "backend", "versus", "workload", "mode",
          "expect", "value", "range", "tolerance", "reach", "aggregate", "device", "dtype",
-         "precision", "shape", "suite", "size", "at"}  # the last three: lab.judge.suite_claims
+         "precision", "shape", "suite", "size", "at",  # these three: lab.judge.suite_claims
+         "ranks", "strategy"}  # lab.judge.scaling
 DEFAULT_PRECISION = "default"  # a claim's precision that means the device's (lab.core.precision)
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -74,19 +79,28 @@ class Claim:
     suite: str | None = None
     suite_kind: str | None = None
     at: float | None = None
+    # a claim over data-parallel cells (lab.judge.scaling): their ranks, the strategies named
+    ranks: int | None = None
+    strategy: tuple[str, ...] = ()
 
     def describe_expectation(self) -> str:
         if self.suite_kind in ("share", "pass_rate"):  # a fraction of the suite's models
             low, high = f"{100 * self.low:.3g}%", f"{100 * self.high:.3g}%"
             return {"at_least": f">= {low}", "at_most": f"<= {high}"}.get(
                 self.expect, f"{low} to {high}")
+        x = self.unit
         if self.expect == "at_least":
-            return f">= {self.low:g}x"
+            return f">= {self.low:g}{x}"
         if self.expect == "at_most":
-            return f"<= {self.high:g}x"
+            return f"<= {self.high:g}{x}"
         if self.expect == "up_to":
-            return f"up to {self.high:g}x (best case >= {self.low:g}x)"
-        return f"{self.low:.3g}x to {self.high:.3g}x"
+            return f"up to {self.high:g}{x} (best case >= {self.low:g}{x})"
+        return f"{self.low:.3g}{x} to {self.high:.3g}{x}"
+
+    @property
+    def unit(self) -> str:
+        """"x" after a ratio; nothing after a scaling efficiency, which is a fraction."""
+        return "" if self.metric == "scaling" and not self.versus else "x"
 
 
 def _claim_lines(text: str) -> list[int]:
@@ -157,6 +171,12 @@ def _parse_one(table: dict) -> Claim:
                 backends.resolve(table[key] if isinstance(table[key], str) else "")
             except backends.UnknownBackend as exc:
                 fail(key, str(exc))
+    from lab.judge import scaling
+
+    try:
+        ranks, strategies = scaling.validate(table)
+    except KeyError as exc:
+        fail(*exc.args)
     if metric == "speedup" and not backends.resolve(table["backend"]).info.compiles:
         fail("backend", f"metric 'speedup' needs a compiling backend, not {table['backend']!r}")
     if metric == "speedup" and "versus" in table \
@@ -253,7 +273,7 @@ def _parse_one(table: dict) -> Claim:
         high=high, tolerance=float(tolerance), reach=float(reach), aggregate=aggregate,
         device=device, precision=claim_precision, shape=dict(shape), source=table.get("source"),
         note=table.get("note"), suite=given.get("suite"), suite_kind=suite_kind,
-        at=float(given["at"]) if "at" in given else None,
+        at=float(given["at"]) if "at" in given else None, ranks=ranks, strategy=strategies,
     )
 
 

@@ -141,13 +141,22 @@ def cell_ratio(claim, label: str, cell: dict | None, other: dict | None) -> Cell
     """The claim's ratio for one (workload, mode): in-process speedup (of p50 latency for a
     latency claim), across processes where the claim names `versus`, or memory's point ratio."""
     out = CellRatio(label)
-    problems = [p for p in (_unusable(cell, claim.backend),
-                            _unusable(other, claim.versus) if claim.versus else None) if p]
+    names = [_cell_label(claim, b) if b and getattr(claim, "ranks", None) else b
+             for b in (claim.backend, claim.versus)]
+    problems = [p for p in (_unusable(cell, names[0]),
+                            _unusable(other, names[1]) if claim.versus else None) if p]
     if problems:
         out.reason = "; ".join(problems)
         return out
     if claim.metric == "memory":
         return _memory_ratio(claim, out, cell, other)
+    if claim.metric == "scaling":  # data-parallel cells (lab.judge.scaling)
+        from lab.judge import scaling
+
+        out.ratio, out.ci95, out.reason, out.detail = scaling.ratio(claim, cell, other)
+        if out.ci95 is not None:
+            out.verdict = judge(claim, *out.ci95)
+        return out
     if claim.metric == "latency":
         problem = _latency_problem(claim, cell, claim.backend) or \
             (_latency_problem(claim, other, claim.versus) if claim.versus else None)
@@ -235,6 +244,16 @@ def _backend_label(name: str) -> str:
     return backends.resolve(name).label
 
 
+def _cell_label(claim, name: str) -> str:
+    """The label of the cells a claim reads for a backend: its data-parallel cells'
+    (`torch-eager+ddp@2`) for a claim that names ranks."""
+    if getattr(claim, "ranks", None):
+        from lab.judge import scaling
+
+        return scaling.ranked_label(name, claim.ranks, claim.strategy)
+    return _backend_label(name)
+
+
 def workload_modes(claim) -> list[tuple[str, str]]:
     """(workload, mode) pairs of a claim that exist: a workload without a mode (mlp has no
     generate) has no cell to plan, measure or list."""
@@ -253,7 +272,7 @@ def workload_modes(claim) -> list[tuple[str, str]]:
 def _wanted(claim, device: str) -> list[tuple[str, str, str]]:
     """(workload, backend label, mode) cells the claim needs."""
     backends = [claim.backend] + ([claim.versus] if claim.versus else [])
-    return [(w, _backend_label(b), m) for w, m in workload_modes(claim) for b in backends]
+    return [(w, _cell_label(claim, b), m) for w, m in workload_modes(claim) for b in backends]
 
 
 def claim_precision(claim, device: str) -> str:
@@ -307,7 +326,7 @@ def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]
             except (workloads.UnknownWorkload, ValueError) as exc:
                 skipped[key] = {"status": "skipped", "reason": f"{exc}".split(";")[0]}
                 continue
-            framework = backends.resolve(b).info.framework.value
+            framework = backends.BACKENDS[_backend_name(b)].framework.value
             if framework not in workload.frameworks:
                 skipped[key] = {"status": "skipped",
                                 "reason": f"workload {w} has no {framework} version"}
@@ -316,6 +335,15 @@ def missing_cells(claims, stored: dict, device: str) -> tuple[list[tuple], dict]
             shape = {k: v for k, v in claim.shape.items() if k in known}
             todo.append((key, w, b, m, wanted, shape, claim.metric == "latency"))
     return todo, skipped
+
+
+def _backend_name(label: str) -> str:
+    """The backend of a cell label, a data-parallel cell's (`torch-eager+ddp@2`) included."""
+    from lab import compile as backends
+    from lab.judge import scaling
+
+    ranked = scaling.parse_label(label)
+    return backends.resolve(ranked[0] if ranked else label).info.name
 
 
 def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]:
@@ -339,13 +367,21 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
             results.append(result)
             continue
         for w, m in workload_modes(claim):
-            def get(b, w=w, m=m, wanted=wanted):
-                return stored.get((w, _backend_label(b), m, wanted))
+            def get(b, w=w, m=m, wanted=wanted, claim=claim):
+                return stored.get((w, _cell_label(claim, b), m, wanted))
 
             other = get(claim.versus) if claim.versus else None
             cells.append(cell_ratio(claim, f"{w} {m}", get(claim.backend), other))
         result = decide(claim, cells, hardware)
         result.precision = wanted
+        if getattr(claim, "ranks", None):  # what a data-parallel verdict rests on
+            from lab.judge import scaling
+
+            used = [stored.get((w, _cell_label(claim, b), m, wanted))
+                    for w, m in workload_modes(claim)
+                    for b in filter(None, (claim.backend, claim.versus))]
+            result.reason = "; ".join(filter(None, [result.reason, scaling.rests_on(
+                claim, used, hardware, device)]))
         results.append(result)
     return results
 
@@ -374,6 +410,12 @@ def _what(claim) -> str:
                 "pass_rate": f"share of models {claim.backend} runs ok"}[claim.suite_kind]
         return f"{what}, suite {claim.suite} ({len(claim.workloads)} models)"
     reference = claim.versus or "eager"
+    if claim.metric == "scaling":
+        what = f"scaling efficiency at {claim.ranks} ranks of {_cell_label(claim, claim.backend)}"
+        return what + (f" over {_cell_label(claim, claim.versus)}'s" if claim.versus else "")
+    if getattr(claim, "ranks", None):
+        return f"{claim.metric} of {_cell_label(claim, claim.backend)} over " \
+               f"{_cell_label(claim, claim.versus)}"
     if claim.metric == "memory":
         return f"step memory of {reference} / {claim.backend}"
     if claim.metric == "latency":
@@ -393,8 +435,9 @@ def format_results(results: list[ClaimResult]) -> str:
             if cell.ratio is None:
                 lines.append(f"    {cell.label}: no verdict: {cell.reason}")
                 continue
+            x = getattr(c, "unit", "x")
             if cell.ci95 is None:  # a point value that cannot decide (memory on the CPU)
-                lines.append(f"    {cell.label}: {cell.ratio:.3f}x (point value) -> "
+                lines.append(f"    {cell.label}: {cell.ratio:.3f}{x} (point value) -> "
                              f"{cell.verdict} ({cell.reason})"
                              + (f" [{cell.detail}]" if cell.detail else ""))
                 continue
@@ -403,7 +446,7 @@ def format_results(results: list[ClaimResult]) -> str:
                              f"{100 * cell.ci95[0]:.0f}-{100 * cell.ci95[1]:.0f}%] -> "
                              f"{cell.verdict} ({cell.reason})")
                 continue
-            lines.append(f"    {cell.label}: {cell.ratio:.3f}x [95% CI {cell.ci95[0]:.3f}-"
+            lines.append(f"    {cell.label}: {cell.ratio:.3f}{x} [95% CI {cell.ci95[0]:.3f}-"
                          f"{cell.ci95[1]:.3f}] -> {cell.verdict}"
                          + (f" ({cell.reason})" if cell.reason else "")
                          + (f" [{cell.detail}]" if cell.detail else ""))

@@ -214,6 +214,19 @@ class Row:
         return self._tails(self.baseline_latency_ms)
 
 
+def _comm_flag(cell: dict) -> str:
+    """A data-parallel cell's communication share per rank, or why its profiler shows none."""
+    from lab.distributed.comm import cell_fields
+
+    # a cell stored before the share was a field of its own: from its ranks' diagnostics
+    fields = cell if "comm_share_per_rank" in cell or "comm_share_reason" in cell else \
+        cell_fields(cell.get("diagnostics"))
+    shares = fields.get("comm_share_per_rank") or []
+    if any(x is not None for x in shares):
+        return "comm " + "/".join("-" if x is None else f"{x:.2f}" for x in shares)
+    return f"comm: {fields.get('comm_share_reason') or 'not measured'}"
+
+
 def build(cell: dict) -> Row:
     """One stored cell (as `lab.store.reader.cells` gives it) as the row every output shows."""
     samples = len(cell.get("samples_s") or [])
@@ -233,6 +246,7 @@ def build(cell: dict) -> Row:
                          f"samples: budget")
         if cell.get("scaling_efficiency") is not None:  # a data-parallel cell (--ranks)
             flags.append(f"{cell.get('ranks')} ranks: scaling {cell['scaling_efficiency']:.2f}")
+            flags.append(_comm_flag(cell))
         if "graphs" in cycle:
             flags.append(f"{cycle['graphs']} graphs, {cycle['recompiles']} recompiles over "
                          f"the cycle")
