@@ -1,5 +1,7 @@
 # Two commands do all the set-up: `make run` and `make test`.
-# CPU installs pin the CPU wheel of torch; on a CUDA machine with torch already installed use
+# CPU installs pin the CPU wheel of torch with pip; the extras' ~200 other packages install
+# with uv, which keeps that torch and takes minutes less than pip (docs/notes.md, "Install
+# time"). On a CUDA machine with torch already installed use
 #   make run TORCH_SPEC= DEVICE=cuda     (keeps your CUDA torch; see README "GPU machines")
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +18,8 @@ MODES ?= infer,train
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q "uv==0.13.8"
+	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
