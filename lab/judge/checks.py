@@ -148,6 +148,7 @@ class GateResult:
     failed: bool
     markdown: str
     changes: object = None  # lab.judge.diff.RunDiff of the benchmarks that moved, or None
+    envs: tuple[str, str] | None = None  # the framework environments compared (lab run --env)
 
 
 def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool = False,
@@ -201,7 +202,7 @@ def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool 
     if changes is not None:
         text += "\n" + diff.markdown(changes, title="## What changed (lab diff)")
     return GateResult(rows, limit, baseline, candidate, notes, allow_missing,
-                      regression.failed(rows, allow_missing), text, changes)
+                      regression.failed(rows, allow_missing), text, changes, chosen.envs)
 
 
 def _what_changed(rows: list, baseline: str, candidate: str):
@@ -216,6 +217,7 @@ def gate_json(result: GateResult) -> dict:
     return {"command": "gate", "baseline": result.baseline, "candidate": result.candidate,
             "threshold": result.threshold, "failed": result.failed, "notes": result.notes,
             "allow_missing": result.allow_missing,
+            "envs": list(result.envs) if result.envs else None,
             "verdicts": [{"name": r.name, "verdict": r.verdict, "busy": list(r.busy),
                           "note": r.note(), "ratio": finite(r.ratio),
                           "ci": finite(list(r.ci)) if r.ci else None,
