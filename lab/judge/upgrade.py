@@ -61,9 +61,22 @@ def sides(base: dict, cand: dict, base_label: str, cand_label: str,
     b, c = naming.select(base, old, "baseline"), naming.select(cand, new, "candidate")
     changed = naming.version_changes(naming.versions_of(base, old),
                                      naming.versions_of(cand, new))
-    note = ("versions " + ", ".join(f"{k} {vb} -> {vc}" for k, vb, vc in changed)) if changed \
-        else "no package version differs between the two environments"
-    return Sides(b, c, f"{base_label} (env {old})", f"{cand_label} (env {new})", envs, note)
+    return Sides(b, c, f"{base_label} (env {old})", f"{cand_label} (env {new})", envs,
+                 describe(changed))
+
+
+def describe(changed: list[tuple[str, object, object]]) -> str:
+    """The versions that differ, in one line: those both sides have first (the upgrade itself:
+    `torch 2.13.0+cpu -> 2.14.1+cu130`), then the packages only one side has, by name."""
+    if not changed:
+        return "no package version differs between the two environments"
+    both = [f"{k} {b} -> {c}" for k, b, c in changed if b is not None and c is not None]
+    parts = ["versions " + ", ".join(both)] if both else []
+    for side, names in (("baseline", [k for k, b, c in changed if c is None]),
+                        ("candidate", [k for k, b, c in changed if b is None])):
+        if names:
+            parts.append(f"only in the {side}'s environment: {', '.join(names)}")
+    return "; ".join(parts)
 
 
 def _only_env_cells(doc: dict) -> bool:
