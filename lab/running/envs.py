@@ -81,11 +81,12 @@ class EnvChoice(BackendChoice):
     """A backend choice run under an environment: its label names the environment
     (`torch-eager@old`), so its benchmark key does too (lab.store.envs)."""
 
-    environment: Env | None = field(default=None, compare=False)
+    env: str = ""  # the environment's name: two environments' choices are not equal
+    environment: Env | None = field(default=None, compare=False)  # what it holds
 
     @property
     def label(self) -> str:
-        return naming.label(super().label, self.environment.name if self.environment else None)
+        return naming.label(super().label, self.env)
 
 
 def parse(items: list[str]) -> list[tuple[str, str]]:

@@ -263,7 +263,7 @@ def plan(selection: Selection,
                     read = envs.read_back(environments)
                     cells.extend(PlannedCell(
                         spec.replace(env=e.spec_entry(read)),
-                        envs.EnvChoice(choice.info, choice.option, e), workload,
+                        envs.EnvChoice(choice.info, choice.option, e.name, e), workload,
                         checks.skip_reason(workload, choice, mode, precision.value, False))
                         for e in environments)
                     continue
