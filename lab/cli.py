@@ -226,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=_positive_int, default=1,
                    help="cell processes per cell; `lab gate` compares their medians")
     p.add_argument("--env", action="append", metavar="NAME=PYTHON", default=None,
-                   help="run every cell under this interpreter too, named NAME (repeatable: "
+                   help="run every cell under this interpreter, named NAME (repeatable: "
                         "two framework versions in one run; `lab gate RUN --env A,B` compares "
-                        "them; docs/upgrades.md)")
+                        "them); NAME=pip:torch==2.14.1 builds a cached environment with "
+                        "those requirements (docs/upgrades.md)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where cells run: one at a time here, or as tasks on a Ray cluster")
     p.add_argument("--ray-address", dest="ray_address", default=None,

@@ -122,6 +122,52 @@ def test_a_cell_process_reads_its_versions_back_from_its_own_imports(tmp_path, m
     assert got["python"] == ".".join(map(str, sys.version_info[:3]))
 
 
+def make_wheel(folder: Path, version: str) -> Path:
+    """A pure-Python wheel of labfakefw, written by hand (pip installs it without an index)."""
+    import zipfile
+
+    wheel = folder / f"{FAKE}-{version}-py3-none-any.whl"
+    info = f"{FAKE}-{version}.dist-info"
+    files = {f"{FAKE}/__init__.py": f"__version__ = {version!r}\nEXTRA_LAYERS = 0\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {FAKE}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                             "Tag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return wheel
+
+
+def test_pip_requirements_must_name_something(tmp_path, capsys):
+    out = tmp_path / "profiles"
+    line = refused(capsys, *SELECTION, "--out", str(out), "--env", "new=pip:")
+    assert "name what pip installs" in line and not out.exists()
+
+
+@pytest.mark.long  # two pip runs: 10 s on the loaded 2-core machine
+def test_an_environment_built_from_pip_requirements_is_cached(tmp_path, monkeypatch, capsys):
+    from lab.compile import resolve as backend
+    from lab.running import envbuild
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    wheel = make_wheel(tmp_path, "3.0")
+    told = []
+    python = envbuild.interpreter("new", f"pip:{wheel}", say=told.append)
+    [found] = envs.resolve([f"new={python}"], [backend("torch-eager")])
+    assert found.packages[FAKE] == "3.0" and "torch" in found.packages  # its own, and the lab's
+    assert len(told) == 1 and envbuild.interpreter("new", f"pip:{wheel}", told.append) == python
+    assert len(told) == 1  # the second time from the cache, nothing built
+    out = tmp_path / "profiles"
+    code = cli.main([*SELECTION, "--out", str(out), "--env",
+                     f"new=pip:{tmp_path}/{FAKE}-1.1-py3-none-any.whl"])  # no such file
+    notice, line = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and notice.startswith("lab: building environment new: pip install")
+    assert line.startswith("lab: error: --env new=pip:") and "pip install failed" in line
+    assert not out.exists()
+    assert [p.name for p in envbuild.cache_root().iterdir()] == [Path(python).parent.parent.name]
+
+
 # ------------------------------------------------------------------ keys
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import lab
 from lab.compile import FRAMEWORK_PACKAGE, BackendChoice
 from lab.core.errors import UsageError
+from lab.running import envbuild
 from lab.store import envs as naming
 from lab.store import folders as store
 
@@ -92,7 +93,8 @@ class EnvChoice(BackendChoice):
 def parse(items: list[str]) -> list[tuple[str, str]]:
     """`NAME=PYTHON` strings -> (name, interpreter path), checked: the form, the name, a name
     given twice, and that the interpreter is an executable file (a bare command is looked up on
-    PATH). The path is made absolute without following links."""
+    PATH). The path is made absolute without following links. `NAME=pip:REQ ...`: the
+    interpreter of an environment the lab builds from those requirements (lab.running.envbuild)."""
     seen, out = set(), []
     for item in items:
         name, sep, python = item.partition("=")
@@ -103,6 +105,8 @@ def parse(items: list[str]) -> list[tuple[str, str]]:
         if name in seen:
             raise UsageError(f"--env names {name!r} twice")
         seen.add(name)
+        if python.startswith(envbuild.PREFIX):  # built from pip requirements, cached
+            python = envbuild.interpreter(name, python)
         if os.sep not in python:
             found = shutil.which(python)
             if found is None:
