@@ -89,6 +89,10 @@ def test_env_refusals_write_nothing(tmp_path, capsys):
     for expected, flags in cases.items():
         line = refused(capsys, *SELECTION, "--out", str(out), *flags)
         assert expected in line, line
+    import lab  # the Python API refuses the same way
+
+    with pytest.raises(UsageError, match="torch not installed"):
+        lab.run("mlp", "torch-eager", device="cpu", envs=[f"new={bare}"], out=str(out))
     assert not out.exists()
 
 
