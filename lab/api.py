@@ -34,14 +34,15 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
         shape: dict | None = None, threads: int | None = None, processes: int = 1,
         timeout_s: float = defaults.DEFAULT_TIMEOUT_S, out: str = defaults.DEFAULT_OUT,
         executor: str = "local", ray_address: str | None = None,
-        ranks: int | None = None, parallel=None,
+        ranks: int | None = None, parallel=None, envs=None,
         progress: Callable[[session.Progress], None] | None = None) -> Path:
     """Measure workloads x backends x modes like `lab run`; returns the stored run's folder.
     A cell that fails is stored with its status (read it with `load`). Ctrl-C: the finished
     cells are kept, the run marked incomplete, and KeyboardInterrupt raised (its message names
     the folder). `progress(event)` is called as each phase of a cell and each cell ends; the
     same events go to the "lab" logger at INFO. `ranks`, `parallel`: as `--ranks`, `--parallel`
-    (train cells data parallel over N ranks; docs/distributed.md)."""
+    (train cells data parallel over N ranks; docs/distributed.md). `envs`: `NAME=PYTHON`
+    strings, as `--env` (every cell under each interpreter; docs/upgrades.md)."""
     from lab.running import executors
 
     session.check_run_options(timeout_s=timeout_s, processes=processes, executor=executor,
@@ -50,7 +51,7 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
         workloads=_names(workloads), backends=_names(backends), modes=_names(modes),
         device=device, precision=precision, shape=dict(shape or {}), threads=threads,
         repeats=repeats, on_this_machine=executor == "local", ranks=ranks,
-        parallel=_names(parallel) if parallel else None)
+        parallel=_names(parallel) if parallel else None, envs=_names(envs) if envs else None)
     cells, resolved = session.plan(selection, timeout_s=timeout_s)
     # the command line that measures the same cells, recorded where `lab run` records its own
     argv = ["run", "--workload", ",".join(selection.workloads),
@@ -62,6 +63,7 @@ def run(workloads, backends=("torch-eager", "torch-compile"), modes=("infer",), 
     if ranks is not None:  # data-parallel cells (docs/distributed.md)
         argv += ["--ranks", str(ranks)] + (["--parallel", ",".join(selection.parallel)]
                                           if selection.parallel else [])
+    argv += [f"--env={item}" for item in selection.envs or []]
     argv += ["--executor", executor] + (["--ray-address", ray_address] if ray_address else [])
     result = session.run_cells(
         cells, out=out, label=resolved, argv=argv, timeout_s=timeout_s, processes=processes,
@@ -82,16 +84,18 @@ def load(run: str | Path, out: str = defaults.DEFAULT_OUT) -> dict:
     return results.load_run(str(run), out)
 
 
-def gate(baseline: str | Path, candidate: str | Path, threshold: str = "5%", *,
+def gate(baseline: str | Path, candidate: str | Path | None, threshold: str = "5%", *,
          force: bool = False, noise_floor: float | None = None,
-         allow_missing: bool = False, counts_threshold: str | None = None) -> dict:
+         allow_missing: bool = False, counts_threshold: str | None = None,
+         envs: str | None = None) -> dict:
     """`lab gate BASELINE CANDIDATE --json`: a verdict per benchmark and `failed`; where both
-    runs have counts (lab run --counts), decided on them (`counts_threshold`, default 0.5%)."""
+    runs have counts (lab run --counts), decided on them (`counts_threshold`, default 0.5%).
+    `envs="old,new"`: two framework environments (`--env`; candidate None: of one run)."""
     from lab.judge import checks
 
-    return checks.gate_json(checks.gate_runs(str(baseline), str(candidate), threshold,
-                                             force, noise_floor, allow_missing,
-                                             counts_threshold))
+    return checks.gate_json(checks.gate_runs(
+        str(baseline), None if candidate is None else str(candidate), threshold, force,
+        noise_floor, allow_missing, counts_threshold, envs))
 
 
 def check(claims: str | Path, run: str | Path | None = None, *, stored_only: bool = False,

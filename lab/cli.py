@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "count the same number)")
     p.add_argument("--processes", type=_positive_int, default=1,
                    help="cell processes per cell; `lab gate` compares their medians")
+    p.add_argument("--env", action="append", metavar="NAME=PYTHON", default=None,
+                   help="run every cell under this interpreter, named NAME (repeatable: "
+                        "two framework versions in one run; `lab gate RUN --env A,B` compares "
+                        "them); NAME=pip:torch==2.14.1 builds a cached environment with "
+                        "those requirements (docs/upgrades.md)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where cells run: one at a time here, or as tasks on a Ray cluster")
     p.add_argument("--ray-address", dest="ray_address", default=None,
@@ -279,7 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gate", help="regression gate: exit 1 when CANDIDATE is slower")
     p.add_argument("baseline", help="the reference run: folder, results.json or run id")
-    p.add_argument("candidate", help="the run under test: folder, results.json or run id")
+    p.add_argument("candidate", nargs="?", default=None,
+                   help="the run under test: folder, results.json or run id (none: the "
+                        "baseline run, with --env OLD,NEW)")
+    p.add_argument("--env", metavar="OLD,NEW", default=None,
+                   help="compare framework environments (lab run --env): the baseline's OLD "
+                        "cells against the candidate's NEW ones (docs/upgrades.md)")
     p.add_argument("--threshold", type=_threshold, default="5%",
                    help="the slowdown that fails the gate: 10%%, 10 (a percentage) or 0.1 "
                         "(a fraction below 1)")

@@ -64,8 +64,9 @@ def cell_env(spec: CellSpec, cache_dir: str | None = None, extra: dict | None = 
     return env
 
 
-def cell_command(spec_path: Path, result_path: Path) -> list[str]:
-    return [sys.executable, "-m", "lab.cell.main", str(spec_path), str(result_path)]
+def cell_command(spec_path: Path, result_path: Path, python: str | None = None) -> list[str]:
+    """The cell process: the lab's own interpreter, or the environment's (`lab run --env`)."""
+    return [python or sys.executable, "-m", "lab.cell.main", str(spec_path), str(result_path)]
 
 
 def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = None,
@@ -90,7 +91,8 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
         env["TMPDIR"] = str(tmp / "tmp")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                [*wrapper, *cell_command(spec_path, result_path)],
+                [*wrapper, *cell_command(spec_path, result_path,
+                                         (spec.env or {}).get("python"))],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,  # its own process group: a timeout kills all of it
             )
@@ -118,10 +120,12 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
                                  log_tail=text[-4000:]), wall
 
 
-def validate_user_workload(spec: str, timeout_s: float) -> str | None:
+def validate_user_workload(spec: str, timeout_s: float, python: str | None = None) -> str | None:
     """Import a user's `file.py:factory`, call it and check what it returns, in a process of
     its own with a timeout: a factory that hangs, calls os._exit or crashes the interpreter
-    cannot hang or kill the lab. None when valid, else one line saying why not."""
+    cannot hang or kill the lab. None when valid, else one line saying why not. `python`: the
+    interpreter its cells will run (`lab run --env`; the factory may import what only that
+    environment has), else the lab's own."""
     from lab.workloads import user
 
     repo_root = str(Path(lab.__file__).resolve().parent.parent)
@@ -129,7 +133,7 @@ def validate_user_workload(spec: str, timeout_s: float) -> str | None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     with scratch("lab-check-") as tmp:  # what the factory writes in its temp folder goes too
         env["TMPDIR"] = str(tmp)
-        proc = subprocess.Popen([sys.executable, "-m", "lab.workloads.user", spec],
+        proc = subprocess.Popen([python or sys.executable, "-m", "lab.workloads.user", spec],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 errors="replace", env=env, start_new_session=True)
         try:

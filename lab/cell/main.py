@@ -173,6 +173,21 @@ def _measure_memory(probe, after_import: int, first_call: memory.Phase,
     return out
 
 
+def read_back_versions(packages) -> dict:
+    """This process's Python and the installed version of each of `packages` (None where
+    absent), as this interpreter finds them: a cell of an environment names its own versions."""
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
     """Run the cell; returns its result. The cell's own failures raise CellFailure."""
     from lab import compile as backends
@@ -187,6 +202,10 @@ def run(spec: CellSpec, result: CellResult | None = None) -> CellResult:
     module = backends.load(info)
     module.set_threads(spec.threads)
     result.versions = module.versions()
+    if spec.env:  # under `lab run --env`: what this interpreter holds, read here, not assumed
+        # (the framework's own answer, from the module it imported, stands over the metadata's)
+        result.versions = {**read_back_versions(spec.env.get("packages") or ()),
+                           **result.versions}
     result.phases_s["import"] = round(time.perf_counter() - t0, 6)
     framework = info.framework.value
     probe = memory.probe(framework, spec.device)

@@ -55,6 +55,9 @@ class CellSpec:
     cell_pass: CellPass = CellPass.TIMED
     profile_dir: str | None = None  # where the TRACE pass writes
     extra: dict = field(default_factory=dict)
+    # `lab run --env NAME=PYTHON` (lab.running.envs): {"name", "python": the interpreter the
+    # cell's processes run, "packages": whose versions the process reports}; None: the lab's own
+    env: dict | None = None
 
     def __post_init__(self):
         self.precision = precisions.resolve(self.precision).value  # `float32` means fp32

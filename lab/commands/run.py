@@ -38,7 +38,8 @@ def selection(args) -> session.Selection:
         allow_nan=getattr(args, "allow_nan", False),
         full_size=getattr(args, "full_size", False),
         allow_large=getattr(args, "allow_large", False), stored_runs=getattr(args, "out", None),
-        ranks=getattr(args, "ranks", None), parallel=getattr(args, "parallel", None))
+        ranks=getattr(args, "ranks", None), parallel=getattr(args, "parallel", None),
+        envs=getattr(args, "env", None))
 
 
 def _exit_code(result: session.SessionResult, console) -> int:

@@ -156,16 +156,28 @@ class GateResult:
     failed: bool
     markdown: str
     changes: object = None  # lab.judge.diff.RunDiff of the benchmarks that moved, or None
+    envs: tuple[str, str] | None = None  # the framework environments compared (lab run --env)
 
 
 def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool = False,
               noise_floor: float | None = None, allow_missing: bool = False,
-              counts_threshold: str | None = None) -> GateResult:
+              counts_threshold: str | None = None, envs: str | None = None) -> GateResult:
     """Compare a candidate run with a baseline run; UsageError for runs that cannot be
-    compared (different machines or settings, unless `force`)."""
+    compared (different machines or settings, unless `force`). `envs` ("old,new"): compare
+    those two framework environments (lab.judge.upgrade), of one run when `candidate` is
+    None."""
+    from lab.judge import upgrade
+
     limit = regression.parse_threshold(threshold)
+    pair = upgrade.parse_envs(envs)
+    if candidate is None and pair is None:
+        raise UsageError("lab gate needs a candidate run, or --env OLD,NEW to compare two "
+                         "environments of one run")
     base = results.load_run(baseline)
-    cand = results.load_run(candidate)
+    cand = base if candidate is None else results.load_run(candidate)
+    candidate = baseline if candidate is None else candidate
+    chosen = upgrade.sides(base, cand, baseline, candidate, pair)
+    base, cand = chosen.base, chosen.cand
     problem = regression.unusable(base, cand)
     if problem:
         raise UsageError(problem)
@@ -188,13 +200,17 @@ def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool 
     nothing = regression.nothing_compared(rows, allow_missing)
     if nothing:  # a pass here would turn CI green with nothing measured
         raise UsageError(nothing)
-    text = regression.gate_markdown(rows, limit, baseline, candidate, "; ".join(notes),
-                              allow_missing=allow_missing)
-    changes = _what_changed(rows, baseline, candidate)
+    if chosen.note:
+        notes.append(chosen.note)
+    text = regression.gate_markdown(rows, limit, chosen.base_label, chosen.cand_label,
+                                    "; ".join(notes), allow_missing=allow_missing)
+    # lab diff reads the runs by their stored keys: between environments the versions above
+    # are what changed
+    changes = None if chosen.envs else _what_changed(rows, baseline, candidate)
     if changes is not None:
         text += "\n" + diff.markdown(changes, title="## What changed (lab diff)")
     return GateResult(rows, limit, baseline, candidate, notes, allow_missing,
-                      regression.failed(rows, allow_missing), text, changes)
+                      regression.failed(rows, allow_missing), text, changes, chosen.envs)
 
 
 def _what_changed(rows: list, baseline: str, candidate: str):
@@ -209,6 +225,7 @@ def gate_json(result: GateResult) -> dict:
     return {"command": "gate", "baseline": result.baseline, "candidate": result.candidate,
             "threshold": result.threshold, "failed": result.failed, "notes": result.notes,
             "allow_missing": result.allow_missing,
+            "envs": list(result.envs) if result.envs else None,
             "verdicts": [{"name": r.name, "verdict": r.verdict, "busy": list(r.busy),
                           "note": r.note(), "ratio": finite(r.ratio),
                           "ci": finite(list(r.ci)) if r.ci else None,

@@ -105,6 +105,9 @@ class Selection:
     # strategies of the backends that have several (torch: ddp, fsdp)
     ranks: int | None = None
     parallel: list[str] | None = None
+    # --env NAME=PYTHON: every cell once per environment, its processes run by that
+    # interpreter (lab.running.envs); None: the lab's own interpreter, as always
+    envs: list[str] | None = None
 
 
 @dataclass
@@ -168,19 +171,22 @@ def _refuse_repeats(flag: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _load_workloads(names: list[str], timeout_s: float) -> list[workloads.Workload]:
+def _load_workloads(names: list[str], timeout_s: float,
+                    pythons: tuple = (None,)) -> list[workloads.Workload]:
     """The workloads by name; a user's factory is called and checked in a child process
     (lab.cell.launch), so one that hangs or kills its process ends in a UsageError, not in a hung
-    or dead lab."""
+    or dead lab; under `--env`, by each environment's interpreter (`pythons`)."""
     try:
         loaded = [workloads.get(w, validate_user=False) for w in names]
     except (workloads.UnknownWorkload, UserWorkloadError) as exc:
         raise UsageError(str(exc)) from None
     for workload in loaded:
         if workload.source != "builtin":
-            problem = runner.validate_user_workload(workload.source, timeout_s)
-            if problem:
-                raise UsageError(problem)
+            for python in pythons:
+                problem = runner.validate_user_workload(workload.source, timeout_s, python)
+                if problem:
+                    raise UsageError(problem + (f" (--env interpreter {python})" if python
+                                                else ""))
     return loaded
 
 
@@ -231,7 +237,9 @@ def plan(selection: Selection,
     device = resolve_device(selection.device) if selection.on_this_machine or \
         selection.device == "auto" else selection.device
     precision = resolve_precision(selection, device)
-    loaded = _load_workloads(selection.workloads, timeout_s)
+    environments = _environments(selection, choices)
+    loaded = _load_workloads(selection.workloads, timeout_s,
+                             tuple(e.python for e in environments) or (None,))
     threads = selection.threads or default_threads()
     shape_device = "cuda" if selection.full_size else device  # the CUDA defaults are the real
     # keys apply where a workload has them; constraints checked here, not in a failed cell
@@ -249,6 +257,16 @@ def plan(selection: Selection,
                     latency=selection.latency and mode == LATENCY_MODE,
                     cuda_graphs=selection.cuda_graphs, budget_s=BUDGET_SHARE * timeout_s,
                     extra={"allow_nan": True} if selection.allow_nan else {})
+                if environments:  # the same cell once per environment (packages: checked)
+                    from lab.running import envs
+
+                    read = envs.read_back(environments)
+                    cells.extend(PlannedCell(
+                        spec.replace(env=e.spec_entry(read)),
+                        envs.EnvChoice(choice.info, choice.option, e.name, e), workload,
+                        checks.skip_reason(workload, choice, mode, precision.value, False))
+                        for e in environments)
+                    continue
                 cells.append(PlannedCell(spec, choice, workload, checks.skip_reason(
                     workload, choice, mode, precision.value, selection.on_this_machine)))
     if selection.ranks is not None:  # data-parallel cells in place of single-process ones
@@ -265,6 +283,23 @@ def plan(selection: Selection,
         checks.check_memory(cells, device, selection.allow_large, selection.stored_runs,
                             tell=selection.full_size and device == "cpu")
     return cells, device
+
+
+def _environments(selection: Selection, choices: list[BackendChoice]) -> list:
+    """The `--env` interpreters, each asked what it holds (lab.running.envs); [] without
+    --env. Refused with --ranks (rank processes run the lab's interpreter) and off this
+    machine (a cluster's nodes have interpreters of their own)."""
+    if not selection.envs:
+        return []
+    if selection.ranks is not None:
+        raise UsageError("--env with --ranks: data-parallel cells run the lab's own "
+                         "interpreter; gate environments on single-process cells")
+    if not selection.on_this_machine:
+        raise UsageError("--env runs cells with interpreters on this machine: "
+                         "--executor local only")
+    from lab.running import envs
+
+    return envs.resolve(list(selection.envs), choices)
 
 
 def _repeats(selection: Selection, mode: str) -> int:
@@ -345,6 +380,10 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
     them: the local one does). `resume` (lab.running.resume.Resume): the cells go into that stored
     run's folder, beside the cells it holds."""
     fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
+    if any(c.spec.env for c in cells):  # `--env`: what each interpreter holds, asked of it
+        from lab.running import envs
+
+        fp["envs"] = envs.fingerprint([c.choice for c in cells])
     # where the cells will run (this machine, or a cluster's nodes); refused before any folder
     # is made if they cannot run there
     fp["executor"] = executor.prepare([c.spec for c in cells if not c.skip_reason], trace)

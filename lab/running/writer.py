@@ -57,6 +57,8 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         "versions": result.versions, "accuracy": result.accuracy,
         "diagnostics": result.diagnostics, "first_call_s": result.first_call_s,
         "loss": result.loss,  # train: which loss ran (a user's model: lab.workloads.user)
+        # `lab run --env`: the environment and its interpreter (its versions: `versions`)
+        **({"env": spec.env["name"], "python": spec.env["python"]} if spec.env else {}),
         **outcome.extra,  # links added after timing, e.g. the cell's trace
         # a user's model is reproducible only with the user's code: its repository's commit
         **({"workload_commit": store.workload_commit(workload.source)}
