@@ -146,16 +146,22 @@ def test_the_suite_csv_has_one_row_per_suite_and_backend(suite_run):
     assert len(cells) == len(results.cells(doc))
 
 
-def test_report_writes_the_suite_csv_and_refuses_two_on_stdout(suite_run, tmp_path):
+def test_report_writes_the_suite_csv_and_refuses_two_on_stdout(suite_run, tmp_path, capsys):
+    from lab.cli import main
+
     out = tmp_path / "suites.csv"
     done = run_lab_main("report", str(suite_run), "--suites-csv", str(out), timeout=300)
     assert done.returncode == 0, done.stderr
     assert out.read_text() == csv_export.suites_csv(results.load(suite_run / "results.json"))
-    both = run_lab_main("report", str(suite_run), "--csv", "-", "--suites-csv", "-",
-                        timeout=300)
-    assert both.returncode == 2 and both.stdout == ""
-    assert both.stderr.strip().startswith("lab: error: --csv - and --suites-csv -")
-    assert len(both.stderr.strip().splitlines()) == 1
+    # refused, one line, nothing written: two CSVs on one stdout, a path inside the run
+    for args, error in (([ "--csv", "-", "--suites-csv", "-"], "--csv - and --suites-csv -"),
+                        (["--suites-csv", str(suite_run / "s.csv")], "--suites-csv ")):
+        capsys.readouterr()
+        assert main(["report", str(suite_run), *args]) == 2
+        said = capsys.readouterr()
+        assert said.out == "" and said.err.startswith(f"lab: error: {error}")
+        assert len(said.err.strip().splitlines()) == 1
+    assert sorted(p.name for p in suite_run.iterdir()) == ["results.json"]
 
 
 # ---------------------------------------------------------------- claims per size
