@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_ray import hold_dir, needs_ray, ray_cluster  # noqa: F401 (fixtures)
+import test_ray
+from test_ray import needs_ray
 from verdict_helpers import run_lab_main
 
 from lab.store import folders as store
 from lab.store import reader as results
+
+# the two-node cluster of tests/test_ray.py (fixtures; one cluster per module)
+ray_cluster, hold_dir = test_ray.ray_cluster, test_ray.hold_dir
 
 MODELS = ["hf/bert", "hf/resnet"]  # an encoder and a vision model: two kinds of input
 

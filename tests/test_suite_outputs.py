@@ -13,7 +13,8 @@ import math
 import re
 
 import pytest
-from test_html_report import _open, _screenshot_dir, _table, browser  # noqa: F401 (a fixture)
+import test_html_report
+from test_html_report import _open, _screenshot_dir, _table
 from verdict_helpers import cell, document, run_lab_main, samples, speedup_cell, write_run
 
 from lab.judge import claims, scorecard, suite_claims, verdict
@@ -21,6 +22,8 @@ from lab.reports import csv_export
 from lab.reports.html import figures, runs, write_report
 from lab.store import reader as results
 from lab.workloads import suites
+
+browser = test_html_report.browser  # its Chromium, driven by playwright (a fixture)
 
 SPEEDUPS = {"bert": 1.5, "gpt2": 0.8, "resnet": 2.0}  # passing models; t5 fails to compile
 
@@ -73,7 +76,8 @@ def test_the_page_has_the_suite_summary_first_with_the_scorecards_columns(suite_
     assert set(body) == {"torch-compile", "torch-eager"}  # mlp is no suite model
     row = _row(suite_run)
     assert body["torch-compile"] == scorecard.cells_of(row)  # as the terminal and markdown say
-    assert body["torch-compile"][3] == "3/4 (75%)" and "1 compile_error" in body["torch-compile"][-1]
+    assert body["torch-compile"][3] == "3/4 (75%)"
+    assert "1 compile_error" in body["torch-compile"][-1]
     geo = math.prod(SPEEDUPS.values()) ** (1 / 3)
     assert body["torch-compile"][4].startswith(f"{geo:.2f}x [")
     # the pass-rate column sorts by the rate, not by its words
