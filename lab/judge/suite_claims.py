@@ -165,7 +165,15 @@ def by_size(stored: dict, suite_cells: dict | None = None) -> dict[SizedKey, dic
     """`stored` ((workload, backend, mode, precision) -> cell: a run's cells and those run for
     the claims) keyed by size too, then `suite_cells` (index of the run) over it, so a run
     holding both sizes of a model gives both."""
-    sized = {(*key, scorecard.size_of(cell)): cell for key, cell in stored.items()}
+    from lab.workloads import suites
+
+    sized = {}
+    for key, cell in stored.items():
+        if "shape" in cell:
+            sized[(*key, scorecard.size_of(cell))] = cell
+        else:  # a cell that could not run at all (skipped: no such framework): at every size
+            for size in suites.SIZES:
+                sized.setdefault((*key, size), cell)
     sized.update(suite_cells or {})
     return sized
 
