@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs, PATH is the folder for the index and a page per run")
     p.add_argument("--csv", metavar="FILE", help="the run's cells with the lab's fields as "
                                                  "CSV; - for stdout")
+    p.add_argument("--suites-csv", dest="suites_csv", metavar="FILE",
+                   help="the run's suite summary (one row per suite, size, mode and backend) "
+                        "as CSV; - for stdout")
     p.add_argument("--claims", metavar="JSON",
                    help="with --html: the claim verdicts of `lab check --json`")
     p.add_argument("--gate", metavar="JSON",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lab.core import stats
-from lab.judge import claims, scorecard, verdict
+from lab.judge import claims, scorecard, suite_claims, verdict
 from lab.workloads import suites
 from lab.workloads.suites import hf
 
@@ -197,13 +197,15 @@ value = 0.25
 
 
 def _stored(speedups: dict[str, float | None]) -> dict:
-    stored = {}
+    """The suite's cells at both sizes, as one run holding both gives them to the claims
+    (lab.judge.suite_claims.index): each claim is judged on its own size's."""
+    cells = []
     for name in suites.names("hf"):
         model = name.split("/", 1)[1]
         s = speedups.get(model)
-        cell = _cell(model, "torch-compile", status="ok" if s else "compile_error", speedup=s)
-        stored[(name, "torch-compile", "infer", "fp32")] = cell
-    return stored
+        cells += [_cell(model, "torch-compile", status="ok" if s else "compile_error",
+                        speedup=s, tiny=tiny) for tiny in (0, 1)]
+    return suite_claims.index(cells, "cpu")
 
 
 def test_suite_claims_are_judged_over_the_models():
@@ -213,7 +215,7 @@ def test_suite_claims_are_judged_over_the_models():
     names = [n.split("/", 1)[1] for n in suites.names("hf")]
     # every model passes at 1.6x: a 100% pass rate (its interval's low end is what 33 models
     # can show), a geomean of 1.6, every model at or above 1.5x
-    results = verdict.check(parsed, _stored({m: 1.6 for m in names}), "cpu", "test CPU")
+    results = verdict.check(parsed, {}, "cpu", "test CPU", _stored({m: 1.6 for m in names}))
     by_id = {r.claim.id: r for r in results}
     assert by_id["geo"].verdict == "supported"
     assert math.isclose(by_id["geo"].cells[0].ratio, 1.6)
@@ -222,7 +224,7 @@ def test_suite_claims_are_judged_over_the_models():
     assert "33 of 33 models ok" in by_id["rate"].cells[0].reason
     # half the models fail to compile and the rest are no faster: every claim refuted
     half = {m: (1.0 if i % 2 else None) for i, m in enumerate(names)}
-    results = verdict.check(parsed, _stored(half), "cpu", "test CPU")
+    results = verdict.check(parsed, {}, "cpu", "test CPU", _stored(half))
     assert [r.verdict for r in results] == ["refuted", "refuted", "refuted"]
     text = verdict.format_results(results)
     assert "suite hf (33 models)" in text and "not ok: " in text and "test CPU" in text

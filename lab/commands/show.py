@@ -277,20 +277,27 @@ def _one_run(args, what: str) -> dict:
 def cmd_report(args) -> int:
     if (args.claims or args.gate or args.title) and not args.html:
         raise UsageError("--claims, --gate and --title go with --html")
-    if args.csv and args.csv != "-":
-        outputs.target(args.csv, "--csv")  # refused before anything is written
+    suites_csv = getattr(args, "suites_csv", None)
+    if args.csv == "-" and suites_csv == "-":
+        raise UsageError("--csv - and --suites-csv - would share stdout: give one a file")
+    for flag, path in (("--csv", args.csv), ("--suites-csv", suites_csv)):
+        if path and path != "-":
+            outputs.target(path, flag)  # refused before anything is written
     if args.html:
         _report_html(args)
-    if args.csv:
+    for flag, path, what in (("--csv", args.csv, "cells_csv"),
+                             ("--suites-csv", suites_csv, "suites_csv")):
+        if not path:
+            continue
         from lab.reports import csv_export as export
 
-        text = export.cells_csv(_one_run(args, "--csv"))
-        if args.csv == "-":
+        text = getattr(export, what)(_one_run(args, flag))
+        if path == "-":
             sys.stdout.write(text)
         else:
-            outputs.write(args.csv, text, "--csv")
-            print(f"wrote {args.csv}", file=sys.stderr)
-    if args.html or args.csv:
+            outputs.write(path, text, flag)
+            print(f"wrote {path}", file=sys.stderr)
+    if args.html or args.csv or suites_csv:
         return 0
     doc = _one_run(args, "the markdown report")
     if rows.is_profile_run(doc):  # traced, not timed: its traces and hot tables instead

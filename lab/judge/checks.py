@@ -86,6 +86,7 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
     """Judge a claim file on a stored run's cells and, unless `stored_only`, on cells run now
     (through the one run loop) for what the run lacks."""
     from lab.judge import claims as claim_files
+    from lab.judge import suite_claims
     from lab.running.loop import resolve_device
 
     try:
@@ -103,10 +104,11 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
         (hw,) = machines.values() if machines else [None]
         hardware = results.describe_hardware(hw) if hw else results.hardware_label(doc)
         stored = verdict.index(doc, device)
+        suite_cells = suite_claims.index(results.cells(doc), device)  # both sizes of a model
     else:
         device = resolve_device("auto")
         hardware = results.describe_hardware(store.hardware())
-        stored = {}
+        stored, suite_cells = {}, None
     todo, skipped = verdict.missing_cells(claims, stored, device)
     new_run = None
     if run and todo and not stored_only:
@@ -114,8 +116,8 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
     if not stored_only:
         ran, new_run = _run_for_claims(todo, device, out, progress)
         stored = {**skipped, **ran, **stored}
-    return ClaimCheck(verdict.check(claims, stored, device, hardware), device, hardware,
-                      new_run or run)
+    return ClaimCheck(verdict.check(claims, stored, device, hardware, suite_cells), device,
+                      hardware, new_run or run)
 
 
 def claims_json(check: ClaimCheck) -> dict:

@@ -22,7 +22,8 @@ KEYS = ("suite", "size", "mode", "device", "precision", "backend")
 OK = "ok"
 
 
-def _size(cell: dict) -> str:
+def size_of(cell: dict) -> str:
+    """A suite cell's size (lab.workloads.suites.SIZES): its shape key `tiny`."""
     return "tiny" if (cell.get("shape") or {}).get("tiny") else "real"
 
 
@@ -44,7 +45,7 @@ def summarize(cells: list[dict]) -> list[dict]:
         suite = suites.suite_of(cell.get("workload") or "")
         if suite is None:
             continue
-        key = (suite, _size(cell), cell.get("mode"), cell.get("device"),
+        key = (suite, size_of(cell), cell.get("mode"), cell.get("device"),
                cell.get("precision"), cell.get("backend"))
         groups.setdefault(key, []).append(cell)
     return [_row(dict(zip(KEYS, key, strict=True)), group) for key, group in groups.items()]
@@ -56,6 +57,9 @@ def _row(row: dict, group: list[dict]) -> dict:
     compiled = any(c.get("baseline_backend") for c in group)
     speedups = {c["workload"]: float(c["speedup"]) for c in passing
                 if _finite([c.get("speedup")])}
+    # each model's own interval (over its samples), for the report's plot of the distribution
+    intervals = {c["workload"]: [float(v) for v in c["speedup_ci95"]] for c in passing
+                 if c["workload"] in speedups and len(_finite(c.get("speedup_ci95") or [])) == 2}
     row.update(models=len({c.get("workload") for c in group}), ok=len(passing),
                statuses=dict(sorted(statuses.items())),
                pass_rate=len(passing) / len(group) if group else None,
@@ -67,7 +71,7 @@ def _row(row: dict, group: list[dict]) -> dict:
         return row
     geo, interval = stats.geomean_ci(list(speedups.values()))
     row.update(
-        speedups=speedups, speedup_models=len(speedups),
+        speedups=speedups, speedups_ci95=intervals, speedup_models=len(speedups),
         speedup_geomean=geo, speedup_geomean_ci95=interval,
         faster_share=(sum(s >= 1.0 for s in speedups.values()) / len(speedups)
                       if speedups else None),

@@ -16,13 +16,21 @@ optionally `size = "real" | "tiny"`), and one of:
 `value`/`range` of a share or pass rate are fractions in (0, 1]. The interval is over models:
 how far the figure moves with which models a suite happens to hold. Nothing here decides a
 verdict: lab.judge.verdict judges the interval against the claim as for a cell.
+
+Sizes: a claim is about one size (`size`, default `real`: the published models), and is judged
+on the cells of that size only. A `tiny` model (two layers of width 64) says whether a model
+compiles, not what the compiler buys on the published one, so a claim about real models is
+never decided on tiny cells: it is inconclusive, its reason giving the tiny figure and saying
+why. One run may hold both sizes of a model (`--resume` of a tiny run with `--size real`):
+`index` keeps both, keyed by size, where the run's other index keeps one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.core import stats
+from lab.core import precision, stats
+from lab.judge import scorecard
 
 SUITE_AGGREGATES = ("geomean", "share")
 SUITE_METRICS = ("pass_rate",)
@@ -126,3 +134,84 @@ def figure(kind: str, at: float | None, cells: dict[str, dict | None]) -> SuiteF
     geo, ci = stats.geomean_ci(list(speedups.values()))
     return SuiteFigure(geo, ci, n, len(speedups),
                        f"geomean over {len(speedups)} passing of {n} models{tail}")
+
+
+# ---------------------------------------------------------------- sizes
+
+
+def claim_size(claim) -> str:
+    """The size a suite claim is about: its shape key `tiny` (expand sets it from `size`)."""
+    return "tiny" if (claim.shape or {}).get("tiny") else "real"
+
+
+SizedKey = tuple[str, str, str, str, str]  # workload, backend, mode, precision, size
+
+
+def index(cells: list[dict], device: str) -> dict[SizedKey, dict]:
+    """(workload, backend, mode, precision, size) -> cell, for the suite cells of a run on
+    `device` (lab.store.reader.cells): both sizes of a model, where lab.judge.verdict.index,
+    keyed without the size, keeps the one stored last."""
+    from lab.workloads import suites
+
+    found = {}
+    for cell in cells:
+        if cell.get("device") == device and suites.suite_of(cell.get("workload") or ""):
+            found[(cell.get("workload"), cell.get("backend"), cell.get("mode"),
+                   precision.of_cell(cell), scorecard.size_of(cell))] = cell
+    return found
+
+
+def by_size(stored: dict, suite_cells: dict | None = None) -> dict[SizedKey, dict]:
+    """`stored` ((workload, backend, mode, precision) -> cell: a run's cells and those run for
+    the claims) keyed by size too, then `suite_cells` (index of the run) over it, so a run
+    holding both sizes of a model gives both."""
+    from lab.workloads import suites
+
+    sized = {}
+    for key, cell in stored.items():
+        if "shape" in cell:
+            sized[(*key, scorecard.size_of(cell))] = cell
+        else:  # a cell that could not run at all (skipped: no such framework): at every size
+            for size in suites.SIZES:
+                sized.setdefault((*key, size), cell)
+    sized.update(suite_cells or {})
+    return sized
+
+
+def sizes_held(sized: dict, workloads, backend: str, mode: str, wanted: str) -> list[str]:
+    """The sizes of which `sized` holds at least one cell of these models, real first."""
+    from lab.workloads import suites
+
+    names = set(workloads)
+    held = {key[4] for key in sized if key[0] in names and key[1:4] == (backend, mode, wanted)}
+    return [s for s in suites.SIZES if s in held]
+
+
+def cells_of_size(sized: dict, workloads, backend: str, mode: str, wanted: str,
+                  size: str) -> dict[str, dict | None]:
+    return {w: sized.get((w, backend, mode, wanted, size)) for w in workloads}
+
+
+def describe(fig: SuiteFigure, kind: str) -> str:
+    """A figure as the verdict lines print it: `1.11x [0.82, 1.50], geomean over ...` or
+    `60% [26-88%], 3 of 5 models ...`."""
+    if fig.value is None:
+        return fig.detail
+    lo, hi = fig.ci95 if fig.ci95 and None not in fig.ci95 else (None, None)
+    if kind in ("share", "pass_rate"):
+        interval = f" [{100 * lo:.0f}-{100 * hi:.0f}%]" if lo is not None else ""
+        return f"{100 * fig.value:.0f}%{interval}, {fig.detail}"
+    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
+    return f"{fig.value:.2f}x{interval}, {fig.detail}"
+
+
+TINY_NOTE = ("tiny models (two layers of width 64: whether each compiles and runs, not what "
+             "the compiler buys on the published models)")
+
+
+def other_size_reason(size: str, held: str, fig: SuiteFigure, kind: str, suite: str) -> str:
+    """Why a claim about `size` is not decided on the run's `held`-size models."""
+    what = TINY_NOTE if held == "tiny" else f"{held} models"
+    return (f"not judged on the run's {what}, which give {describe(fig, kind)}; the claim is "
+            f"about {size} models: run `lab run --suite {suite} --size {size}` and check "
+            f"that run")

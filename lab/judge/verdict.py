@@ -346,8 +346,11 @@ def _backend_name(label: str) -> str:
     return backends.resolve(ranked[0] if ranked else label).info.name
 
 
-def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]:
-    """Each claim judged on `stored` cells ((workload, backend, mode, precision) -> cell)."""
+def check(claims, stored: dict, device: str, hardware: str,
+          suite_cells: dict | None = None) -> list[ClaimResult]:
+    """Each claim judged on `stored` cells ((workload, backend, mode, precision) -> cell);
+    suite claims also on `suite_cells` (lab.judge.suite_claims.index: both sizes of a model
+    where a run holds both)."""
     results = []
     for claim in claims:
         if _needs_gpu(claim, device):
@@ -362,7 +365,9 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
         cells = []
         wanted = claim_precision(claim, device)
         if claim.suite:  # a distribution over the suite's models, one figure per mode
-            result = decide(claim, suite_ratios(claim, stored, wanted), hardware)
+            ratios, note = suite_ratios(claim, stored, wanted, suite_cells)
+            result = decide(claim, ratios, hardware)
+            result.reason = "; ".join(filter(None, [result.reason, note]))
             result.precision = wanted
             results.append(result)
             continue
@@ -386,20 +391,40 @@ def check(claims, stored: dict, device: str, hardware: str) -> list[ClaimResult]
     return results
 
 
-def suite_ratios(claim, stored: dict, wanted: str) -> list[CellRatio]:
-    """A suite claim's figure per mode (lab.judge.suite_claims), judged as a cell's ratio is."""
-    from lab.judge.suite_claims import figure
+def suite_ratios(claim, stored: dict, wanted: str,
+                 suite_cells: dict | None = None) -> tuple[list[CellRatio], str]:
+    """A suite claim's figure per mode (lab.judge.suite_claims) over the models of the claim's
+    size, judged as a cell's ratio is; and a note on what the verdict rests on (tiny models)
+    or on the other size the run holds, which does not decide it."""
+    from lab.judge import suite_claims
 
-    out = []
+    size = suite_claims.claim_size(claim)
+    sized = suite_claims.by_size(stored, suite_cells)
+    backend = _backend_label(claim.backend)
+    out, notes = [], []
     for mode in claim.modes:
-        cells = {w: stored.get((w, _backend_label(claim.backend), mode, wanted))
-                 for w in claim.workloads}
-        fig = figure(claim.suite_kind, claim.at, cells)
-        ratio = CellRatio(f"{claim.suite} {mode}", fig.value, fig.ci95, reason=fig.detail)
+        held = suite_claims.sizes_held(sized, claim.workloads, backend, mode, wanted)
+
+        def fig_of(s, mode=mode):
+            return suite_claims.figure(claim.suite_kind, claim.at, suite_claims.cells_of_size(
+                sized, claim.workloads, backend, mode, wanted, s))
+
+        fig = fig_of(size)
+        ratio = CellRatio(f"{claim.suite} {mode}, {size} models", fig.value, fig.ci95,
+                          reason=fig.detail)
         if fig.ci95 is not None:
             ratio.verdict = judge(claim, *fig.ci95)
+        others = [s for s in held if s != size]
+        if fig.models == 0 and others:  # only another size held: never decided on it
+            ratio.reason = suite_claims.other_size_reason(
+                size, others[0], fig_of(others[0]), claim.suite_kind, claim.suite)
+        elif others:
+            notes.append(f"{mode}: the run's {others[0]} models are not judged by this claim "
+                         f"(a claim with size = \"{others[0]}\" judges them)")
         out.append(ratio)
-    return out
+    if size == "tiny" and any(r.ratio is not None for r in out):
+        notes.insert(0, f"the verdict rests on {suite_claims.TINY_NOTE}")
+    return out, "; ".join(notes)
 
 
 def _what(claim) -> str:

@@ -12,6 +12,10 @@ never pays back (`never` in the table); booleans are `true`/`false`; the shape i
 speedup's interval reaches 1x (the table's `undetermined`), both ends `inf` for `never`.
 `status_flags` are the words the table adds to an `ok` (noisy, busy, ...), `; `-separated.
 Each row is built by `lab.reports.rows`, as the terminal, markdown and HTML tables are.
+
+A run of suite models also has a suite summary (lab.judge.scorecard): `suites_csv` writes its
+rows, one per suite, size, mode, device, precision and backend, as a CSV of their own (a
+second table in the cells' file would break every reader that takes a file as one table).
 """
 
 from __future__ import annotations
@@ -136,4 +140,45 @@ def cells_csv(doc: dict) -> str:
     writer.writeheader()
     for name, info, samples in _cells(doc):
         writer.writerow(cell_row(run_id, name, info, samples))
+    return out.getvalue()
+
+
+SUITE_COLUMNS = (
+    "run_id", "suite", "size", "mode", "device", "precision", "backend", "models", "ok",
+    "pass_rate", "statuses", "failed_models", "busy_models", "speedup_models",
+    "speedup_geomean", "speedup_geomean_ci95_lo", "speedup_geomean_ci95_hi", "faster_share",
+    "compile_s_mean", "compile_s_max", "memory_compression_geomean",
+    "memory_compression_models", "graph_breaks_per_model", "recompiles_per_model",
+    "models_with_graph_breaks",
+)
+
+
+def _pairs(mapping: dict | None) -> str | None:
+    """{a: 1, b: 2} as `a=1; b=2` (one field, no quoting needed); None when absent."""
+    return None if mapping is None else "; ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def suite_rows(doc: dict) -> list[dict]:
+    """The suite summary of a stored run as CSV rows (SUITE_COLUMNS); [] without suite models.
+    A row of eager backends has no speedup: its speedup columns are empty."""
+    from lab.judge import scorecard
+
+    run_id = str((doc.get("lab") or {}).get("run_id") or "")
+    out = []
+    for row in scorecard.summarize(results.cells(doc)):
+        fields = {**row, "run_id": run_id, "statuses": _pairs(row.get("statuses")),
+                  "failed_models": _pairs(row.get("failed_models")),
+                  "speedup_geomean_ci95_lo": _pair(row.get("speedup_geomean_ci95"), 0),
+                  "speedup_geomean_ci95_hi": _pair(row.get("speedup_geomean_ci95"), 1)}
+        out.append({column: _field(fields.get(column)) for column in SUITE_COLUMNS})
+    return out
+
+
+def suites_csv(doc: dict) -> str:
+    """The suite summary of a stored run as CSV text with a header row (only the header when
+    the run holds no suite model)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SUITE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(suite_rows(doc))
     return out.getvalue()

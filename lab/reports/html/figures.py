@@ -124,6 +124,85 @@ def speedup_forest(runs: list[Run], claims: list[dict] | None = None):
     return fig
 
 
+# ---------------------------------------------------------------- a suite's distribution
+
+def suite_group_label(run: Run, row: dict, many_runs: bool) -> str:
+    """A scorecard row's name on the plot: suite, size, mode, backend (device, precision)."""
+    label = (f"{row['suite']} {row['size']} · {row['mode']} · {row['backend']} "
+             f"({row['device']}, {row['precision']})")
+    return f"{label} ({run.run_id})" if many_runs else label
+
+
+def suite_speedups(rows: list[tuple[Run, dict]], many_runs: bool = False):
+    """One point per passing suite model: its speedup over its own eager mode with its 95%
+    interval, sorted within each suite and backend (lab.judge.scorecard's rows); each group's
+    geomean as a line over its rows with its interval over models as a band. None when no
+    row has a speedup (eager backends, or no model passed)."""
+    import plotly.graph_objects as go
+
+    groups = [(run, row) for run, row in rows if row.get("speedups")]
+    if not groups:
+        return None
+    colours = colour_map(suite_group_label(run, row, many_runs) for run, row in groups)
+    several = len(groups) > 1
+    fig = go.Figure()
+    categories: list[str] = []  # bottom to top: the first group at the bottom
+    spans = []  # (label, first position, last position, geomean, interval)
+    values = [1.0]
+    for run, row in groups:
+        label = suite_group_label(run, row, many_runs)
+        models = sorted(row["speedups"], key=lambda m: row["speedups"][m])
+        intervals = row.get("speedups_ci95") or {}
+        ys = [f"{m} · {row['suite']} {row['size']} {row['mode']} {row['backend']}"
+              + (f" ({run.run_id})" if many_runs else "") if several else m for m in models]
+        xs = [row["speedups"][m] for m in models]
+        # a model without an interval (one sample set) is drawn as a point, no bar
+        his = [intervals.get(m, [x, x])[1] for m, x in zip(models, xs, strict=True)]
+        los = [intervals.get(m, [x, x])[0] for m, x in zip(models, xs, strict=True)]
+        values += xs + his + los
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="markers", name=f"{label}: {len(models)} of {row['models']} "
+                                             f"models passed",
+            marker={"color": colours[label], "size": 9, "symbol": "diamond"},
+            error_x={"type": "data", "symmetric": False,
+                     "array": [h - x for h, x in zip(his, xs, strict=True)],
+                     "arrayminus": [x - lo for x, lo in zip(xs, los, strict=True)],
+                     "thickness": 1.5, "width": 4},
+            customdata=[[lo, h, m] for lo, h, m in zip(los, his, models, strict=True)],
+            hovertemplate="%{customdata[2]}<br>%{x:.3f}x [%{customdata[0]:.3f}, "
+                          "%{customdata[1]:.3f}]<extra>" + label + "</extra>"))
+        first = len(categories)
+        categories += ys
+        geo, interval = row.get("speedup_geomean"), row.get("speedup_geomean_ci95")
+        if geo is not None:
+            spans.append((label, first, len(categories) - 1, geo, interval))
+            values += [geo, *(v for v in interval or () if v is not None)]
+    for label, first, last, geo, interval in spans:
+        y0, y1 = first - 0.45, last + 0.45  # category positions count from the bottom row
+        if interval and None not in interval and interval[1] > interval[0]:
+            fig.add_shape(type="rect", x0=interval[0], x1=interval[1], y0=y0, y1=y1, xref="x",
+                          yref="y", fillcolor=colours[label], opacity=0.12, line={"width": 0},
+                          layer="below")
+        fig.add_shape(type="line", x0=geo, x1=geo, y0=y0, y1=y1, xref="x", yref="y",
+                      line={"color": colours[label], "width": 2, "dash": "dash"})
+    if spans:  # a legend entry for the geomean lines and bands, which shapes do not get
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="geomean over the "
+                                 "passing models (dashed), its 95% interval over models (band)",
+                                 line={"color": "#555", "dash": "dash"}))
+    fig.add_vline(x=1.0, line={"color": "#555", "dash": "dot"})
+    fig.add_annotation(x=0, y=1, xref="x", yref="paper", text="1x: no faster",
+                       showarrow=False, yanchor="top", xanchor="left", xshift=4,
+                       font={"size": 11, "color": "#555"})
+    finite = [v for v in values if v and math.isfinite(v) and v > 0]
+    _layout(fig, "Suite: each passing model's speedup over its own eager mode (95% interval)",
+            max(320, 150 + 26 * len(categories)),
+            xaxis={"type": "log", "range": [math.log10(min(finite) / 1.15),
+                                            math.log10(max(finite) * 1.15)],
+                   "title": "speedup (eager median / compiled median)"},
+            yaxis={"categoryorder": "array", "categoryarray": categories, "automargin": True})
+    return fig
+
+
 # ---------------------------------------------------------------- compile cost
 
 def compile_cost(runs: list[Run]):

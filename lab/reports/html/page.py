@@ -155,6 +155,10 @@ def render(runs: list[Run], benches: list[KernelBench], out_path: Path, *,
     # a `lab profile` run has cells but no timings: its hot kernels are what it holds
     timed = [r for r in runs if r.cells and not rows.is_profile_run(r.doc)]
     if timed:
+        suites = tables.suite_rows(timed)  # first, as in the markdown: a suite's headline
+        if suites:
+            sections.append(("Suite summary", tables.suite_table(suites, len(timed) > 1) + plot(
+                "suite-speedups", figures.suite_speedups(suites, len(timed) > 1))))
         sections.append(("Cells", tables.cells_table(timed)))
         for section_id, heading, fig in (
                 ("speedups", "Speedups", figures.speedup_forest(runs, claims)),

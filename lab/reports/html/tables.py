@@ -160,6 +160,45 @@ def _hot_table(run: Run, backend: str, side: dict, out_dir: Path,
             f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
+# ---------------------------------------------------------------- the suite summary
+
+# the number each text column sorts by (the scorecard's row keys), in scorecard.COLUMNS order
+_SUITE_SORT = {"pass rate": "pass_rate", "geomean speedup [95% CI over models]": "speedup_geomean",
+               ">= 1x": "faster_share", "compile s mean / max": "compile_s_mean",
+               "memory compression": "memory_compression_geomean",
+               "graph breaks / model": "graph_breaks_per_model",
+               "recompiles / model": "recompiles_per_model"}
+
+
+def suite_rows(runs: list[Run]) -> list[tuple[Run, dict]]:
+    """(run, scorecard row) for every suite, size, mode, device, precision and backend of the
+    runs' suite models, in run order (lab.judge.scorecard, as `lab show` and the markdown)."""
+    from lab.judge import scorecard
+
+    return [(run, row) for run in runs for row in scorecard.summarize(run.cells)]
+
+
+def suite_table(found: list[tuple[Run, dict]], many: bool = False) -> str:
+    """The suite summary rows (suite_rows) in the columns of the terminal's and the
+    markdown's (scorecard.COLUMNS), with a run column for several runs; "" when none."""
+    from lab.judge import scorecard
+
+    if not found:
+        return ""
+    head = "".join(f"<th>{esc(c)}</th>" for c in (["run"] if many else [])
+                   + list(scorecard.COLUMNS))
+    body = []
+    for run, row in found:
+        cells = [_td(run.run_id)] if many else []
+        for column, text in zip(scorecard.COLUMNS, scorecard.cells_of(row), strict=True):
+            key = row.get(_SUITE_SORT.get(column, ""))
+            cls = "wrap" if column == "not ok" else ""
+            cells.append(_td(text, key if isinstance(key, int | float) else None, cls=cls))
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<div class="scroll"><table class="sortable suites"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
 # ---------------------------------------------------------------- verdicts
 
 def _interval(value, ci) -> str:
