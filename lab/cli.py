@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default="0.5%",
                    help="where both runs counted a benchmark (lab run --counts): the change "
                         "in instructions per step that fails the gate (docs/counts.md)")
+    p.add_argument("--detect", type=_threshold, default=None,
+                   help="the slowdown the gate's process-count guidance plans for (default: "
+                        "twice --threshold): how many processes per side see it at 95%% power")
     p.add_argument("--force", action="store_true",
                    help="compare runs of different machines, threads, precision or device")
     p.add_argument("--allow-missing", dest="allow_missing", action="store_true",
