@@ -1,7 +1,7 @@
 """How steady are counts, and what do they see? (docs/counts.md)
 
-    python bench/counts_calibrate.py steadiness --workload mlp --processes 3 --out s.json
-    python bench/counts_calibrate.py steadiness --workload mlp --processes 3 --load-core ...
+    python bench/counts_calibrate.py steadiness --workload mlp,transformer --out s.json
+    python bench/counts_calibrate.py steadiness --workload mlp,transformer --load-core ...
     python bench/counts_calibrate.py changes --processes 3 --out c.json
 
 `steadiness`: P counts passes of one cell (lab.profiling.counts_pass.count_cell,
@@ -104,32 +104,41 @@ class _Spinner:
             self.proc.wait()
 
 
-def _count_many(spec, env: dict, n: int, jobs: int, timeout_s: float) -> list[dict]:
+def _count_many(spec, env: dict, n: int, jobs: int, timeout_s: float,
+                cycles: bool = False) -> list[dict]:
     os.environ.update(env)
     from lab.profiling.counts_pass import count_cell
 
     with ThreadPoolExecutor(jobs) as pool:
-        entries = list(pool.map(lambda _: count_cell(spec, timeout_s), range(n)))
+        entries = list(pool.map(lambda _: count_cell(spec, timeout_s, cycles=cycles), range(n)))
     bad = [e for e in entries if e["status"] != "ok"]
     if bad:
         raise SystemExit(f"counts pass failed: {bad[0]['reason']}")
     return entries
 
 
-def steadiness(args) -> dict:
-    spec = _spec(args.workload)
-    load1 = os.getloadavg()[0]
-    with _Spinner(args.load_core):
-        t0 = time.time()
-        entries = _count_many(spec, {}, args.processes, args.jobs, args.timeout)
-        walls = [_wall_median(spec, {}, args.timeout) for _ in range(args.processes)]
-    return {"workload": args.workload, "load_core": args.load_core,
+def _steady_one(workload: str, args) -> dict:
+    spec = _spec(workload)
+    load1, t0 = os.getloadavg()[0], time.time()
+    entries = _count_many(spec, {}, args.processes, args.jobs, args.timeout, args.cycles)
+    walls = [_wall_median(spec, {}, args.timeout) for _ in range(args.processes)]
+    cycles = [e["cycles_per_step"] for e in entries]
+    return {"workload": workload, "shape": spec.shape, "load_core": args.load_core,
             "load_avg_1m_at_start": load1, "load_avg_1m_at_end": os.getloadavg()[0],
             "seconds": round(time.time() - t0), "steps": entries[0]["steps"],
             "ir_per_step": _spread([e["ir_per_step"] for e in entries]),
-            "cycles_per_step": _spread([e["cycles_per_step"] for e in entries]),
+            "cycles_per_step": None if None in cycles else _spread(cycles),
+            "ir_step_spread_max": max(e["ir_step_spread"] for e in entries),
             "wall_median_s": _spread(walls),
-            "counts_wall_s": [e["wall_s"] for e in entries]}
+            "counts_wall_s": [e["wall_s"] for e in entries],
+            "counts_phases_s": [e["phases_s"] for e in entries]}
+
+
+def steadiness(args) -> dict:
+    """Each workload in turn (comma-separated), under one spinner when --load-core."""
+    with _Spinner(args.load_core):
+        rows = [_steady_one(w, args) for w in args.workload.split(",")]
+    return rows[0] if len(rows) == 1 else {"rows": rows}
 
 
 def changes(args) -> dict:
@@ -176,11 +185,13 @@ def main(argv=None) -> int:
     for name in ("steadiness", "changes"):
         p = sub.add_parser(name)
         p.add_argument("--processes", type=int, default=3)
-        p.add_argument("--jobs", type=int, default=2, help="counts passes at once")
+        p.add_argument("--jobs", type=int, default=1, help="counts passes at once")
+        p.add_argument("--cycles", action="store_true",
+                       help="also estimated cycles (callgrind's cache simulation, slower)")
         p.add_argument("--timeout", type=float, default=1800.0)
         p.add_argument("--out", required=True)
         if name == "steadiness":
-            p.add_argument("--workload", default="mlp")
+            p.add_argument("--workload", default="mlp", help="comma-separated: in turn")
             p.add_argument("--load-core", dest="load_core", action="store_true")
     args = parser.parse_args(argv)
     out = (steadiness if args.command == "steadiness" else changes)(args)

@@ -218,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=_csv, default=None,
                    help="with --ranks: torch's strategies, ddp and/or fsdp (default ddp)")
     p.add_argument("--counts", action="store_true",
-                   help="after timing, count each CPU cell's instructions and estimated "
-                        "cycles per step under valgrind's callgrind (docs/counts.md)")
+                   help="after timing, count each CPU cell's instructions per step under "
+                        "valgrind's callgrind (docs/counts.md)")
     p.add_argument("--counts-steps", dest="counts_steps", type=_positive_int, default=None,
-                   help="steps counted per cell (default 16; runs gated on counts should "
-                        "count the same number)")
+                   help="steps counted per cell, each by itself (default 3)")
+    p.add_argument("--counts-cycles", dest="counts_cycles", action="store_true",
+                   help="with --counts: also estimated cycles from callgrind's cache "
+                        "simulation (several times slower)")
     p.add_argument("--processes", type=_positive_int, default=1,
                    help="cell processes per cell; `lab gate` compares their medians")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
