@@ -46,6 +46,8 @@ class GateRow:
     wall_verdict: str | None = None
     counts_ratio: float | None = None
     cycles_ratio: float | None = None
+    dram_ratio: float | None = None  # GPU counts (ncu): DRAM bytes, shown beside
+    counts_tool: str | None = None  # "callgrind" or "ncu"
     counts_threshold: float | None = None
     # how many processes per side the wanted change needs, from these runs' noise
     # (lab.judge.power.Plan; wall-time rows only)
