@@ -3,6 +3,7 @@
     python bench/counts_calibrate.py steadiness --workload mlp,transformer --out s.json
     python bench/counts_calibrate.py steadiness --workload mlp,transformer --load-core ...
     python bench/counts_calibrate.py changes --processes 3 --out c.json
+    valgrind --tool=none python bench/counts_calibrate.py steps --steps 2
 
 `steadiness`: P counts passes of one cell (lab.profiling.counts_pass.count_cell,
 single-threaded under callgrind) and P timed cell processes of the same cell at one thread (each
@@ -179,9 +180,32 @@ def changes(args) -> dict:
             "seconds": round(time.time() - t0), "ir_per_step": counted, "gate": table}
 
 
+def steps(args) -> int:
+    """Time a few steps of the transformer block in this process, one line each: run it under
+    `valgrind --tool=none` with and without lab.profiling.counts_pass.ISA_ENV to see what the
+    host's AVX2 kernels cost under Valgrind (docs/counts.md, "Cost")."""
+    t0 = time.perf_counter()
+    import torch
+
+    from lab.workloads.transformer import build_torch
+
+    torch.set_num_threads(1)
+    task = build_torch(_spec("transformer").shape, "infer", "cpu", "float32", 0)
+    model, x = task.model.eval(), task.inputs[0]
+    print(f"import and build {time.perf_counter() - t0:.2f} s", flush=True)
+    with torch.inference_mode():
+        for k in range(args.steps):
+            t = time.perf_counter()
+            model(x)
+            print(f"step {k} {time.perf_counter() - t:.3f} s", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("steps", help="time steps of the transformer block (under valgrind)")
+    p.add_argument("--steps", type=int, default=2)
     for name in ("steadiness", "changes"):
         p = sub.add_parser(name)
         p.add_argument("--processes", type=int, default=3)
@@ -194,6 +218,8 @@ def main(argv=None) -> int:
             p.add_argument("--workload", default="mlp", help="comma-separated: in turn")
             p.add_argument("--load-core", dest="load_core", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "steps":
+        return steps(args)
     out = (steadiness if args.command == "steadiness" else changes)(args)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
