@@ -11,8 +11,9 @@ matters less as N grows, as it does in the gate.
 The power is that of the gate's own decision rule (gate_decision): the estimated slowdown must
 clear both the test's critical value and the threshold. With 5 and 5 processes or more the
 rank test decides: it sees the processes' own spread, not the floor, and its power is the z
-test's at 3/pi of the processes (the Mann-Whitney test's efficiency under normal noise). A normal approximation on the log scale, hence "~N":
-tests/test_gate_power.py checks it against the gate itself on simulated processes.
+test's at 3/pi of the processes (the Mann-Whitney test's efficiency under normal noise). A
+normal approximation on the log scale, hence "~N": tests/test_gate_power.py checks it against
+the gate itself on simulated processes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lab.core import stats
 WANTED_POWER = 0.95
 RANK_EFFICIENCY = 3 / math.pi  # Mann-Whitney against the t test, normal noise
 MAX_PROCESSES = 1000  # beyond this the answer is "more than the gate can use"
+RANK_FROM = 5  # processes per side from which the gate's rank test can reach alpha = 1%
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,18 @@ def plan(baseline_medians, candidate_medians, change: float, threshold: float,
         return Plan(**base, needed=None,
                     reason=f"not with a {threshold:.0%} threshold (a change at or under it "
                            f"is regressed at most half the time; raise --detect)")
-    for n in range(2, MAX_PROCESSES + 1):
-        if power(n, change, threshold, sd, floor) >= wanted_power:
+    def enough(n: int) -> bool:
+        return power(n, change, threshold, sd, floor) >= wanted_power
+
+    for n in range(2, RANK_FROM):  # the t regime: a few processes, tried one by one
+        if enough(n):
             return Plan(**base, needed=n)
+    if enough(MAX_PROCESSES):  # the rank regime: power grows with n, so bisect
+        lo, hi = RANK_FROM - 1, MAX_PROCESSES  # enough(hi), and lo is not (or is the t regime)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+        return Plan(**base, needed=hi)
     return Plan(**base, needed=None,
                 reason=f"more than {MAX_PROCESSES} processes per side (sd {sd:.3f} in log); "
                        f"gate on counts instead (lab run --counts, docs/counts.md)")
