@@ -44,7 +44,7 @@ def command(exe: str, out_dir: Path, cache_sim: bool = False) -> list[str]:
     """The wrapper of the cell process. --instr-atstart=no: nothing is instrumented until the
     cell asks (the import and any compile run at Valgrind's uninstrumented speed, and are never
     counted). --cache-sim=yes only when cycles are wanted: it gives the misses the cycle
-    estimate needs, and made an instrumented step of the transformer block ~6x slower
+    estimate needs, and made the transformer block's counted steps 2-5x slower
     (docs/counts.md, "Cost"); instructions alone do not need it."""
     return [exe, "--tool=callgrind", "--instr-atstart=no",
             f"--cache-sim={'yes' if cache_sim else 'no'}",

@@ -22,9 +22,9 @@ COUNTS_THREADS = 1  # one thread: the count of a thread pool's work depends on i
 # The code paths the counts pass runs: SSE4.2 kernels in MKL, oneDNN and ATen, not the
 # AVX2/AVX-512 ones the timed pass runs. Valgrind has no AVX-512 and runs AVX2's fused
 # multiply-adds through a helper call per instruction: measured on the transformer block, a
-# step took ~110 s under valgrind with the host's kernels, 1.5-2.3 s with these (docs/counts.md,
-# "Cost"). The counts are then those of the SSE4.2 build of the same model: steady and
-# proportional to its work, but a change that only touches the AVX2 kernels is not in them.
+# step took 146 s under valgrind with the host's kernels, 2.1-3.9 s with these (docs/counts.md,
+# "Cost"). The counts are then those of the SSE4.2 build of the same model: steady, and they
+# move with its work; a change that only touches the AVX2 kernels is not in them.
 ISA_ENV = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default",
            "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41"}
 # set and dict orders fixed: the same code path each time
