@@ -1,8 +1,9 @@
 """How steady are counts, and what do they see? (docs/counts.md)
 
-    python bench/counts_calibrate.py steadiness --workload mlp --processes 3 --out s.json
-    python bench/counts_calibrate.py steadiness --workload mlp --processes 3 --load-core ...
+    python bench/counts_calibrate.py steadiness --workload mlp,transformer --out s.json
+    python bench/counts_calibrate.py steadiness --workload mlp,transformer --load-core ...
     python bench/counts_calibrate.py changes --processes 3 --out c.json
+    valgrind --tool=none python bench/counts_calibrate.py steps --steps 2
 
 `steadiness`: P counts passes of one cell (lab.profiling.counts_pass.count_cell,
 single-threaded under callgrind) and P timed cell processes of the same cell at one thread (each
@@ -104,32 +105,41 @@ class _Spinner:
             self.proc.wait()
 
 
-def _count_many(spec, env: dict, n: int, jobs: int, timeout_s: float) -> list[dict]:
+def _count_many(spec, env: dict, n: int, jobs: int, timeout_s: float,
+                cycles: bool = False) -> list[dict]:
     os.environ.update(env)
     from lab.profiling.counts_pass import count_cell
 
     with ThreadPoolExecutor(jobs) as pool:
-        entries = list(pool.map(lambda _: count_cell(spec, timeout_s), range(n)))
+        entries = list(pool.map(lambda _: count_cell(spec, timeout_s, cycles=cycles), range(n)))
     bad = [e for e in entries if e["status"] != "ok"]
     if bad:
         raise SystemExit(f"counts pass failed: {bad[0]['reason']}")
     return entries
 
 
-def steadiness(args) -> dict:
-    spec = _spec(args.workload)
-    load1 = os.getloadavg()[0]
-    with _Spinner(args.load_core):
-        t0 = time.time()
-        entries = _count_many(spec, {}, args.processes, args.jobs, args.timeout)
-        walls = [_wall_median(spec, {}, args.timeout) for _ in range(args.processes)]
-    return {"workload": args.workload, "load_core": args.load_core,
+def _steady_one(workload: str, args) -> dict:
+    spec = _spec(workload)
+    load1, t0 = os.getloadavg()[0], time.time()
+    entries = _count_many(spec, {}, args.processes, args.jobs, args.timeout, args.cycles)
+    walls = [_wall_median(spec, {}, args.timeout) for _ in range(args.processes)]
+    cycles = [e["cycles_per_step"] for e in entries]
+    return {"workload": workload, "shape": spec.shape, "load_core": args.load_core,
             "load_avg_1m_at_start": load1, "load_avg_1m_at_end": os.getloadavg()[0],
             "seconds": round(time.time() - t0), "steps": entries[0]["steps"],
             "ir_per_step": _spread([e["ir_per_step"] for e in entries]),
-            "cycles_per_step": _spread([e["cycles_per_step"] for e in entries]),
+            "cycles_per_step": None if None in cycles else _spread(cycles),
+            "ir_step_spread_max": max(e["ir_step_spread"] for e in entries),
             "wall_median_s": _spread(walls),
-            "counts_wall_s": [e["wall_s"] for e in entries]}
+            "counts_wall_s": [e["wall_s"] for e in entries],
+            "counts_phases_s": [e["phases_s"] for e in entries]}
+
+
+def steadiness(args) -> dict:
+    """Each workload in turn (comma-separated), under one spinner when --load-core."""
+    with _Spinner(args.load_core):
+        rows = [_steady_one(w, args) for w in args.workload.split(",")]
+    return rows[0] if len(rows) == 1 else {"rows": rows}
 
 
 def changes(args) -> dict:
@@ -170,19 +180,46 @@ def changes(args) -> dict:
             "seconds": round(time.time() - t0), "ir_per_step": counted, "gate": table}
 
 
+def steps(args) -> int:
+    """Time a few steps of the transformer block in this process, one line each: run it under
+    `valgrind --tool=none` with and without lab.profiling.counts_pass.ISA_ENV to see what the
+    host's AVX2 kernels cost under Valgrind (docs/counts.md, "Cost")."""
+    t0 = time.perf_counter()
+    import torch
+
+    from lab.workloads.transformer import build_torch
+
+    torch.set_num_threads(1)
+    task = build_torch(_spec("transformer").shape, "infer", "cpu", "float32", 0)
+    model, x = task.model.eval(), task.inputs[0]
+    print(f"import and build {time.perf_counter() - t0:.2f} s", flush=True)
+    with torch.inference_mode():
+        for k in range(args.steps):
+            t = time.perf_counter()
+            model(x)
+            print(f"step {k} {time.perf_counter() - t:.3f} s", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("steps", help="time steps of the transformer block (under valgrind)")
+    p.add_argument("--steps", type=int, default=2)
     for name in ("steadiness", "changes"):
         p = sub.add_parser(name)
         p.add_argument("--processes", type=int, default=3)
-        p.add_argument("--jobs", type=int, default=2, help="counts passes at once")
+        p.add_argument("--jobs", type=int, default=1, help="counts passes at once")
+        p.add_argument("--cycles", action="store_true",
+                       help="also estimated cycles (callgrind's cache simulation, slower)")
         p.add_argument("--timeout", type=float, default=1800.0)
         p.add_argument("--out", required=True)
         if name == "steadiness":
-            p.add_argument("--workload", default="mlp")
+            p.add_argument("--workload", default="mlp", help="comma-separated: in turn")
             p.add_argument("--load-core", dest="load_core", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "steps":
+        return steps(args)
     out = (steadiness if args.command == "steadiness" else changes)(args)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

@@ -218,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=_csv, default=None,
                    help="with --ranks: torch's strategies, ddp and/or fsdp (default ddp)")
     p.add_argument("--counts", action="store_true",
-                   help="after timing, count each CPU cell's instructions and estimated "
-                        "cycles per step under valgrind's callgrind (docs/counts.md)")
+                   help="after timing, count each CPU cell's instructions per step under "
+                        "valgrind's callgrind (docs/counts.md)")
     p.add_argument("--counts-steps", dest="counts_steps", type=_positive_int, default=None,
-                   help="steps counted per cell (default 16; runs gated on counts should "
-                        "count the same number)")
+                   help="steps counted per cell, each by itself (default 3)")
+    p.add_argument("--counts-cycles", dest="counts_cycles", action="store_true",
+                   help="with --counts: also estimated cycles from callgrind's cache "
+                        "simulation (several times slower)")
     p.add_argument("--processes", type=_positive_int, default=1,
                    help="cell processes per cell; `lab gate` compares their medians")
     p.add_argument("--env", action="append", metavar="NAME=PYTHON", default=None,
@@ -300,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default="0.5%",
                    help="where both runs counted a benchmark (lab run --counts): the change "
                         "in instructions per step that fails the gate (docs/counts.md)")
+    p.add_argument("--detect", type=_threshold, default=None,
+                   help="the slowdown the gate's process-count guidance plans for (default: "
+                        "twice --threshold): how many processes per side see it at 95%% power")
     p.add_argument("--force", action="store_true",
                    help="compare runs of different machines, threads, precision or device")
     p.add_argument("--allow-missing", dest="allow_missing", action="store_true",

@@ -67,6 +67,54 @@ def test_the_client_requests_build_once_and_do_nothing_outside_valgrind(tmp_path
     assert requests.running_on_valgrind is False
 
 
+def test_each_counted_step_is_dumped_by_itself_after_one_warmup_step():
+    from lab.counts import inner
+
+    calls = []
+
+    class Client:
+        running_on_valgrind = False
+
+        def __getattr__(self, name):
+            return lambda *a: calls.append((name, *a))
+
+    class Side:
+        def step(self):
+            calls.append(("step",))
+
+        def sync(self, _out):
+            pass
+
+    out = inner.count_steps(Side(), 3, Client())
+    assert out["dumps"] == ["candidate-1", "candidate-2", "candidate-3"]
+    steps_before_start = calls.index(("start",))
+    assert steps_before_start == inner.WARMUP_STEPS
+    # start, one instrumented step not counted, zero, then step/dump per counted step, stop
+    assert calls[steps_before_start:] == [
+        ("start",), ("step",), ("zero",), ("step",), ("dump", "candidate-1"), ("step",),
+        ("dump", "candidate-2"), ("step",), ("dump", "candidate-3"), ("stop",)]
+    assert set(out["seconds"]) == {"warmup", "instrumented_warmup", "counted"}
+
+
+def test_per_step_dumps_give_the_mean_and_the_steps_spread(tmp_path):
+    for k, ir in enumerate((1000, 1000, 1010), start=1):
+        (tmp_path / f"callgrind.out.9.{k}").write_text(
+            PART.replace("Request: candidate", f"Request: candidate-{k}")
+                .replace("summary: 1000", f"summary: {ir}"))
+    steps = tool.find_dumps(tmp_path, ["candidate-1", "candidate-2", "candidate-3"])
+    each = tool.steps_counts(steps)
+    assert each["ir_steps"] == [1000, 1000, 1010] and each["ir_per_step"] == 3010 / 3
+    assert each["ir_step_spread"] == pytest.approx(0.01, rel=1e-12)
+    with pytest.raises(tool.CountsError, match="candidate-4"):
+        tool.find_dumps(tmp_path, ["candidate-1", "candidate-4"])
+
+
+def test_the_cache_simulation_runs_only_when_cycles_are_asked_for(tmp_path):
+    assert "--cache-sim=no" in tool.command("valgrind", tmp_path)
+    assert "--cache-sim=yes" in tool.command("valgrind", tmp_path, cache_sim=True)
+    assert passes.COUNTS_ENV["MKL_ENABLE_INSTRUCTIONS"] == "SSE4_2"
+
+
 def _cell(ir: float | None, median_s: float = 1e-3, busy: bool = False) -> dict:
     cell = {"name": "mlp", "status": "ok", "samples_s": [median_s] * 5,
             "process_medians_s": [median_s * f for f in (0.8, 1.0, 1.3)], "processes": 3,

@@ -158,7 +158,7 @@ def test_ncu_launch_window_comes_from_the_candidates_device_kernels():
 
 def test_ncu_export_is_the_raw_page_as_csv_under_a_timeout(tmp_path, monkeypatch):
     assert profile.ncu_export_command("ncu", Path("r.ncu-rep")) == [
-        "ncu", "--import", "r.ncu-rep", "--csv", "--page", "raw"]
+        "ncu", "--import", "r.ncu-rep", "--csv", "--page", "raw", "--print-units", "base"]
     seen = {}
 
     def slow(command, **kwargs):

@@ -85,7 +85,8 @@ def cmd_run(args) -> int:
             from lab.profiling.counts_pass import count_recorded_cells
 
             count_recorded_cells(recorder, console, timeout_s=args.timeout,
-                                 steps=getattr(args, "counts_steps", None))
+                                 steps=getattr(args, "counts_steps", None),
+                                 cycles=getattr(args, "counts_cycles", False))
 
     with _progress_display(console, len(cells)) as (on_start, on_progress):
         result = session.run_cells(

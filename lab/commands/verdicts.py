@@ -49,7 +49,8 @@ def cmd_gate(args) -> int:
         outputs.target(args.markdown, "--markdown")  # refused before the gate prints
     result = gate_runs(args.baseline, args.candidate, args.threshold, args.force,
                        args.noise_floor, getattr(args, "allow_missing", False),
-                       getattr(args, "counts_threshold", None), getattr(args, "env", None))
+                       getattr(args, "counts_threshold", None), getattr(args, "env", None),
+                       getattr(args, "detect", None))
     if getattr(args, "json", False):
         print_json(gate_json(result))
     else:

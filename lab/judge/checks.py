@@ -163,7 +163,8 @@ class GateResult:
 
 def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool = False,
               noise_floor: float | None = None, allow_missing: bool = False,
-              counts_threshold: str | None = None, envs: str | None = None) -> GateResult:
+              counts_threshold: str | None = None, envs: str | None = None,
+              detect: str | None = None) -> GateResult:
     """Compare a candidate run with a baseline run; UsageError for runs that cannot be
     compared (different machines or settings, unless `force`). `envs` ("old,new"): compare
     those two framework environments (lab.judge.upgrade), of one run when `candidate` is
@@ -198,7 +199,8 @@ def gate_runs(baseline: str, candidate: str, threshold: str = "5%", force: bool 
         notes.append(f"**forced across settings**: {settings}")
     rows = regression.compare_runs(
         base, cand, limit, noise_floor,
-        None if counts_threshold is None else regression.parse_threshold(counts_threshold))
+        None if counts_threshold is None else regression.parse_threshold(counts_threshold),
+        None if detect is None else regression.parse_threshold(detect))
     nothing = regression.nothing_compared(rows, allow_missing)
     if nothing:  # a pass here would turn CI green with nothing measured
         raise UsageError(nothing)
@@ -236,6 +238,7 @@ def gate_json(result: GateResult) -> dict:
                           "processes": list(r.processes), "dropped": r.dropped,
                           "decided_by": r.decided_by, "wall_verdict": r.wall_verdict,
                           "counts_ratio": finite(r.counts_ratio),
+                          "processes_needed": r.processes_needed,
                           "cycles_ratio": finite(r.cycles_ratio),
                           "reason": r.reason} for r in result.rows],
             "diff": diff.to_json(result.changes) if result.changes is not None else None}

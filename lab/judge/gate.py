@@ -46,7 +46,16 @@ class GateRow:
     wall_verdict: str | None = None
     counts_ratio: float | None = None
     cycles_ratio: float | None = None
+    dram_ratio: float | None = None  # GPU counts (ncu): DRAM bytes, shown beside
+    counts_tool: str | None = None  # "callgrind" or "ncu"
     counts_threshold: float | None = None
+    # how many processes per side the wanted change needs, from these runs' noise
+    # (lab.judge.power.Plan; wall-time rows only)
+    plan: object = None
+
+    @property
+    def processes_needed(self) -> int | None:
+        return None if self.plan is None else self.plan.needed
 
     @property
     def label(self) -> str:
@@ -186,8 +195,12 @@ def machine_mismatch(base: dict, cand: dict) -> str | None:
 
 def compare_runs(base: dict, cand: dict, threshold: float,
                  floor_sd_log: float | None = None,
-                 counts_threshold: float | None = None) -> list[GateRow]:
+                 counts_threshold: float | None = None,
+                 detect: float | None = None) -> list[GateRow]:
+    """One row per benchmark. `detect`: the slowdown the process-count guidance plans for
+    (lab.judge.power; default twice the threshold)."""
     from lab.counts import gate as counts_gate
+    from lab.judge import power
 
     base_cells, cand_cells = cells_by_name(base), cells_by_name(cand)
     rows = []
@@ -222,7 +235,9 @@ def compare_runs(base: dict, cand: dict, threshold: float,
                       (pr.n_baseline, pr.n_candidate), reason=why,
                       rank_decides=pr.rank_min_p < GATE_FALSE_ALARM,
                       shift_ratio=pr.shift_ratio, rank_p_slower=pr.rank_p_slower,
-                      busy=busy)
+                      busy=busy,
+                      plan=power.plan(process_medians(b), process_medians(c),
+                                      detect or 2 * threshold, threshold, floor_sd_log))
         rows.append(counts_gate.decide(row, b, c, counts_threshold))  # counts, where both have
     return rows
 
@@ -285,6 +300,10 @@ def gate_markdown(rows: list[GateRow], threshold: float, base_label: str, cand_l
         lines.append("decided by counts: both runs counted the benchmark (lab run --counts); "
                      "instructions per step decide, the wall-time verdict is in the note "
                      "(docs/counts.md)")
+    planned = [r for r in rows if r.plan is not None and r.decided_by == "wall time"
+               and not r.busy]
+    if planned:
+        lines.append("processes: " + "; ".join(r.plan.text(r.name) for r in planned))
     if any(r.verdict == "inconclusive" and not r.busy for r in rows):
         lines.append("inconclusive: the interval is too wide to decide; store more processes "
                      "per run (`lab run --processes N`)")

@@ -12,14 +12,23 @@ from pathlib import Path
 
 from lab.counts import tool
 
-# Counted steps, the same for every cell unless asked (--counts-steps): a count per step taken
-# over a different number of steps would differ by the fixed cost around them (the loop, the
-# dump request: a few thousand instructions), and a number chosen from the timed median would
-# change with the machine's load. 16 steps of the seed MLP (~1.1 M instructions each) keep that
-# cost under 0.1%, and a transformer's counted steps take tens of seconds under callgrind.
-DEFAULT_STEPS = 16
+# Counted steps. Each is dumped by itself (lab.counts.inner), so a count per step does not
+# depend on how many were counted; the steps after the first call and one warm-up step count the
+# same instructions to the last one (docs/counts.md, "Per step"), so three show that spread in
+# every pass (`ir_step_spread`) at little cost: a transformer block's step under callgrind takes
+# seconds, the torch import around it a minute.
+DEFAULT_STEPS = 3
 COUNTS_THREADS = 1  # one thread: the count of a thread pool's work depends on its scheduling
-COUNTS_ENV = {"PYTHONHASHSEED": "0"}  # set and dict orders fixed: the same code path each time
+# The code paths the counts pass runs: SSE4.2 kernels in MKL, oneDNN and ATen, not the
+# AVX2/AVX-512 ones the timed pass runs. Valgrind has no AVX-512 and runs AVX2's fused
+# multiply-adds through a helper call per instruction: measured on the transformer block, a
+# step took 146 s under valgrind with the host's kernels, 2.1-3.9 s with these (docs/counts.md,
+# "Cost"). The counts are then those of the SSE4.2 build of the same model: steady, and they
+# move with its work; a change that only touches the AVX2 kernels is not in them.
+ISA_ENV = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default",
+           "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41"}
+# set and dict orders fixed: the same code path each time
+COUNTS_ENV = {"PYTHONHASHSEED": "0", **ISA_ENV}
 
 
 def unavailable() -> str | None:
@@ -35,9 +44,10 @@ def unavailable() -> str | None:
     return None
 
 
-def count_cell(spec, timeout_s: float, steps: int | None = None) -> dict:
+def count_cell(spec, timeout_s: float, steps: int | None = None, cycles: bool = False) -> dict:
     """One counts pass of the cell `spec`; returns its counts entry. Failures are stored in the
-    entry (status, reason), never raised: the timed result stands without counts."""
+    entry (status, reason), never raised: the timed result stands without counts. `cycles`:
+    also the cycle estimate (callgrind's cache simulation, several times slower)."""
     from lab.cell.launch import run_cell_process
     from lab.cell.spec import CellPass
     from lab.counts.client import library_path
@@ -53,25 +63,27 @@ def count_cell(spec, timeout_s: float, steps: int | None = None) -> dict:
                          extra={**spec.extra, "counts_steps": steps})
     library_path()  # built here, once, not inside valgrind
     entry = {"tool": "callgrind", "valgrind": tool.version(exe), "threads": COUNTS_THREADS,
-             "steps": steps, "cycle_formula": tool.CYCLE_FORMULA}
+             "steps": steps, "cycle_formula": tool.CYCLE_FORMULA, "isa_env": ISA_ENV,
+             "cache_sim": cycles}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lab-counts-") as out:
         result, _ = run_cell_process(cspec, timeout_s, env_extra=COUNTS_ENV,
-                                     wrapper=tuple(tool.command(exe, Path(out))))
+                                     wrapper=tuple(tool.command(exe, Path(out), cycles)))
         entry["wall_s"] = round(time.perf_counter() - t0, 1)
         if not result.ok or not result.counts:
             return {**entry, "status": str(result.status),
                     "reason": result.reason or "the counts pass gave no counts"}
         try:
-            events = tool.find_dump(Path(out), result.counts["dump"])
+            steps_events = tool.find_dumps(Path(out), result.counts["dumps"])
         except tool.CountsError as exc:
             return {**entry, "status": "run_error", "reason": str(exc)}
-    return {**entry, "status": "ok", "reason": None,
-            **tool.per_step(events, result.counts["steps"])}
+    # where the pass's time went (seconds): in the cell's phases and around the counted steps
+    entry["phases_s"] = {**result.phases_s, **result.counts.get("seconds", {})}
+    return {**entry, "status": "ok", "reason": None, **tool.steps_counts(steps_events)}
 
 
 def count_recorded_cells(recorder, console, timeout_s: float,
-                         steps: int | None = None) -> None:
+                         steps: int | None = None, cycles: bool = False) -> None:
     """`lab run --counts`: a counts pass for every measured CPU cell of the run, after the
     timed passes, stored in each cell's extra_info["counts"] (saved after each cell)."""
     for outcome, _workload in recorder.outcomes:
@@ -79,12 +91,13 @@ def count_recorded_cells(recorder, console, timeout_s: float,
             continue
         title = f"{outcome.spec.workload} {outcome.spec.mode} {outcome.label}"
         console.print(f"counting {title} under callgrind")
-        entry = count_cell(outcome.spec, timeout_s, steps)
+        entry = count_cell(outcome.spec, timeout_s, steps, cycles)
         outcome.extra["counts"] = entry
         recorder.save()
         if entry["status"] == "ok":
-            console.print(f"  {entry['ir_per_step']:,.0f} instructions/step, "
-                          f"{entry['cycles_per_step']:,.0f} est. cycles/step "
+            est = ("" if entry["cycles_per_step"] is None
+                   else f", {entry['cycles_per_step']:,.0f} est. cycles/step")
+            console.print(f"  {entry['ir_per_step']:,.0f} instructions/step{est} "
                           f"({entry['steps']} steps, {entry['wall_s']:.0f} s)")
         else:
             console.print(f"  no counts: {entry['reason']}")

@@ -199,8 +199,12 @@ def _nsight_command(tool: str, exe: str, report_base: Path,
         # timed pass ran at (ncu locks to base clocks by default).
         skip, count = ncu_window(kernels_per_step)
         sections = [arg for name in NCU_SECTIONS for arg in ("--section", name)]
+        # and the counters the gate can decide a CUDA cell on (lab.profiling.ncu_counts)
+        from lab.profiling.ncu_counts import METRICS
+
         return [exe, "--nvtx", "--nvtx-include", "lab@sample/", "--launch-skip", str(skip),
-                "--launch-count", str(count), *sections, "--clock-control", "none",
+                "--launch-count", str(count), *sections, "--metrics", ",".join(METRICS),
+                "--clock-control", "none",
                 "--target-processes", "all", "--force-overwrite", "-o", str(report_base)]
     return [exe, "profile", "--trace", "cuda,nvtx,osrt", "--force-overwrite", "true",
             "-o", str(report_base)]
@@ -209,7 +213,7 @@ def _nsight_command(tool: str, exe: str, report_base: Path,
 def ncu_export_command(exe: str, report: Path) -> list[str]:
     """The report's raw page as CSV: one row per profiled kernel (one step's), one column per
     metric of the chosen sections."""
-    return [exe, "--import", str(report), "--csv", "--page", "raw"]
+    return [exe, "--import", str(report), "--csv", "--page", "raw", "--print-units", "base"]
 
 
 def _run_nsight(tool: str, spec, cell_dir: Path, run_dir: Path, timeout_s: float,
@@ -257,7 +261,9 @@ def _export_ncu_csv(exe: str, report: Path, csv_path: Path, run_dir: Path) -> di
     if export.returncode != 0:
         return {"csv_error": (export.stderr.strip().splitlines() or ["?"])[-1][:300]}
     store.atomic_write_text(csv_path, export.stdout)
-    return {"csv": str(csv_path.relative_to(run_dir))}
+    from lab.profiling.ncu_counts import counts_from_csv
+
+    return {"csv": str(csv_path.relative_to(run_dir)), "counts": counts_from_csv(export.stdout)}
 
 
 def run_ncu(spec, cell_dir: Path, run_dir: Path, timeout_s: float,
@@ -356,6 +362,9 @@ def profile_recorded_cells(recorder, console, timeout_s: float) -> None:
         console.print(f"profiling {outcome.spec.workload} {outcome.spec.mode} {outcome.label}")
         entry = profile_cell(outcome.spec, outcome.label, recorder.run_dir, timeout_s)
         outcome.extra["profile"] = links(entry)
+        gpu_counts = (entry.get("ncu") or {}).get("counts")
+        if gpu_counts and not outcome.extra.get("counts"):  # the gate decides on these too
+            outcome.extra["counts"] = gpu_counts
         recorder.save()
         print_entry(entry, f"{outcome.spec.workload} {outcome.spec.mode} {outcome.label}",
                     recorder.run_dir, console)
