@@ -40,13 +40,10 @@ PARTS = [
     ("start", ("process_start", "process_start_and_exit")),
     ("import", ("import",)),
     ("build", ("setup",)),
-    ("wrap", ("wrap",)),
-    ("wait", ("wait_for_warm",)),
     ("1st calls-compile", ()),
     ("accuracy", ("accuracy",)),
     ("memory", ("memory",)),
     ("warm-up", ("warmup",)),
-    ("write+exit", ("write_and_exit",)),
     ("warm proc-compile", ()),
 ]
 
@@ -106,10 +103,11 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", default="torch-eager,torch-compile")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each cell (medians)")
     ap.add_argument("--floor", action="store_true", help="only the import floor")
+    ap.add_argument("--no-floor", action="store_true", help="skip the import floor")
     ap.add_argument("--json", help="write every row here")
     args = ap.parse_args(argv)
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores", flush=True)
-    fl = floor(max(args.repeats, 3))
+    fl = {} if args.no_floor else floor(max(args.repeats, 3))
     if args.floor:
         return 0
     from lab.cell import launch
@@ -121,6 +119,13 @@ def main(argv=None) -> int:
             outcome = launch.run_cell(spec, label, timeout_s=900)
             row = split(outcome)
             row["status"] = str(outcome.status)
+            # memory as the timed process saw it: a forked process's RSS counts only the
+            # pages it touched, so its absolute figures differ from a fresh one's
+            row["mem"] = {k: (outcome.result.memory or {}).get(k) for k in (
+                "after_import_mib", "peak_mib", "step_peak_above_resident_mib",
+                "baseline_step_peak_above_resident_mib", "ratio_eager_over_candidate")}
+            row["samples_median_s"] = (statistics.median(outcome.result.samples_s)
+                                       if outcome.result.samples_s else None)
             rows.setdefault(name, []).append(row)
             print(f"{name:<34} " + " ".join(
                 f"{k}={v:.2f}" for k, v in row.items() if isinstance(v, float)), flush=True)

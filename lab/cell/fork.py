@@ -17,9 +17,9 @@ What the child shares with a fresh process, so its numbers are the same ones:
 - The environment at import is the cell's: a server is kept per environment, less the
   variables that differ between the processes of one cell and are read only after import
   (its cache folders, TMPDIR).
-- Only torch cells on the CPU fork (`forkable`). JAX reads its compile-cache folder at
-  import, and TensorFlow starts threads at import, which a fork does not copy; CUDA cells keep
-  fresh processes until a GPU run has checked forking there. `LAB_CELL_FORK=0` turns it off.
+- Only torch-eager and torch-compile cells on the CPU fork (`forkable`): forking JAX and
+  TensorFlow processes, whose runtimes start threads that a fork does not copy, and CUDA
+  cells was not checked, so they keep fresh processes. `LAB_CELL_FORK=0` turns it off.
 
 What differs, and is said: the process's RSS after import includes torch._dynamo for compiled
 cells (imported before the cell's first phase, not during its setup), and the run stores how
@@ -46,10 +46,14 @@ FORK_VAR = "LAB_CELL_FORK"  # "0": every cell process starts fresh
 SERVER_FLAG = "--fork-server"
 MAX_SERVERS = 2  # one per environment in use: eager and compiled cells of a suite alternate
 # torch backends whose cells fork, and what their processes import before their first phase:
-# lab.cell.main imports torch in its `import` phase, and its `setup` imports torch._dynamo
-# (torch.compile) and a suite model's transformers (building it)
+# lab.cell.main imports torch in its `import` phase, and its `setup` imports what
+# torch.compile() imports and a suite model's transformers (building it)
+# (torch.compile() imports torch._dynamo and the modules of torch._inductor.compile_fx, 595
+# modules in all, of which compile_fx's import is a subset; the first call's imports are left
+# to the first call, which times them as a fresh process does)
 PRELOAD = {"torch-eager": ("lab.cell.main", "lab.compile.torch", "torch"),
-           "torch-compile": ("lab.cell.main", "lab.compile.torch", "torch", "torch._dynamo")}
+           "torch-compile": ("lab.cell.main", "lab.compile.torch", "torch", "torch._dynamo",
+                             "torch._inductor.compile_fx")}
 SUITE_PRELOAD = {"hf": ("transformers", "transformers.modeling_utils",
                         "lab.workloads.suites.hf")}
 
@@ -71,7 +75,12 @@ def forkable(spec) -> tuple[str, ...] | None:
 
 
 class ServerGone(Exception):
-    """The fork server died or did not start: the cell runs in a fresh process instead."""
+    """The fork server died or did not start: the cell runs in a fresh process instead, or,
+    when the server's imports outlived the cell's timeout (`timed_out`), ends as `timeout`."""
+
+    def __init__(self, message: str, timed_out: bool = False):
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class _Lines:
@@ -107,17 +116,21 @@ class Server:
         env = dict(env, TMPDIR=str(self.folder / "tmp"))
         with open(self.folder / "log.txt", "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lab.cell.main", SERVER_FLAG, *modules],
+                # its folder on its command line, and so on its cell processes': what the
+                # lab left running can be found by its temp folder
+                [sys.executable, "-m", "lab.cell.main", SERVER_FLAG, str(self.folder),
+                 *modules],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                 start_new_session=True)  # a Ctrl-C at the terminal is the parent's to handle
         self.lines = _Lines(self.proc.stdout.fileno())
         try:
             ready = self.lines.read(time.monotonic() + timeout_s)
         except ServerGone:
-            ready = None
+            ready = {}
         if not ready or not ready.get("ready"):
             self.close()
-            raise ServerGone(f"the fork server did not start: {self.log_tail()}")
+            raise ServerGone(f"the fork server did not start: {self.log_tail()}",
+                             timed_out=ready is None)
 
     def log_tail(self) -> str:
         try:
@@ -125,14 +138,17 @@ class Server:
         except OSError:
             return ""
 
-    def run(self, argv: list[str], env: dict, log_path: Path, timeout_s: float) -> int:
+    def run(self, argv: list[str], env: dict, log_path: Path, timeout_s: float,
+            since_s: float = 0.0) -> int:
         """One cell process, forked: its exit code (negative: the signal that ended it).
         subprocess.TimeoutExpired when it outlives `timeout_s` (it is killed); on any
-        exception, the process group is killed and the server closed before it propagates."""
+        exception, the process group is killed and the server closed before it propagates.
+        `since_s`: seconds the parent already spent on this process (starting the server),
+        which the cell's budget counts as a fresh process's counts its imports."""
         deadline = time.monotonic() + timeout_s
         pid = None
         try:
-            request = {"argv": argv, "env": env, "log": str(log_path)}
+            request = {"argv": argv, "env": env, "log": str(log_path), "since_s": since_s}
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
             started = self.lines.read(deadline)
@@ -179,7 +195,8 @@ _servers: OrderedDict[tuple, Server] = OrderedDict()
 def server_for(modules: tuple[str, ...], env: dict, per_cell: set[str], timeout_s: float,
                scratch_root) -> Server | None:
     """The running server for this environment (less the per-cell variables), started if
-    needed; None if it cannot start (the cell then runs fresh, and says why if it fails)."""
+    needed; ServerGone if it cannot start (the cell then runs fresh, and says why if it
+    fails) or does not start within `timeout_s`."""
     key = (modules, tuple(sorted((k, v) for k, v in env.items() if k not in per_cell)))
     server = _servers.get(key)
     if server is not None and server.proc.poll() is None:
@@ -189,10 +206,7 @@ def server_for(modules: tuple[str, ...], env: dict, per_cell: set[str], timeout_
     while len(_servers) >= MAX_SERVERS:
         _servers.popitem(last=False)[1].close()
     base = {k: v for k, v in env.items() if k not in per_cell}
-    try:
-        server = Server(modules, base, timeout_s, scratch_root)
-    except ServerGone:
-        return None
+    server = Server(modules, base, timeout_s, scratch_root)
     _servers[key] = server
     return server
 
@@ -216,11 +230,13 @@ atexit.register(close_all)
 # ------------------------------------------------------------------ inside the fork server
 
 
-def serve(modules: list[str], cell_main) -> int:
-    """The fork server's loop: import `modules`, say ready, then fork one cell process per
-    request line on stdin and report its pid and exit code on stdout, until stdin closes."""
+def serve(args: list[str], cell_main) -> int:
+    """The fork server's loop (args: its folder, then the modules): import the modules, say
+    ready, then fork one cell process per request line on stdin and report its pid and exit
+    code on stdout, until stdin closes."""
     import importlib
 
+    modules = args[1:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, by its group
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -261,7 +277,9 @@ def _child(request: dict, cell_main) -> None:
         tempfile.tempdir = None  # read TMPDIR again: the cell's own temp folder
         sys.argv = [sys.argv[0], *request["argv"]]
         main_module = sys.modules["__main__"]
-        main_module._PROCESS_START = time.perf_counter()  # the budget counts from here
+        # the budget counts from the process's start, as in a fresh process: from the fork,
+        # or from the server's start when the parent started the server for this process
+        main_module._PROCESS_START = time.perf_counter() - float(request.get("since_s", 0))
         code = cell_main(request["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -90,13 +90,23 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
         (tmp / "tmp").mkdir()
         env["TMPDIR"] = str(tmp / "tmp")
         modules = None if wrapper else fork.forkable(spec)
-        server = fork.server_for(modules, env, per_cell_vars(spec), timeout_s,
-                                 os.environ.get(SCRATCH_ROOT_VAR)) if modules else None
+        server, started = None, time.perf_counter()
+        if modules:
+            try:
+                server = fork.server_for(modules, env, per_cell_vars(spec), timeout_s,
+                                         os.environ.get(SCRATCH_ROOT_VAR))
+            except fork.ServerGone as exc:
+                if exc.timed_out:  # its imports alone took longer than the cell may
+                    return (CellResult.failed(Status.TIMEOUT, f"no result after "
+                                              f"{timeout_s:.0f} s (importing)"),
+                            time.perf_counter() - t0)
+        # a new server's start counts in this process's time, as a fresh process's imports do
+        spent = time.perf_counter() - started
         try:
             if server is not None:
                 try:
                     code = server.run([str(spec_path), str(result_path)], env, log_path,
-                                      timeout_s)
+                                      max(timeout_s - spent, 0.001), since_s=spent)
                 except fork.ServerGone:  # the cell runs fresh, as it would without a server
                     fork.discard(server)
                     server = None
