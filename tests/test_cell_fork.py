@@ -21,7 +21,11 @@ PROBE = """
     import json, os, sys, tempfile, time
     def make():
         main = sys.modules["__main__"]
+        # paths torch takes at import (the server's import, for a forked process)
+        import torch._dynamo.package, torch._inductor.codecache
         seen = {"tmpdir": tempfile.gettempdir(), "cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+                "headers": os.path.realpath(torch._inductor.codecache._HEADER_DIR),
+                "dynamo_cache": os.path.realpath(torch._dynamo.package.DynamoCache._path_prefix),
                 "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0),
                 "since_start": time.perf_counter() - main._PROCESS_START,
                 "main": main.__spec__.name}
@@ -50,7 +54,7 @@ def probe(tmp_path):
 @pytest.mark.slow
 def test_forked_cell_processes_see_their_own_cell_and_share_one_server(probe, tmp_path):
     workload, out = probe
-    spec = _spec(workload, backend="torch-eager")  # its server imports torch alone: quicker
+    spec = _spec(workload)  # its server imports torch._dynamo and Inductor
     env = {"PROBE_OUT": str(out)}
     first, _ = runner.run_cell_process(spec, 120, cache_dir=str(tmp_path / "c1"), env_extra=env)
     second, _ = runner.run_cell_process(spec.replace(cell_pass=CellPass.FIRST_CALL), 120,
@@ -60,13 +64,18 @@ def test_forked_cell_processes_see_their_own_cell_and_share_one_server(probe, tm
     a, b = (json.loads(line) for line in out.read_text().splitlines())
     assert a["cache"] == str(tmp_path / "c1") and b["cache"] == str(tmp_path / "c2")
     assert a["tmpdir"] != b["tmpdir"] and "lab-cell-" in a["tmpdir"]
+    # what the server's import took from TMPDIR and the cache folder leads to each cell's own
+    for seen, cache in ((a, tmp_path / "c1"), (b, tmp_path / "c2")):
+        assert seen["dynamo_cache"] == os.path.realpath(cache / "dynamo")
+        assert seen["headers"].startswith(os.path.realpath(seen["tmpdir"]) + os.sep)
     assert a["ppid"] == b["ppid"] != os.getpid()  # one server forked both
     assert a["sid"] == a["pid"] and b["sid"] == b["pid"]  # each its own session
     assert a["main"] == "lab.cell.main"
     # the budget counts from the fork, not from the server's start long before
     assert 0 <= b["since_start"] < 30
     # another environment at import time is another server
-    other, _ = runner.run_cell_process(spec, 120, env_extra={**env, "SOME_SETTING": "1"})
+    other, _ = runner.run_cell_process(spec.replace(backend="torch-eager"), 120,
+                                       env_extra={**env, "SOME_SETTING": "1"})
     c = json.loads(out.read_text().splitlines()[-1])
     assert other.started == "forked" and c["ppid"] != a["ppid"]
 

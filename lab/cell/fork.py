@@ -15,8 +15,12 @@ What the child shares with a fresh process, so its numbers are the same ones:
   reads from the environment when it first compiles, not at import) and a warm one is the
   first call of a process that has never compiled.
 - The environment at import is the cell's: a server is kept per environment, less the
-  variables that differ between the processes of one cell and are read only after import
-  (its cache folders, TMPDIR).
+  variables that differ between the processes of one cell (its compile-cache folder, TMPDIR).
+  Those two are read at import too: torch._dynamo keeps a cache path made from
+  TORCHINDUCTOR_CACHE_DIR, and Inductor its precompiled-header folder from TMPDIR, as
+  module constants. So the server imports with both pointing at links in its folder
+  (`tmp`, `cache`), and each child, before its cell starts, points the links at its own
+  folders: paths taken at import lead where a fresh process's would (one child at a time).
 - Only torch-eager and torch-compile cells on the CPU fork (`forkable`): forking JAX and
   TensorFlow processes, whose runtimes start threads that a fork does not copy, and CUDA
   cells was not checked, so they keep fresh processes. `LAB_CELL_FORK=0` turns it off.
@@ -44,6 +48,7 @@ from pathlib import Path
 
 FORK_VAR = "LAB_CELL_FORK"  # "0": every cell process starts fresh
 SERVER_FLAG = "--fork-server"
+LINKS = ("tmp", "cache")  # what the server's TMPDIR and compile-cache variables point at
 MAX_SERVERS = 2  # one per environment in use: eager and compiled cells of a suite alternate
 # torch backends whose cells fork, and what their processes import before their first phase:
 # lab.cell.main imports torch in its `import` phase, and its `setup` imports what
@@ -110,10 +115,14 @@ class _Lines:
 class Server:
     """The parent's handle on one fork server: starts it, asks it for cell processes."""
 
-    def __init__(self, modules: tuple[str, ...], env: dict, timeout_s: float, scratch_root):
+    def __init__(self, modules: tuple[str, ...], env: dict, timeout_s: float, scratch_root,
+                 cache_env=None):
         self.folder = Path(tempfile.mkdtemp(prefix="lab-fork-", dir=scratch_root))
-        (self.folder / "tmp").mkdir()
-        env = dict(env, TMPDIR=str(self.folder / "tmp"))
+        for link in LINKS:  # until a child points them at its own folders
+            (self.folder / f"idle-{link}").mkdir()
+            (self.folder / link).symlink_to(self.folder / f"idle-{link}")
+        env = dict(env, TMPDIR=str(self.folder / "tmp"),
+                   **(cache_env(str(self.folder / "cache")) if cache_env else {}))
         with open(self.folder / "log.txt", "w") as log:
             self.proc = subprocess.Popen(
                 # its folder on its command line, and so on its cell processes': what the
@@ -139,16 +148,18 @@ class Server:
             return ""
 
     def run(self, argv: list[str], env: dict, log_path: Path, timeout_s: float,
-            since_s: float = 0.0) -> int:
+            since_s: float = 0.0, cache_dir: str | None = None) -> int:
         """One cell process, forked: its exit code (negative: the signal that ended it).
         subprocess.TimeoutExpired when it outlives `timeout_s` (it is killed); on any
         exception, the process group is killed and the server closed before it propagates.
         `since_s`: seconds the parent already spent on this process (starting the server),
-        which the cell's budget counts as a fresh process's counts its imports."""
+        which the cell's budget counts as a fresh process's counts its imports; `cache_dir`:
+        the process's compile-cache folder (None: the framework's default under TMPDIR)."""
         deadline = time.monotonic() + timeout_s
         pid = None
         try:
-            request = {"argv": argv, "env": env, "log": str(log_path), "since_s": since_s}
+            request = {"argv": argv, "env": env, "log": str(log_path), "since_s": since_s,
+                       "cache_dir": cache_dir}
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
             started = self.lines.read(deadline)
@@ -193,10 +204,11 @@ _servers: OrderedDict[tuple, Server] = OrderedDict()
 
 
 def server_for(modules: tuple[str, ...], env: dict, per_cell: set[str], timeout_s: float,
-               scratch_root) -> Server | None:
+               scratch_root, cache_env=None) -> Server:
     """The running server for this environment (less the per-cell variables), started if
     needed; ServerGone if it cannot start (the cell then runs fresh, and says why if it
-    fails) or does not start within `timeout_s`."""
+    fails) or does not start within `timeout_s`. `cache_env(folder)`: the backend's
+    variables that point its compile caches at a folder."""
     key = (modules, tuple(sorted((k, v) for k, v in env.items() if k not in per_cell)))
     server = _servers.get(key)
     if server is not None and server.proc.poll() is None:
@@ -206,7 +218,7 @@ def server_for(modules: tuple[str, ...], env: dict, per_cell: set[str], timeout_
     while len(_servers) >= MAX_SERVERS:
         _servers.popitem(last=False)[1].close()
     base = {k: v for k, v in env.items() if k not in per_cell}
-    server = Server(modules, base, timeout_s, scratch_root)
+    server = Server(modules, base, timeout_s, scratch_root, cache_env)
     _servers[key] = server
     return server
 
@@ -236,7 +248,8 @@ def serve(args: list[str], cell_main) -> int:
     code on stdout, until stdin closes."""
     import importlib
 
-    modules = args[1:]
+    global _FOLDER
+    _FOLDER, modules = Path(args[0]), args[1:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, by its group
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -258,6 +271,23 @@ def serve(args: list[str], cell_main) -> int:
     return 0
 
 
+_FOLDER: Path | None = None  # the server's folder, which holds the links
+
+
+def _point_links(tmp: str, cache_dir: str | None) -> None:
+    """Point the server's links at this process's folders: `tmp` at its TMPDIR, `cache` at its
+    compile-cache folder, or, without one, where Inductor's default lies under its TMPDIR (what
+    a fresh process's import would have taken)."""
+    if cache_dir is None:
+        defaults = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
+        cache_dir = defaults.default_cache_dir() if defaults else tmp
+    for link, target in (("tmp", tmp), ("cache", cache_dir)):
+        os.makedirs(target, exist_ok=True)
+        staged = _FOLDER / f".{link}-{os.getpid()}"
+        os.symlink(target, staged)
+        os.replace(staged, _FOLDER / link)  # at once: no moment without the link
+
+
 def _child(request: dict, cell_main) -> None:
     """A cell process: its own session (the parent kills its group on a timeout), the cell's
     environment and log, default signals, then lab.cell.main as a fresh process runs it."""
@@ -275,6 +305,7 @@ def _child(request: dict, cell_main) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         tempfile.tempdir = None  # read TMPDIR again: the cell's own temp folder
+        _point_links(request["env"]["TMPDIR"], request.get("cache_dir"))
         sys.argv = [sys.argv[0], *request["argv"]]
         main_module = sys.modules["__main__"]
         # the budget counts from the process's start, as in a fresh process: from the fork,

@@ -94,7 +94,9 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
         if modules:
             try:
                 server = fork.server_for(modules, env, per_cell_vars(spec), timeout_s,
-                                         os.environ.get(SCRATCH_ROOT_VAR))
+                                         os.environ.get(SCRATCH_ROOT_VAR),
+                                         backends.load(backends.BACKENDS[spec.backend])
+                                         .cache_env)
             except fork.ServerGone as exc:
                 if exc.timed_out:  # its imports alone took longer than the cell may
                     return (CellResult.failed(Status.TIMEOUT, f"no result after "
@@ -106,7 +108,8 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
             if server is not None:
                 try:
                     code = server.run([str(spec_path), str(result_path)], env, log_path,
-                                      max(timeout_s - spent, 0.001), since_s=spent)
+                                      max(timeout_s - spent, 0.001), since_s=spent,
+                                      cache_dir=cache_dir)
                 except fork.ServerGone:  # the cell runs fresh, as it would without a server
                     fork.discard(server)
                     server = None
