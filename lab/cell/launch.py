@@ -1,5 +1,7 @@
 """The only place a cell process is launched: `python -m lab.cell.main SPEC RESULT`, with the
-cell's environment, a timeout, and every way it can end mapped to one status.
+cell's environment, a timeout, and every way it can end mapped to one status. Torch cells on
+the CPU are forked from a process that has imported torch (lab.cell.fork) instead of started
+from scratch, so their processes skip the framework's import.
 
 A compiled cell runs twice: once with a fresh, empty compile cache (its first call is the cold
 compile, and its samples are the steady state), then a short second process on the now-filled
@@ -155,8 +157,8 @@ def _run_fresh(wrapper: tuple[str, ...], spec_path: Path, result_path: Path, env
 
 def per_cell_vars(spec: CellSpec) -> set[str]:
     """The variables that differ between the processes of one cell (its compile caches, its
-    temp folder), which its framework reads only after import: a fork server's environment
-    leaves them out (lab.cell.fork)."""
+    temp folder): a fork server is kept per environment less these, which it points at links
+    that each forked process re-points at its own folders (lab.cell.fork)."""
     module = backends.load(backends.BACKENDS[spec.backend])
     return {"TMPDIR", *module.cache_env("cache").keys()}
 

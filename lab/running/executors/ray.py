@@ -77,9 +77,8 @@ def run_on_node(job: CellJob) -> NodeAnswer:
     runs them, with the node's fingerprint taken just before (its load at the cell's start)."""
     import ray
 
-    from lab.running.executors import guard
-
     from lab.cell import fork
+    from lab.running.executors import guard
 
     # a fork server would outlive the task in the worker, with its temp folder in the task's
     # scratch folder, which the guard removes: each cell process starts fresh on a node
