@@ -51,11 +51,10 @@ SERVER_FLAG = "--fork-server"
 LINKS = ("tmp", "cache")  # what the server's TMPDIR and compile-cache variables point at
 MAX_SERVERS = 2  # one per environment in use: eager and compiled cells of a suite alternate
 # torch backends whose cells fork, and what their processes import before their first phase:
-# lab.cell.main imports torch in its `import` phase, and its `setup` imports what
-# torch.compile() imports and a suite model's transformers (building it)
-# (torch.compile() imports torch._dynamo and the modules of torch._inductor.compile_fx, 595
-# modules in all, of which compile_fx's import is a subset; the first call's imports are left
-# to the first call, which times them as a fresh process does)
+# what lab.cell.main's `import` phase imports (torch), and what its `setup` imports:
+# torch.compile() imports torch._dynamo and Inductor (595 modules on torch 2.13, of which
+# torch._inductor.compile_fx's import is a subset), and a suite model's build, transformers.
+# The first call's own imports stay in the first call, timed as in a fresh process.
 PRELOAD = {"torch-eager": ("lab.cell.main", "lab.compile.torch", "torch"),
            "torch-compile": ("lab.cell.main", "lab.compile.torch", "torch", "torch._dynamo",
                              "torch._inductor.compile_fx")}
