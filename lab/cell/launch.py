@@ -1,5 +1,7 @@
 """The only place a cell process is launched: `python -m lab.cell.main SPEC RESULT`, with the
-cell's environment, a timeout, and every way it can end mapped to one status.
+cell's environment, a timeout, and every way it can end mapped to one status. Torch cells on
+the CPU are forked from a process that has imported torch (lab.cell.fork) instead of started
+from scratch, so their processes skip the framework's import.
 
 A compiled cell runs twice: once with a fresh, empty compile cache (its first call is the cold
 compile, and its samples are the steady state), then a short second process on the now-filled
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import lab
 from lab import compile as backends
+from lab.cell import fork
 from lab.cell.spec import CellOutcome, CellPass, CellResult, CellSpec
 from lab.core import stats
 from lab.core.status import OOM_MARKERS, Status
@@ -89,26 +92,41 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
         # is removed whatever happens to it
         (tmp / "tmp").mkdir()
         env["TMPDIR"] = str(tmp / "tmp")
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [*wrapper, *cell_command(spec_path, result_path,
-                                         (spec.env or {}).get("python"))],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,  # its own process group: a timeout kills all of it
-            )
+        modules = None if wrapper else fork.forkable(spec)
+        server, started = None, time.perf_counter()
+        if modules:
             try:
-                code = proc.wait(timeout=timeout_s)
-                reap_group(proc)  # helpers the cell left behind (it exits without teardown)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                return (CellResult.failed(Status.TIMEOUT, f"no result after {timeout_s:.0f} s"),
-                        time.perf_counter() - t0)
-            except BaseException:  # Ctrl-C: never leave the cell running
-                kill_group(proc)
-                raise
+                server = fork.server_for(modules, env, per_cell_vars(spec), timeout_s,
+                                         os.environ.get(SCRATCH_ROOT_VAR),
+                                         backends.load(backends.BACKENDS[spec.backend])
+                                         .cache_env)
+            except fork.ServerGone as exc:
+                if exc.timed_out:  # its imports alone took longer than the cell may
+                    return (CellResult.failed(Status.TIMEOUT, f"no result after "
+                                              f"{timeout_s:.0f} s (importing)"),
+                            time.perf_counter() - t0)
+        # a new server's start counts in this process's time, as a fresh process's imports do
+        spent = time.perf_counter() - started
+        try:
+            if server is not None:
+                try:
+                    code = server.run([str(spec_path), str(result_path)], env, log_path,
+                                      max(timeout_s - spent, 0.001), since_s=spent,
+                                      cache_dir=cache_dir)
+                except fork.ServerGone:  # the cell runs fresh, as it would without a server
+                    fork.discard(server)
+                    server = None
+            if server is None:
+                code = _run_fresh(wrapper, spec_path, result_path, env, log_path, timeout_s,
+                                  (spec.env or {}).get("python"))
+        except subprocess.TimeoutExpired:
+            return (CellResult.failed(Status.TIMEOUT, f"no result after {timeout_s:.0f} s"),
+                    time.perf_counter() - t0)
         wall = time.perf_counter() - t0
         if result_path.is_file():
-            return CellResult.from_dict(json.loads(result_path.read_text())), wall
+            result = CellResult.from_dict(json.loads(result_path.read_text()))
+            result.started = "forked" if server is not None else "fresh"
+            return result, wall
         tail = log_path.read_text(errors="replace").strip().splitlines()[-20:]
         text = "\n".join(tail)
         if code in (-signal.SIGKILL, 137) or any(m in text.lower() for m in OOM_MARKERS):
@@ -118,6 +136,33 @@ def run_cell_process(spec: CellSpec, timeout_s: float, cache_dir: str | None = N
         last = tail[-1] if tail else ""
         return CellResult.failed(status, f"cell process exited {code}: {last}"[:500],
                                  log_tail=text[-4000:]), wall
+
+
+def _run_fresh(wrapper: tuple[str, ...], spec_path: Path, result_path: Path, env: dict,
+               log_path: Path, timeout_s: float, python: str | None = None) -> int:
+    """A cell process started from scratch: its exit code; subprocess.TimeoutExpired (after
+    killing its group) when it outlives `timeout_s`."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [*wrapper, *cell_command(spec_path, result_path, python)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # its own process group: a timeout kills all of it
+        )
+        try:
+            code = proc.wait(timeout=timeout_s)
+            reap_group(proc)  # helpers the cell left behind (it exits without teardown)
+        except BaseException:  # a timeout, or Ctrl-C: never leave the cell running
+            kill_group(proc)
+            raise
+    return code
+
+
+def per_cell_vars(spec: CellSpec) -> set[str]:
+    """The variables that differ between the processes of one cell (its compile caches, its
+    temp folder): a fork server is kept per environment less these, which it points at links
+    that each forked process re-points at its own folders (lab.cell.fork)."""
+    module = backends.load(backends.BACKENDS[spec.backend])
+    return {"TMPDIR", *module.cache_env("cache").keys()}
 
 
 def validate_user_workload(spec: str, timeout_s: float, python: str | None = None) -> str | None:

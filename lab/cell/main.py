@@ -340,4 +340,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--fork-server"]:  # lab.cell.fork: cell processes forked from here
+        from lab.cell import fork
+
+        sys.exit(fork.serve(sys.argv[2:], main))
     sys.exit(main(sys.argv[1:]))

@@ -109,6 +109,9 @@ class CellResult:
     counts: dict | None = None  # the COUNTS pass: which steps were counted (lab.counts.inner)
     traceback: str | None = None
     log_tail: str | None = None
+    # how the parent started the process: "fresh", or "forked" from a process that had
+    # imported the framework (lab.cell.fork); set by the parent, not by the cell
+    started: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -54,6 +54,9 @@ def lab_fields(outcome: CellOutcome, workload) -> dict:
         "latency": spec.latency,
         "sampling": result.sampling, "memory": result.memory,
         "wall_s_breakdown": wall_breakdown(outcome),
+        # "forked": the cell's processes were forked from one that had imported the
+        # framework (lab.cell.fork); "fresh": each started its own interpreter
+        "cell_process": result.started,
         "versions": result.versions, "accuracy": result.accuracy,
         "diagnostics": result.diagnostics, "first_call_s": result.first_call_s,
         "loss": result.loss,  # train: which loss ran (a user's model: lab.workloads.user)

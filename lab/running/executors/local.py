@@ -34,4 +34,6 @@ class LocalExecutor:
         pass
 
     def close(self) -> None:
-        pass
+        from lab.cell import fork
+
+        fork.close_all()  # the fork servers of this run's cells

@@ -77,8 +77,12 @@ def run_on_node(job: CellJob) -> NodeAnswer:
     runs them, with the node's fingerprint taken just before (its load at the cell's start)."""
     import ray
 
+    from lab.cell import fork
     from lab.running.executors import guard
 
+    # a fork server would outlive the task in the worker, with its temp folder in the task's
+    # scratch folder, which the guard removes: each cell process starts fresh on a node
+    os.environ[fork.FORK_VAR] = "0"
     fp = store.fingerprint(threads=job.spec.threads)
     with guard.cells_die_with_this_process():
         outcome = measure(job)  # the node's load is sampled on the node
