@@ -141,6 +141,7 @@ def real_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.long  # three real runs of several processes each: minutes on 2 cores
 @pytest.mark.slow
 def test_real_aa_pair_passes_and_real_slowdown_fails(real_runs):
     doc = results.load_run(str(real_runs["base"]))

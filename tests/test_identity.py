@@ -101,6 +101,7 @@ def _stored_names(out: Path) -> list[str]:
     return [b["name"] for b in json.loads(path.read_text())["benchmarks"]]
 
 
+@pytest.mark.long  # three runs through the CLI; the key rule: test_keys_relative_to_the_git_root...
 @pytest.mark.slow
 def test_a_user_workload_has_one_key_however_its_path_is_typed(tmp_path):
     repo = _git_repo(tmp_path)

@@ -141,8 +141,15 @@ def test_cli_rejects_unknown_module():
     assert "unknown kernel module(s) nope" in result.stderr
 
 
+# Two modules' compiles in `make test` (the quickest: a row reduction and an elementwise
+# kernel); every module's in `make test-long` (attention's and matmul's autotune sets take
+# minutes on 2 cores).
+QUICK_AOT = {"softmax", "swiglu"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("module", aot.kernel_modules())
+@pytest.mark.parametrize("module", [m if m in QUICK_AOT else pytest.param(m, marks=pytest.mark.long)
+                                    for m in aot.kernel_modules()])
 def test_compiles_for_hopper(module, tmp_path):
     # Every declared case of the module, cold cache, 2 compile processes: no error, no spill,
     # shared memory within sm_90's, each compile within the budget; and no entry kernel of the

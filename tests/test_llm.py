@@ -208,6 +208,7 @@ def test_torch_decode_step_compiles_once():
     assert counter.frame_count == 2
 
 
+@pytest.mark.long  # a compiled GPT-2 decode: minutes on 2 cores
 @pytest.mark.slow
 def test_inductor_generate_gives_eager_tokens():
     """torch.compile (Inductor) of the decode forward gives eager's greedy tokens."""

@@ -196,6 +196,7 @@ def test_jax_generate_cell_reports_tokens_per_second_and_time_to_first_token():
     assert result.accuracy["rtol"] == result.accuracy["atol"] == 0.0
 
 
+@pytest.mark.long  # six XLA compiles of a Llama step: minutes on 2 cores
 def test_jax_cycle_cell_counts_one_trace_per_length():
     pytest.importorskip("jax")
     result, _ = runner.run_cell_process(
@@ -207,6 +208,7 @@ def test_jax_cycle_cell_counts_one_trace_per_length():
     assert len(cycle["compile_s_per_batch"]) == 6 and cycle["compile_s_total"] > 0
 
 
+@pytest.mark.long  # two Inductor compiles of a Llama: minutes on 2 cores
 @pytest.mark.slow
 def test_torch_compile_static_with_buckets_compiles_one_graph_per_bucket():
     """torch-compile:static on a cycle padded to multiples of 16: two lengths, two graphs,

@@ -91,6 +91,7 @@ def _all_ok(proc, found: dict, expected: int) -> None:
     assert not bad, bad
 
 
+@pytest.mark.long  # four BERT cells through the CLI, two compiled: minutes on 2 cores
 @pytest.mark.slow
 def test_bert_with_keyword_inputs_and_labels_trains_on_its_own_loss(factories, tmp_path):
     proc = lab("run", "--workload", f"{factories}:bert_labels", "--backend",
