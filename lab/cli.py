@@ -140,8 +140,10 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=("real", "tiny"), default=None,
                    help="suite models' size: real (their published sizes, the default) or "
                         "tiny (a cell in seconds on a CPU)")
-    p.add_argument("--backend", type=_csv, default=["torch-eager", "torch-compile"],
-                   help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode")
+    p.add_argument("--backend", type=_csv, default=None,
+                   help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode; "
+                        "default torch-eager,torch-compile (the keras suite: keras-tf-jit,"
+                        "keras-jax-jit,keras-torch-jit, each timing its eager side too)")
     p.add_argument("--mode", type=_csv, default=["infer"],
                    help="infer, train, generate (greedy decoding: gpt2, llama), comma-separated")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
