@@ -49,9 +49,9 @@ def _float64_allowed():
     if keras.backend.backend() != "jax":
         yield
         return
-    from jax.experimental import enable_x64
+    import jax
 
-    with enable_x64():
+    with jax.enable_x64(True):
         yield
 
 
@@ -123,20 +123,46 @@ def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _compiled_by(fn) -> str | None:
-    """What really wraps a Keras step function, from the function object itself."""
+def _reachable(fn, depth: int = 5) -> list:
+    """`fn` and what its closures and `__wrapped__` hold, a few levels down: Keras wraps the
+    compiled step in plain Python functions (the iterator loop, the distribution wrapper)."""
+    seen, found, todo = set(), [], [(fn, 0)]
+    while todo:
+        obj, level = todo.pop()
+        if id(obj) in seen or level > depth:
+            continue
+        seen.add(id(obj))
+        found.append(obj)
+        cells = getattr(obj, "__closure__", None) or ()
+        todo += [(c.cell_contents, level + 1) for c in cells
+                 if c.cell_contents is not None and callable(c.cell_contents)]
+        for attr in ("__wrapped__", "_torchdynamo_orig_callable", "_python_function"):
+            inner = getattr(obj, attr, None)
+            if inner is not None:
+                todo.append((inner, level + 1))
+    return found
+
+
+def compiled_by(fn) -> str | None:
+    """What really compiles a Keras step function, read from the objects it is made of:
+    `tf.function(jit_compile=True)`, `tf.function` (a graph, no XLA), `jax.jit`,
+    `torch.compile`, or `none` (Python calling the backend's ops one by one)."""
     if fn is None:
         return None
-    kind = type(fn)
-    name = f"{kind.__module__}.{kind.__qualname__}"
-    if "torch._dynamo" in name or hasattr(fn, "_torchdynamo_orig_callable"):
-        return "torch.compile"
-    if "polymorphic_function" in name or "def_function" in name:
-        return "tf.function(jit_compile=True)" if getattr(fn, "_jit_compile", None) \
-            else "tf.function"
-    if hasattr(fn, "lower") and hasattr(fn, "trace"):
-        return "jax.jit"
-    return "python (eager)"
+    kinds = set()
+    for obj in _reachable(fn):
+        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        if hasattr(obj, "_torchdynamo_orig_callable") or name.startswith("torch._dynamo"):
+            kinds.add("torch.compile")
+        elif name.startswith("tensorflow") and hasattr(obj, "_jit_compile"):
+            kinds.add("tf.function(jit_compile=True)" if obj._jit_compile else "tf.function")
+        elif "PjitFunction" in name or name.startswith("jaxlib") or \
+                name.startswith("jax._src.pjit"):
+            kinds.add("jax.jit")
+    for kind in ("torch.compile", "tf.function(jit_compile=True)", "jax.jit", "tf.function"):
+        if kind in kinds:
+            return kind
+    return "none"
 
 
 class KerasSide(SideBase):
@@ -176,8 +202,8 @@ class KerasSide(SideBase):
         side's own (compiled or eager) test step, which updates nothing."""
         if self.mode == "infer":
             return _numpy(self.model.predict_on_batch(self.task.inputs))
-        return [np.asarray(self.model.test_on_batch(self.task.inputs, self.task.target),
-                           np.float64)]
+        logs = self.model.test_on_batch(self.task.inputs, self.task.target, return_dict=True)
+        return [np.asarray(logs["loss"], np.float64)]
 
     def reference_fp64(self) -> list[np.ndarray]:
         """Infer: the fixture's float64 outputs (the weights never change in infer). Train: the
@@ -220,7 +246,7 @@ class KerasSide(SideBase):
         out = {"execution": "keras", "keras_backend": keras.backend.backend(),
                # read back: Keras lowers jit_compile to False for a model it cannot compile
                "jit_compile": bool(model.jit_compile), "run_eagerly": bool(model.run_eagerly),
-               "step_function": _compiled_by(fn), "weights_from": "keras fixture",
+               "step_compiled_by": compiled_by(fn), "weights_from": "keras fixture",
                "layer_policies": sorted({layer.dtype_policy.name
                                          for layer in model._flatten_layers()}),
                "variable_dtypes": sorted({str(v.dtype) for v in model.weights})}
