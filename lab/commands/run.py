@@ -97,6 +97,9 @@ def cmd_run(args) -> int:
     from lab.judge import scorecard
 
     scorecard.render(scorecard.summarize(results.cells(doc)), console)  # suites only
+    from lab.reports import keras_table
+
+    keras_table.render(keras_table.rows(results.cells(doc)), console)  # the keras suite only
     console.print(f"stored: {result.path}")
     return _exit_code(result, console)
 

@@ -63,6 +63,10 @@ class Entry:
     def workload_name(self) -> str:
         return f"{SUITE}/{self.name}"
 
+    @property
+    def task(self) -> str:
+        return "image-classification" if self.inputs == "image" else self.inputs
+
     def args(self, tiny: bool) -> dict:
         return dict(self.tiny if tiny else self.real)
 
@@ -128,16 +132,18 @@ def make_model(entry: Entry, tiny: bool, side: int | None = None, dtype: str | N
     kwargs = {"dtype": dtype} if dtype else {}
     backbone = getattr(keras_hub.models, entry.backbone)(
         **backbone_args(entry, tiny, side), **kwargs)
+    # compile=False: the task's default compile makes an optimizer; each side compiles its own
     return getattr(keras_hub.models, entry.model)(backbone=backbone, preprocessor=None,
-                                                   **entry.task_args, **kwargs)
+                                                   compile=False, **entry.task_args, **kwargs)
 
 
 def parameters(entry: Entry, tiny: bool) -> int:
-    """The model's parameter count, without allocating its weights: built in a stateless
-    scope, Keras defers every variable's initialisation and keeps only its shape."""
+    """The model's parameter count without allocating its weights: built in a stateless
+    scope, Keras defers each variable's initialisation and keeps only its shape."""
     import keras
 
-    with keras.StatelessScope():
+    # initialize_variables=False: leaving the scope would otherwise allocate them all
+    with keras.StatelessScope(initialize_variables=False):
         model = make_model(entry, tiny)
     return int(sum(math.prod(v.shape) for v in model.weights))
 
