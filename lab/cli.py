@@ -141,9 +141,10 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
                    help="suite models' size: real (their published sizes, the default) or "
                         "tiny (a cell in seconds on a CPU)")
     p.add_argument("--backend", type=_csv, default=None,
-                   help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode; "
-                        "default torch-eager,torch-compile (the keras suite: keras-tf-jit,"
-                        "keras-jax-jit,keras-torch-jit, each timing its eager side too)")
+                   help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode "
+                        "(default: torch-eager,torch-compile), for the keras suite's models "
+                        "keras-tf-jit,keras-jax-jit,keras-torch-jit (each times its eager "
+                        "side too)")
     p.add_argument("--mode", type=_csv, default=["infer"],
                    help="infer, train, generate (greedy decoding: gpt2, llama), comma-separated")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
