@@ -136,7 +136,7 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated workload names, or path/to/file.py:factory "
                         "(this, --suite or both)")
     p.add_argument("--suite", type=_csv, default=None,
-                   help="every model of these suites (`lab list --suites`): hf")
+                   help="every model of these suites (`lab list --suites`): hf, keras")
     p.add_argument("--size", choices=("real", "tiny"), default=None,
                    help="suite models' size: real (their published sizes, the default) or "
                         "tiny (a cell in seconds on a CPU)")
