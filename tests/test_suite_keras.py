@@ -216,8 +216,13 @@ def test_lab_run_suite_keras_tiny_runs_three_backends_eager_and_compiled(tmp_pat
                            str(out)], capture_output=True, text=True, timeout=5400,
                           cwd=ROOT, env=env)
     assert done.returncode in (0, 1), done.stderr[-3000:]
-    assert "ms per step per backend" in done.stdout and "keras (tiny, cpu, fp32)" in done.stdout
     [path] = list(out.glob("*/*/results.json"))
+    shown = subprocess.run([sys.executable, "-m", "lab.cli", "show", str(path.parent),
+                            "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
+    summary = json.loads(shown.stdout)
+    assert {r["backend"] for r in summary["suites"]} == set(keras_suite.BACKENDS)
+    assert {r["model"] for r in summary["keras_table"]} == set(suites.names("keras"))
     from lab.store import reader
 
     cells = reader.cells(reader.load(path))
