@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
 	$(PY) -m pip install -q "uv==0.13.8"
 	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[$(EXTRAS)]"
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps "keras-hub==0.32.0"  # the keras extra (pyproject.toml)
 	touch $@
 
 install: $(VENV)/.installed

@@ -136,12 +136,15 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated workload names, or path/to/file.py:factory "
                         "(this, --suite or both)")
     p.add_argument("--suite", type=_csv, default=None,
-                   help="every model of these suites (`lab list --suites`): hf")
+                   help="every model of these suites (`lab list --suites`): hf, keras")
     p.add_argument("--size", choices=("real", "tiny"), default=None,
                    help="suite models' size: real (their published sizes, the default) or "
                         "tiny (a cell in seconds on a CPU)")
-    p.add_argument("--backend", type=_csv, default=["torch-eager", "torch-compile"],
-                   help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode")
+    p.add_argument("--backend", type=_csv, default=None,
+                   help="comma-separated backends (see `lab list`); NAME:OPTION selects a mode "
+                        "(default: torch-eager,torch-compile), for the keras suite's models "
+                        "keras-tf-jit,keras-jax-jit,keras-torch-jit (each times its eager "
+                        "side too)")
     p.add_argument("--mode", type=_csv, default=["infer"],
                    help="infer, train, generate (greedy decoding: gpt2, llama), comma-separated")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")

@@ -25,12 +25,13 @@ def selection(args) -> session.Selection:
             raise UsageError(f"--shape {key} expects an integer, got {value!r}") from None
     named = {key: getattr(args, key) for key in session.NAMED_SHAPE_KEYS
              if getattr(args, key, None) is not None}
-    from lab.commands.suites import suite_selection
+    from lab.commands.suites import default_backends, suite_selection
 
     chosen, size_shape = suite_selection(args)
     explicit.update(size_shape)
     return session.Selection(
-        workloads=chosen, backends=args.backend, modes=args.mode, device=args.device,
+        workloads=chosen, backends=args.backend or default_backends(chosen), modes=args.mode,
+        device=args.device,
         precision=getattr(args, "precision", None), dtype=getattr(args, "dtype", None),
         named_shape=named, shape=explicit, threads=args.threads,
         repeats=getattr(args, "repeats", None), latency=getattr(args, "latency", False),
@@ -98,6 +99,9 @@ def cmd_run(args) -> int:
     from lab.judge import scorecard
 
     scorecard.render(scorecard.summarize(results.cells(doc)), console)  # suites only
+    from lab.reports import keras_table
+
+    keras_table.render(keras_table.rows(results.cells(doc)), console)  # the keras suite only
     console.print(f"stored: {result.path}")
     return _exit_code(result, console)
 

@@ -202,12 +202,18 @@ def cmd_show(args) -> int:
         if getattr(args, "json", False):  # the suite summary, for a dashboard or a script
             import json
 
-            print(json.dumps({"run": results.resolve(path).parent.name, "suites": summary},
+            from lab.reports import keras_table
+
+            print(json.dumps({"run": results.resolve(path).parent.name, "suites": summary,
+                              "keras_table": keras_table.rows(results.cells(doc))},
                              indent=2, default=str))
             return 0
         console = table.make_console()
         table.render(doc, console)
         scorecard.render(summary, console)
+        from lab.reports import keras_table
+
+        keras_table.render(keras_table.rows(results.cells(doc)), console)
     return 0
 
 
@@ -310,10 +316,13 @@ def cmd_report(args) -> int:
     # one table per workload: each has its own throughput unit; then per-call latency
     # (--latency cells) and peak memory, where the run has them
     from lab.judge import scorecard
+    from lab.reports import keras_table
 
-    print("\n\n".join(filter(None, [scorecard.markdown(scorecard.summarize(
-        [c for c in results.cells(doc) if not args.workload or c.get("workload") == args.workload
-         ])), *(
+    chosen = [c for c in results.cells(doc)
+              if not args.workload or c.get("workload") == args.workload]
+    keras_rows = keras_table.rows(chosen)
+    print("\n\n".join(filter(None, [scorecard.markdown(scorecard.summarize(chosen)),
+                                     keras_table.markdown(keras_rows) if keras_rows else None, *(
         f"### {name}\n\n" + "\n\n".join(filter(None, [
             report.markdown_table(doc, name), report.latency_table(doc, name),
             report.memory_table(doc, name)]))

@@ -31,6 +31,21 @@ def suite_selection(args) -> tuple[list[str], dict]:
     return chosen, suites.size_shape(size)
 
 
+DEFAULT_BACKENDS = ["torch-eager", "torch-compile"]
+
+
+def default_backends(chosen: list[str]) -> list[str]:
+    """The backends when --backend is not given: torch eager and compiled, and for the keras
+    suite's models its compiled backends on TensorFlow, JAX and PyTorch (each cell times its
+    eager side too, in the same process)."""
+    from lab.workloads import suites
+    from lab.workloads.suites import keras
+
+    on_keras = [n for n in chosen if suites.suite_of(n) == keras.SUITE]
+    return ([] if len(on_keras) == len(chosen) else list(DEFAULT_BACKENDS)) + \
+        (list(keras.BACKENDS) if on_keras else [])
+
+
 def _millions(count: int) -> str:
     return f"{count / 1e6:,.1f}M" if count >= 1e6 else f"{count / 1e6:.2f}M"
 

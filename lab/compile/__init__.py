@@ -18,6 +18,7 @@ class Framework(StrEnum):
     TORCH = "torch"
     TF = "tf"
     JAX = "jax"
+    KERAS = "keras"  # Keras 3 models on one of its backends (lab.compile.keras_common)
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,22 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("tensorrt", Framework.TORCH, "lab.compile.runtimes.tensorrt",
                     "Torch-TensorRT (torch.export + TensorRT engines), CUDA only",
                     baseline="torch-eager", inference_only=True),
+        # Keras 3 (keras_hub models, the keras suite) on each of its backends, eager or with
+        # model.compile(jit_compile=True)
+        *(BackendInfo(f"keras-{short}-{kind}", Framework.KERAS, f"lab.compile.keras_{short}",
+                      f"Keras 3 on {what}, " + ("run_eagerly=True" if kind == "eager" else
+                                                f"jit_compile=True ({jit})"),
+                      baseline=None if kind == "eager" else f"keras-{short}-eager",
+                      requires=("keras_hub", package))
+          for short, what, package, jit in (
+              ("tf", "TensorFlow", "tensorflow", "XLA"), ("jax", "JAX", "jax", "XLA"),
+              ("torch", "PyTorch", "torch", "torch.compile"))
+          for kind in ("eager", "jit")),
     )
 }
 
-FRAMEWORK_PACKAGE = {Framework.TORCH: "torch", Framework.TF: "tensorflow", Framework.JAX: "jax"}
+FRAMEWORK_PACKAGE = {Framework.TORCH: "torch", Framework.TF: "tensorflow", Framework.JAX: "jax",
+                     Framework.KERAS: "keras"}
 
 
 class UnknownBackend(ValueError):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-SUITES = {"hf": "lab.workloads.suites.hf"}  # name -> module with ENTRIES and workload(entry)
+# name -> module with ENTRIES and workload(entry)
+SUITES = {"hf": "lab.workloads.suites.hf", "keras": "lab.workloads.suites.keras"}
 SIZES = ("real", "tiny")
 
 
