@@ -8,6 +8,9 @@ cells when the step's budget would be passed. The cells' names come from the lab
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,12 +158,38 @@ def kernel_items(root: str) -> list[Item]:
 
 def kernel_test_items(root: str) -> list[Item]:
     """The kernel tests compiled for the GPU, one file each (TRITON_INTERPRET=0: the lease's
-    environment), so a lease stopped part-way keeps the files it finished."""
+    environment), so a lease stopped part-way keeps the files it finished. Until a lease has
+    timed a file, it costs its test cases x the kernel benchmark's wall per case: each case
+    compiles its kernels for the GPU as a benchmark case does, which also autotunes and times
+    at large sizes, so the figure errs long."""
     files = sorted(p for p in (Path(root) / "tests").glob("test_kernel_*.py")
                    if p.name != "test_kernel_aot.py")  # AOT compiles for a named GPU: any host
+    cases = kernel_test_cases(root, tuple(str(p.relative_to(root)) for p in files))
     return [Item(f"kernel-tests:{p.stem.removeprefix('test_kernel_')}",
-                 (sys.executable, "-m", "pytest", "-q", "-x", str(p.relative_to(root))), False)
+                 (sys.executable, "-m", "pytest", "-q", "-x", str(p.relative_to(root))), False,
+                 cases=cases.get(str(p.relative_to(root)), 0), per_case_of="kernels")
             for p in files]
+
+
+@functools.lru_cache(maxsize=4)
+def kernel_test_cases(root: str, files: tuple[str, ...]) -> dict[str, int]:
+    """Test cases per kernel test file, as pytest collects them ({} when collection fails:
+    the items then say that no figure exists)."""
+    if not files:
+        return {}
+    env = {**os.environ, "TRITON_INTERPRET": "1"}  # collection only: any host
+    try:
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                              "-p", "no:cacheprovider", *files], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=300).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        if "::" in line:
+            name = line.split("::", 1)[0]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def gpu_steps(root: str) -> list[Step]:
