@@ -155,6 +155,7 @@ def ray_processes(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.long  # starts a local Ray: races its start on a busy machine
 @needs_ray
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
@@ -202,6 +203,7 @@ def test_a_ray_address_without_the_ray_executor_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.long  # starts a local Ray and runs a cell on it
 @needs_ray
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc/stat")

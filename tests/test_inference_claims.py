@@ -154,6 +154,7 @@ def test_lab_check_on_a_stored_run_judges_memory_and_latency_naming_the_machine(
 # ---------------------------------------------------------------- lab list: what runs here
 
 
+@pytest.mark.long  # a process per framework, each importing it
 def test_lab_list_asks_every_backend_for_its_own_support_one_process_per_framework():
     from lab import compile as backends
     from lab.commands import show

@@ -223,6 +223,7 @@ def test_jax_reads_back_every_precision():
         assert got["output_dtype"] == _computes_in(p), p
 
 
+@pytest.mark.long  # a compiled cell through the CLI; the read-back has its fast tests
 @pytest.mark.slow
 def test_lab_run_in_amp_bf16_stores_the_precision_and_what_torch_read_back(tmp_path):
     result = run_lab("run", "--workload", "mlp", "--backend", "torch-eager,torch-compile",

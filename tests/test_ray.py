@@ -169,6 +169,7 @@ def lab_cells_of_this_test(hold_dir: Path) -> list[int]:
 # ---------------------------------------------------------------- the cluster
 
 
+@pytest.mark.long  # a run on the two-node cluster end to end
 @needs_ray
 @pytest.mark.slow
 def test_a_two_node_run_reads_like_a_local_run(ray_cluster, tmp_path):
