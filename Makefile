@@ -28,9 +28,12 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/lab run --workload $(WORKLOADS) --backend $(BACKENDS) --mode $(MODES) --device $(DEVICE)
 
-# the long end-to-end tests (marker `long`, a minute or more each) run apart: `make test-long`
+# the long end-to-end tests (marker `long`, a minute or more each) run apart: `make test-long`.
+# The tests run on TEST_WORKERS pytest-xdist workers, one test file per worker at a time
+# (tests/conftest.py); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m "not long" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not long" tests
 
 test-long: install
 	$(PY) -m pytest -q -m long tests

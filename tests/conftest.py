@@ -32,3 +32,17 @@ def run_lab(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
 @pytest.fixture
 def lab_cli():
     return run_lab
+
+
+# `make test` runs the tests on two pytest-xdist workers (`--dist loadgroup`). Each test file is
+# one group, so its module fixtures (a stored run several tests read) are built once and its
+# tests run in their order; the files that start Ray clusters share a group: `ray.init()` with
+# no address joins the newest local cluster, so two of them on one machine would meet.
+RAY_FILES = {"test_ray.py", "test_ray_suite.py", "test_faults_run.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the tests' ids
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))

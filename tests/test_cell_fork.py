@@ -14,11 +14,14 @@ import pytest
 from lab.cell import fork
 from lab.cell import launch as runner
 from lab.cell.spec import CellOutcome, CellPass, CellResult, CellSpec
+from lab.core import cpu_time
 from lab.running.writer import wall_breakdown
 
 # the factory writes what its process sees, then fails the cell at once (no timing needed)
 PROBE = """
     import json, os, sys, tempfile, time
+    BURNER = ("import sys, time\\nwhile time.process_time() < float(sys.argv[1]): pass\\n"
+              "open(sys.argv[2], 'w').close()\\ntime.sleep(600)")
     def make():
         main = sys.modules["__main__"]
         # paths torch takes at import (the server's import, for a forked process)
@@ -31,6 +34,17 @@ PROBE = """
                 "main": main.__spec__.name}
         with open(os.environ["PROBE_OUT"], "a") as f:
             f.write(json.dumps(seen) + "\\n")
+        burn_file = os.environ["PROBE_OUT"] + ".burn"  # not a variable: one server for all
+        burn = float(open(burn_file).read()) if os.path.exists(burn_file) else 0.0
+        if burn:  # CPU work here, and in a helper left running as compile workers are
+            import subprocess
+            flag = os.environ["PROBE_OUT"] + ".burnt"
+            subprocess.Popen([sys.executable, "-c", BURNER, str(burn), flag])
+            t0 = time.process_time()
+            while time.process_time() - t0 < burn:
+                pass
+            while not os.path.exists(flag):
+                time.sleep(0.01)
         if os.environ.get("PROBE_SLEEP"):
             time.sleep(float(os.environ["PROBE_SLEEP"]))
         raise RuntimeError("probe done")
@@ -95,6 +109,32 @@ def test_a_forked_cell_past_its_timeout_is_killed_and_the_server_replaced(probe)
         os.kill(pid, 0)
     again, _ = runner.run_cell_process(spec, 120, env_extra=env)
     assert again.started == "forked" and "probe done" in again.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("forked", [True, False])
+def test_a_cells_cpu_and_its_left_behind_helpers_count_as_the_labs_own(probe, monkeypatch,
+                                                                      forked):
+    """What a cell process and the helpers it leaves (compile workers) burn is the lab's work,
+    not other load: else every cell on an idle machine reads as busy (lab.core.cpu_time)."""
+    workload, out = probe
+    monkeypatch.setenv(fork.FORK_VAR, "1" if forked else "0")
+    spec = _spec(workload, backend="torch-eager")
+    runner.run_cell_process(spec, 120, env_extra={"PROBE_OUT": str(out)})  # a server is up
+
+    def counted(burn: float) -> float:
+        (out.parent / (out.name + ".burn")).write_text(str(burn))
+        before = cpu_time.own_seconds()
+        result, _ = runner.run_cell_process(spec, 120, env_extra={"PROBE_OUT": str(out)})
+        assert "probe done" in result.reason
+        assert result.started == ("forked" if forked else "fresh")
+        return cpu_time.own_seconds() - before
+
+    plain, burnt = counted(0.0), counted(2.0)
+    # 2 s in the cell and 2 s in its helper, each timed by its own CPU clock: 4 s more than
+    # the same cell without them (2 s more if the helper were not counted); the rest of the
+    # cell (its imports when fresh) varies by tenths of a second
+    assert burnt - plain >= 3.4, (plain, burnt)
 
 
 def test_only_torch_cpu_cells_of_the_timed_passes_fork(monkeypatch):

@@ -46,6 +46,8 @@ import traceback
 from collections import OrderedDict
 from pathlib import Path
 
+from lab.core import cpu_time
+
 FORK_VAR = "LAB_CELL_FORK"  # "0": every cell process starts fresh
 SERVER_FLAG = "--fork-server"
 LINKS = ("tmp", "cache")  # what the server's TMPDIR and compile-cache variables point at
@@ -132,6 +134,7 @@ class Server:
                  *modules],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                 start_new_session=True)  # a Ctrl-C at the terminal is the parent's to handle
+        cpu_time.add_helper(self.proc.pid)  # its CPU and its cells' are the lab's own
         self.lines = _Lines(self.proc.stdout.fileno())
         try:
             ready = self.lines.read(time.monotonic() + timeout_s)
@@ -186,6 +189,7 @@ class Server:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        cpu_time.remove_helper(self.proc.pid)  # now in this process's RUSAGE_CHILDREN
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()
@@ -195,6 +199,7 @@ class Server:
 
 
 def _kill_group(pid: int) -> None:
+    cpu_time.count_group_leftovers(pid)  # nobody waits for them: their CPU is counted here
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

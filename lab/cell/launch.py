@@ -26,7 +26,7 @@ import lab
 from lab import compile as backends
 from lab.cell import fork
 from lab.cell.spec import CellOutcome, CellPass, CellResult, CellSpec
-from lab.core import stats
+from lab.core import cpu_time, stats
 from lab.core.status import OOM_MARKERS, Status
 
 # where scratch folders are made (None: the temp folder); a Ray task points it at a folder of its
@@ -208,7 +208,9 @@ def validate_user_workload(spec: str, timeout_s: float, python: str | None = Non
 
 
 def reap_group(proc: subprocess.Popen) -> None:
-    """Kill what is left of an exited cell's process group (compile workers and the like)."""
+    """Kill what is left of an exited cell's process group (compile workers and the like),
+    counting their CPU as the lab's first (nobody waits for them)."""
+    cpu_time.count_group_leftovers(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -216,6 +218,7 @@ def reap_group(proc: subprocess.Popen) -> None:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
+    cpu_time.count_group_leftovers(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -1,8 +1,9 @@
 """Is the machine busy with other work while a cell is measured?
 
 Read at a cell's start and end (no thread): the CPU time the cores this process may use spent
-busy (/proc/stat), and the CPU time of this process's finished children (the cell processes,
-`RUSAGE_CHILDREN`). What the cores did beyond the cell's own work is other load; with a
+busy (/proc/stat), and the CPU time of the lab's own processes: this one, the cell processes,
+the fork servers they are forked from and the helpers they leave behind (lab.core.cpu_time).
+What the cores did beyond the lab's own work is other load; with a
 multi-threaded step on every core, a neighbour using even part of a core makes threads wait
 for each other, and a concurrent run made one cell 80x slower. A cell during which other work
 averaged more than `BUSY_CORES` cores is marked `machine_busy`. Linux only; elsewhere the
@@ -12,11 +13,11 @@ sample is None and nothing is claimed. Knows no framework.
 from __future__ import annotations
 
 import os
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.core import cpu_time
 from lab.core.cores import usable_cores
 
 # Other work, in cores, above which a cell's timings are suspect: half a core on a 2-core
@@ -49,26 +50,15 @@ def _busy_seconds(cores: list[int]) -> float | None:
     return total / hz if found else None
 
 
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _self_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 @dataclass(frozen=True)
 class Mark:
     wall: float
     busy_s: float | None
-    own_s: float  # this process and its finished children
+    own_s: float  # the lab's processes (lab.core.cpu_time.own_seconds)
 
 
 def mark() -> Mark:
-    return Mark(time.monotonic(), _busy_seconds(usable_cores()),
-                _children_cpu_seconds() + _self_cpu_seconds())
+    return Mark(time.monotonic(), _busy_seconds(usable_cores()), cpu_time.own_seconds())
 
 
 def between(start: Mark, end: Mark | None = None) -> dict | None:

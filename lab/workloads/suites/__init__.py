@@ -56,3 +56,13 @@ def size_shape(size: str) -> dict:
     if size not in SIZES:
         raise UnknownSuite(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
     return {"tiny": int(size == "tiny")}
+
+
+def check_size_and_seq(name: str, max_seq: int, shape: dict) -> str | None:
+    """What every suite model refuses: a `tiny` key other than 0/1, a sequence its config cannot
+    take. None when the shape is fine."""
+    if shape.get("tiny") not in (0, 1):
+        return f"--shape tiny={shape.get('tiny')}: 0 (the real size) or 1 (tiny)"
+    if shape.get("seq", 0) > max_seq:
+        return f"{name} takes sequences of at most {max_seq}"
+    return None

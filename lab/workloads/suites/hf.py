@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from lab.workloads.base import TorchTask, Workload
+from lab.workloads.suites import check_size_and_seq
 
 SUITE = "hf"
 # the probabilities that make a training step random, zeroed in every config and sub-config
@@ -370,10 +371,9 @@ def _shape(entry: Entry):
 
 def _check(entry: Entry):
     def check(shape: dict) -> str | None:
-        if shape.get("tiny") not in (0, 1):
-            return f"--shape tiny={shape.get('tiny')}: 0 (the real size) or 1 (tiny)"
-        if shape.get("seq", 0) > entry.max_seq:
-            return f"{entry.workload_name} takes sequences of at most {entry.max_seq}"
+        problem = check_size_and_seq(entry.workload_name, entry.max_seq, shape)
+        if problem:
+            return problem
         if entry.task == "contrastive" and shape["batch"] < 2:
             return f"{entry.workload_name}: a contrastive loss needs a batch of 2 or more"
         return None

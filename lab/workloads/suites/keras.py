@@ -24,11 +24,13 @@ the logits), under `model.compile(jit_compile=True)` or `run_eagerly=True`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from lab.workloads.base import Workload
+from lab.workloads.suites import check_size_and_seq
 
 SUITE = "keras"
 # `--suite keras` without --backend: the compiled backends, each cell timing its eager side
@@ -224,17 +226,6 @@ def _shape(entry: Entry):
     return default
 
 
-def _check(entry: Entry):
-    def check(shape: dict) -> str | None:
-        if shape.get("tiny") not in (0, 1):
-            return f"--shape tiny={shape.get('tiny')}: 0 (the real size) or 1 (tiny)"
-        if shape.get("seq", 0) > entry.max_seq:
-            return f"{entry.workload_name} takes sequences of at most {entry.max_seq}"
-        return None
-
-    return check
-
-
 def workload(entry: Entry) -> Workload:
     text = entry.inputs != "image"
     return Workload(
@@ -246,6 +237,6 @@ def workload(entry: Entry) -> Workload:
         throughput_unit="tokens/s" if text else "samples/s",
         builders={"keras": lambda shape, mode, device, dtype, seed:
                   build(entry, shape, mode, device, dtype, seed)},
-        check_shape=_check(entry),
+        check_shape=functools.partial(check_size_and_seq, entry.workload_name, entry.max_seq),
         zero_ok=("tiny",),
     )
