@@ -6,6 +6,7 @@ overhead = the wall minus the cold compile, the warm compile and the sampling.
     python bench/cell_overhead.py                       # mlp, hf/bert and hf/gpt2, tiny, infer
     python bench/cell_overhead.py --repeats 3 --json out.json
     python bench/cell_overhead.py --floor               # the import floor, alone
+    python bench/cell_overhead.py --run RUN             # the same split of a stored run's cells
 
 Not part of `make test`: it takes minutes, and its figures are the machine's. The floor it
 prints first is what no cell process can go below: a bare interpreter, `import torch`, and
@@ -79,10 +80,14 @@ def split(outcome) -> dict:
     """The cell's wall in the bench's columns (seconds); `other` is what no part names."""
     from lab.running.writer import wall_breakdown
 
-    parts = wall_breakdown(outcome)
     result, warm = outcome.result, outcome.warm
-    cold = result.first_call_s or 0.0
-    warm_compile = (warm.first_call_s or 0.0) if warm is not None else 0.0
+    return split_parts(wall_breakdown(outcome), result.first_call_s or 0.0,
+                       (warm.first_call_s or 0.0) if warm is not None else 0.0)
+
+
+def split_parts(parts: dict, cold: float, warm_compile: float) -> dict:
+    """A wall breakdown (lab.running.writer.wall_breakdown, as stored in `wall_s_breakdown`)
+    in the bench's columns, given the cold and warm first calls."""
     sampling = parts.get("sampling", 0.0)
     row = {"wall": parts["total"], "compile cold": cold, "compile warm": warm_compile,
            "sampling": sampling}
@@ -96,6 +101,29 @@ def split(outcome) -> dict:
     return row
 
 
+def stored(run: str) -> dict:
+    """Rows of a stored run's cells, keyed as the live ones, from their `wall_s_breakdown`."""
+    from lab.store import reader
+
+    rows = {}
+    for info in reader.cells(reader.load_run(run)):
+        parts = info.get("wall_s_breakdown")
+        if not parts:
+            continue
+        compiled = info.get("first_call_s_cold") is not None
+        cold = info.get("first_call_s_cold") or 0.0
+        row = split_parts(parts, cold, info.get("first_call_s_warm") or 0.0)
+        if not compiled:  # an eager cell's first call is no compile
+            row["1st calls-compile"] += row["compile cold"]
+            row["overhead"] += row["compile cold"]
+            row["compile cold"] = 0.0
+        row["status"] = info.get("status")
+        row["started"] = info.get("cell_process")
+        name = f"{info['workload']} {info['backend']} {info['mode']}"
+        rows.setdefault(name, []).append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default="mlp,hf/bert,hf/gpt2",
@@ -105,7 +133,10 @@ def main(argv=None) -> int:
     ap.add_argument("--floor", action="store_true", help="only the import floor")
     ap.add_argument("--no-floor", action="store_true", help="skip the import floor")
     ap.add_argument("--json", help="write every row here")
+    ap.add_argument("--run", help="split a stored run's cells (folder or run id), run nothing")
     args = ap.parse_args(argv)
+    if args.run:
+        return report(stored(args.run), 1, {}, args.json)
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores", flush=True)
     fl = {} if args.no_floor else floor(max(args.repeats, 3))
     if args.floor:
@@ -129,15 +160,29 @@ def main(argv=None) -> int:
             rows.setdefault(name, []).append(row)
             print(f"{name:<34} " + " ".join(
                 f"{k}={v:.2f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-    keys = ["wall", "overhead", "compile cold", "compile warm", "sampling",
-            *(label for label, _ in PARTS), "other"]
-    print("\nmedians over", args.repeats, "run(s), seconds")
-    print(f"{'cell':<34}" + "".join(f"{k[:10]:>11}" for k in keys))
+    return report(rows, args.repeats, fl, args.json)
+
+
+KEYS = ["wall", "overhead", "compile cold", "compile warm", "sampling",
+        *(label for label, _ in PARTS), "other"]
+
+
+def report(rows: dict, repeats: int, fl: dict, json_path: str | None) -> int:
+    print("\nmedians over", repeats, "run(s), seconds")
+    print(f"{'cell':<34}" + "".join(f"{k[:10]:>11}" for k in KEYS))
     for name, runs in rows.items():
         print(f"{name:<34}" + "".join(
-            f"{statistics.median(r[k] for r in runs):>11.2f}" for k in keys))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"floor_s": fl, "cells": rows,
+            f"{statistics.median(r[k] for r in runs):>11.2f}" for k in KEYS))
+    by_backend: dict[str, list[dict]] = {}
+    for name, runs in rows.items():
+        by_backend.setdefault(name.split()[1], []).extend(runs)
+    print(f"\nper backend, median over cells (n), seconds\n{'backend':<34}"
+          + "".join(f"{k[:10]:>11}" for k in KEYS))
+    for backend, runs in by_backend.items():
+        print(f"{backend + f' ({len(runs)})':<34}" + "".join(
+            f"{statistics.median(r[k] for r in runs):>11.2f}" for k in KEYS))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"floor_s": fl, "cells": rows,
                                                "load": os.getloadavg()}, indent=1))
     return 0
 

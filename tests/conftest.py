@@ -16,6 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # runs the same kernel tests compiled on the GPU (tests/kernel_helpers.py picks the device).
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# pytest-xdist's workers get COLUMNS=80 and LINES=24; the lab's tables follow COLUMNS, so the
+# `lab` commands the tests run would print a terminal's 80 columns where a piped run prints
+# its full width. Each worker sees what a plain pytest process sees.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
 # Cell subprocesses find `lab` through PYTHONPATH (the runner adds the tree too).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
