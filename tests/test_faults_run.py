@@ -130,6 +130,55 @@ def silent():
         conn.close()
 
 
+@pytest.fixture
+def grpc_server():
+    """A gRPC server on a free port: `mute` (every request waits, unanswered, until the test
+    ends: the handshake done, then silence) or `empty` (serves no method)."""
+    import concurrent.futures
+
+    import grpc
+
+    release = threading.Event()
+    servers = []
+
+    class Mute(grpc.GenericRpcHandler):
+        def service(self, details):
+            return grpc.unary_unary_rpc_method_handler(
+                lambda request, context: release.wait(60) and b"")
+
+    def start(kind: str) -> str:
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+        if kind == "mute":
+            server.add_generic_rpc_handlers((Mute(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    release.set()
+    for server in servers:
+        server.stop(0)
+
+
+@needs_ray
+@pytest.mark.parametrize("kind, words", [
+    ("mute", "it did not answer a cluster request within 5 s"),
+    ("empty", "it does not serve Ray's cluster requests")])
+def test_a_grpc_server_that_is_no_ray_cluster_is_refused_in_seconds(grpc_server, kind, words):
+    """A server that completes the HTTP/2 handshake and then never answers held ray.init for
+    minutes: the probe asks it one GCS request with a deadline."""
+    from lab.running.executors import ray as ray_executor
+
+    address = grpc_server(kind)
+    t0 = time.monotonic()
+    with pytest.raises(UsageError) as refused:
+        ray_executor.probe(address)
+    assert str(refused.value) == (f"{address} (--ray-address) is not a Ray cluster that "
+                                  f"answers: {words}")
+    assert time.monotonic() - t0 < ray_executor.PROBE_TIMEOUT_S + 5
+
+
 @needs_ray
 def test_an_address_that_never_answers_is_one_line_in_seconds(tmp_path, silent):
     t0 = time.monotonic()

@@ -233,7 +233,19 @@ def gpu_steps(root: str) -> list[Step]:
                                "torch-compile", "--mode", "infer", "--device", "cuda",
                                "--timeout", "55", "--out", "{out}"), False)],
              needs=("torch",)),
+        # last: what the steps above leave of each lease, so successive leases extend it
+        Step("model-suite", "the HF model suite at its real sizes, eager and compiled, "
+             "inference, one model at a time (docs/suites.md)", suite_items("cuda"),
+             needs=("torch", "transformers")),
     ])
+
+
+def suite_items(device: str) -> list[Item]:
+    """The `hf` suite's cells, model by model (eager, then compiled), at the real size."""
+    from lab.workloads import suites
+
+    return _cells(suites.names("hf"), ["torch-eager", "torch-compile"], ["infer"], device,
+                  shape=suites.size_shape("real"))
 
 
 def rehearsal_steps() -> list[Step]:

@@ -14,8 +14,9 @@ Outcomes come back as tasks finish and go into the one run folder on the driver.
   not stopped after a grace period is force-cancelled; a guard on the node
   (lab.running.executors.guard) kills cell processes whose worker was killed.
 - Tracing (`lab profile`) stays local: traces are written into the run folder on this machine.
-- An address that does not answer is refused in PROBE_TIMEOUT_S (a plain TCP connect to the
-  cluster's GCS port before `ray.init`, which would otherwise retry for minutes), and the
+- An address that does not answer is refused in PROBE_TIMEOUT_S (a TCP connect to the
+  cluster's GCS port, the HTTP/2 handshake, then one GCS request with a deadline, before
+  `ray.init`, which would otherwise retry or wait for minutes), and the
   lab's signal handlers are put back after `ray.init` replaces them, so SIGTERM and SIGHUP
   stop a Ray run as Ctrl-C does.
 """
@@ -125,6 +126,30 @@ def probe(address: str | None) -> None:
     if answer is not None and (len(answer) < 4 or answer[3] != HTTP2_SETTINGS):
         raise UsageError(f"{given} ({source}) is not a Ray cluster: it does not answer as a "
                          f"gRPC server does")
+    if answer is not None and not given.startswith("ray://"):  # ray:// is Ray Client's server
+        _ask_gcs(where, given, source)
+
+
+def _ask_gcs(where: str, given: str, source: str) -> None:
+    """One request a GCS answers at once (its cluster id), with a deadline: a server that
+    completes the HTTP/2 handshake and then never answers held ray.init for minutes."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(where) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                why = f"it did not answer a cluster request within {PROBE_TIMEOUT_S:g} s"
+            elif code == grpc.StatusCode.UNIMPLEMENTED:
+                why = "it does not serve Ray's cluster requests"
+            else:
+                why = f"its answer to a cluster request: {code.name}"
+            raise UsageError(f"{given} ({source}) is not a Ray cluster that answers: "
+                             f"{why}") from None
 
 
 @contextmanager
