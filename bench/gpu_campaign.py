@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from lab.campaign import bundle, costs, execute, gpudocs, lease, plan, stored  # noqa: E402
 from lab.core.errors import UsageError  # noqa: E402
-from lab.store import folders as store  # noqa: E402
+from lab.store import provenance  # noqa: E402
 
 H100 = "nvidia-h100"  # the kind a plain lease gets: its machine id starts with this
 
@@ -69,7 +69,7 @@ def cmd_plan(out: Path, limit_s: float, kind: str) -> int:
 def cmd_run(out: Path, limit_s: float, budgets: dict, pack: Path | None, steps=None) -> int:
     gpu = steps is None
     steps = plan.gpu_steps(str(ROOT)) if gpu else steps
-    campaign = execute.Campaign(out, steps, store.machine_id(), ROOT, judge_claims=gpu)
+    campaign = execute.Campaign(out, steps, provenance.machine_id(), ROOT, judge_claims=gpu)
     code = campaign.run(limit_s, budgets)
     if pack is not None:
         files = bundle.pack(out, campaign.machine.id, campaign.state, pack)

@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=8 * 60,
                         help="seconds before the run is stopped (its cells kept)")
     args = parser.parse_args(argv)
-    from lab.store import folders as store
+    from lab.store import provenance
 
     out = Path(args.out)
-    previous = newest_incomplete(out, store.machine_id())
+    previous = newest_incomplete(out, provenance.machine_id())
     command = [sys.executable, "-m", "lab.cli", "run", *SELECTION, "--out", str(out)]
     if previous is not None:
         command += ["--resume", str(previous)]

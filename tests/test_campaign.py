@@ -17,6 +17,7 @@ from lab.campaign import bundle, costs, gpudocs, lease, plan, stored
 from lab.campaign.plan import Item, Step
 from lab.core.errors import UsageError
 from lab.store import folders as store
+from lab.store import provenance
 
 H200_HW = {"cpu_model": "x", "cpu_count": 16, "memory_gib": 1, "machine": "x86_64",
            "gpus": [{"name": "NVIDIA H200", "memory": "1 MiB"}]}
@@ -166,7 +167,7 @@ def test_bad_budget_is_one_line_and_exit_2(tmp_path):
 def test_a_rehearsal_stopped_at_a_step_budget_then_run_again_measures_each_cell_once(
         tmp_path):
     out = tmp_path / "runs"
-    machine = store.machine_id()
+    machine = provenance.machine_id()
     planned = sorted(i.name for s in plan.rehearsal_steps() for i in s.items)
 
     def lease_run(*extra):
@@ -367,7 +368,7 @@ def test_a_lease_records_each_command_item_and_skips_a_step_that_needs_gpus(tmp_
     from lab.campaign import execute
 
     out = tmp_path / "runs"
-    machine = store.machine_id()
+    machine = provenance.machine_id()
     steps = [Step("kernels", "", [Item("kernels:a", (sys.executable, "-c", "pass"), False),
                                   Item("kernels:b", (sys.executable, "-c", "pass"), False)]),
              Step("distributed", "", [Item("dp", ("--workload", "mlp"), True,

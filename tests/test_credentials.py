@@ -1,8 +1,8 @@
 """No credential is ever stored in a run folder: run folders are committed and shared.
 
-The fingerprint keeps only the environment variables that change performance (an explicit list,
-lab.store.folders.ENV_NAMES), never one whose name says credential, and redacts a credential found
-in a stored value or in the command line.
+The fingerprint keeps only the environment variables that change performance (an explicit
+list, lab.store.provenance.ENV_NAMES), never one whose name says credential, and redacts a
+credential found in a stored value or in the command line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lab.store import folders as store
+from lab.store import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,21 +58,21 @@ def test_a_real_run_stores_none_of_the_planted_credentials(tmp_path):
     stored_env = json.loads(fp_path.read_text())["env"]
     # what changes performance is still there; the credential in a value is marked, not kept
     assert stored_env["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert stored_env["XLA_FLAGS"] == f"--xla_dump_to=https://{store.REDACTED}@dumps.example"
+    assert stored_env["XLA_FLAGS"] == f"--xla_dump_to=https://{provenance.REDACTED}@dumps.example"
 
 
 def test_only_listed_variables_are_kept_and_never_credential_names():
     env = {"OMP_NUM_THREADS": "2", "TF_TOKEN_x": "t", "NVIDIA_API_KEY": "k", "HOME": "/h",
            "CUDA_VISIBLE_DEVICES": "0", "TF_CLI_CONFIG_FILE": "/h/.terraformrc"}
-    assert store.performance_env(env) == {"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "2"}
-    assert not [name for name in store.ENV_NAMES if store.CREDENTIAL_NAME.search(name)]
+    assert provenance.performance_env(env) == {"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "2"}
+    assert not [name for name in provenance.ENV_NAMES if provenance.CREDENTIAL_NAME.search(name)]
 
 
 def test_a_cluster_address_with_a_password_is_redacted():
-    assert store.redact("ray://alice:s3cretpw@head:10001") == \
-        f"ray://{store.REDACTED}@head:10001"
-    assert store.redact("ray://head:10001") == "ray://head:10001"
-    assert store.redact("ghp_abcdefghijklmnopqrstuvwx") == store.REDACTED
+    assert provenance.redact("ray://alice:s3cretpw@head:10001") == \
+        f"ray://{provenance.REDACTED}@head:10001"
+    assert provenance.redact("ray://head:10001") == "ray://head:10001"
+    assert provenance.redact("ghp_abcdefghijklmnopqrstuvwx") == provenance.REDACTED
 
 
 def test_the_stored_runs_hold_no_credential():
@@ -81,7 +82,7 @@ def test_the_stored_runs_hold_no_credential():
     for path in (ROOT / "profiles").rglob("*"):
         if path.is_file():
             text = path.read_text(errors="replace")
-            for pattern in (CREDENTIAL_NAME, store.CREDENTIAL_VALUE):
+            for pattern in (CREDENTIAL_NAME, provenance.CREDENTIAL_VALUE):
                 match = pattern.search(text)
                 if match:
                     found.append(f"{path.relative_to(ROOT)}: {match.group(0)[:40]}")

@@ -15,7 +15,7 @@ from verdict_helpers import HARDWARE, cell, document, samples, write_run
 from lab.judge import gate as regression
 from lab.running import loop as session
 from lab.running import selection
-from lab.store import folders as store
+from lab.store import provenance
 from lab.workloads import footprint
 
 CPU = ["--device", "cpu", "--threads", "1", "--repeats", "3"]
@@ -138,7 +138,7 @@ def test_allow_large_plans_it_and_a_close_cell_warns_with_the_time_a_stored_run_
     small = gpt2.default_shape("cpu")
     stored = cell("gpt2", "torch-eager", "infer", samples(0.01), precision="fp32",
                   median_s=0.01, flops_per_step=gpt2.flops(small, "infer"))
-    run = tmp_path / "runs" / store.machine_id() / "r1"
+    run = tmp_path / "runs" / provenance.machine_id() / "r1"
     run.mkdir(parents=True)
     write_run(run, [stored])
     cells, _ = session.plan(session.Selection(
@@ -278,8 +278,8 @@ def test_check_refuses_to_measure_here_beside_another_machines_run(tmp_path):
     write_run(tmp_path, [_speedup("mlp", "infer", "cuda")], hardware=H200)
     line = one_line_error(lab("check", str(claims), "--run", str(tmp_path),
                               "--out", str(tmp_path / "new")))
-    assert f"measured on {store.machine_id(H200)}" in line
-    assert f"this machine, {store.machine_id()}" in line
+    assert f"measured on {provenance.machine_id(H200)}" in line
+    assert f"this machine, {provenance.machine_id()}" in line
     assert nothing_written(tmp_path / "new")
     judged = lab("check", str(claims), "--run", str(tmp_path), "--stored-only")
     assert judged.returncode == 0 and "NVIDIA H200 x1" in judged.stdout

@@ -36,6 +36,7 @@ from lab.running import loop as session
 from lab.running.executors import CellJob
 from lab.running.executors import guard as cell_guard
 from lab.store import folders as store
+from lab.store import provenance
 from lab.store import reader as results
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -192,12 +193,12 @@ def test_a_two_node_run_reads_like_a_local_run(ray_cluster, tmp_path):
         [(c.name, "ok") for c in cells]
 
     node_ids = {n["NodeID"] for n in ray.nodes()}
-    here = store.machine_id(store.hardware())
+    here = provenance.machine_id(provenance.hardware())
     for c in results.cells(ray_doc):
         assert c["attempts"] == 1 and "lost_attempts" not in c
         assert c["machine_id"] == here  # both nodes are this machine
         assert c["node"]["node_id"] in node_ids
-        assert c["node"]["fingerprint"]["hardware"] == store.hardware()
+        assert c["node"]["fingerprint"]["hardware"] == provenance.hardware()
     assert {c["machine_id"] for c in results.cells(local_doc)} == {here}
     fingerprint = json.loads((ran.run_dir / store.FINGERPRINT).read_text())
     assert fingerprint["executor"]["name"] == "ray"
@@ -318,7 +319,7 @@ def _cluster_cell(name: str, machine: str, hardware: dict, median_s: float = 1e-
 
 def test_gate_refuses_a_run_that_mixes_machines_unless_forced(tmp_path):
     gpu = {**HARDWARE, "gpus": [{"name": "Test GPU", "memory": "80 GiB"}]}
-    cpu_id, gpu_id = store.machine_id(HARDWARE), store.machine_id(gpu)
+    cpu_id, gpu_id = provenance.machine_id(HARDWARE), provenance.machine_id(gpu)
     mixed = write_run(tmp_path / "mixed", [_cluster_cell("mlp", cpu_id, HARDWARE),
                                            _cluster_cell("transformer", gpu_id, gpu)])
     plain = write_run(tmp_path / "plain", [cell("mlp", "torch-eager", "infer", samples(1e-3)),
@@ -335,16 +336,16 @@ def test_gate_refuses_a_run_that_mixes_machines_unless_forced(tmp_path):
 def test_gate_compares_cluster_cells_by_the_nodes_that_timed_them(tmp_path):
     # the driver's machine (machine_info) is not where the cells ran: the nodes' hardware is
     gpu = {**HARDWARE, "gpus": [{"name": "Test GPU", "memory": "80 GiB"}]}
-    same = write_run(tmp_path / "same", [_cluster_cell("mlp", store.machine_id(HARDWARE),
+    same = write_run(tmp_path / "same", [_cluster_cell("mlp", provenance.machine_id(HARDWARE),
                                                        HARDWARE)])
-    other = write_run(tmp_path / "other", [_cluster_cell("mlp", store.machine_id(gpu), gpu)])
+    other = write_run(tmp_path / "other", [_cluster_cell("mlp", provenance.machine_id(gpu), gpu)])
     local = write_run(tmp_path / "local", [cell("mlp", "torch-eager", "infer", samples(1e-3))])
     assert regression.machine_mismatch(results.load(local), results.load(same)) is None
     why = regression.machine_mismatch(results.load(local), results.load(other))
     assert why.startswith("gpus: []")
     # a failed cell was timed nowhere: it does not make a run mixed
     lost = cell("transformer", "torch-eager", "infer", None, status="lost", machine_id=None)
-    partly = write_run(tmp_path / "partly", [_cluster_cell("mlp", store.machine_id(HARDWARE),
+    partly = write_run(tmp_path / "partly", [_cluster_cell("mlp", provenance.machine_id(HARDWARE),
                                                            HARDWARE), lost])
     assert regression.machine_mismatch(results.load(local), results.load(partly)) is None
 
@@ -404,10 +405,10 @@ def test_check_refuses_a_run_that_mixes_machines_and_names_the_node_that_timed_i
                       'expect = "at_least"\nvalue = 1.5\n')
     gpu = {**HARDWARE, "gpus": [{"name": "Test GPU", "memory": "80 GiB"}]}
     mixed = write_run(tmp_path / "mixed", [
-        _cluster_cell("mlp", store.machine_id(HARDWARE), HARDWARE),
-        _cluster_cell("transformer", store.machine_id(gpu), gpu)])
+        _cluster_cell("mlp", provenance.machine_id(HARDWARE), HARDWARE),
+        _cluster_cell("transformer", provenance.machine_id(gpu), gpu)])
     refused = run_lab_main("check", str(claims), "--run", str(mixed), "--stored-only")
     assert refused.returncode == 2 and "kinds of machine" in refused.stderr
-    node = write_run(tmp_path / "node", [_cluster_cell("mlp", store.machine_id(gpu), gpu)])
+    node = write_run(tmp_path / "node", [_cluster_cell("mlp", provenance.machine_id(gpu), gpu)])
     judged = run_lab_main("check", str(claims), "--run", str(node), "--stored-only")
     assert judged.returncode == 0 and "Test GPU x1" in judged.stdout

@@ -133,10 +133,11 @@ def test_resume_refuses_another_commit_or_machine(tmp_path, monkeypatch):
     from lab.core.errors import UsageError
     from lab.running import resume
     from lab.store import folders as store
+    from lab.store import provenance
 
     run_dir = tmp_path / "m" / "r1"
     run_dir.mkdir(parents=True)
-    fp = store.fingerprint(threads=1)
+    fp = provenance.fingerprint(threads=1)
     doc = store.results_document(fp, [], [], {"run_id": "r1", "kind": "run", "order": []},
                                  {"machine_info": {"lab_hardware": fp["hardware"]},
                                   "commit_info": {}})

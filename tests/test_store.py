@@ -3,11 +3,12 @@ import json
 import pytest
 
 from lab.store import folders as store
+from lab.store import provenance
 from lab.store import reader as results
 
 
 def _doc(samples=(0.001, 0.0011, 0.0012)):
-    fp = store.fingerprint(threads=2)
+    fp = provenance.fingerprint(threads=2)
     bench = {"group": "g", "name": "mlp[torch-eager|infer|cpu|float32|batch=32]",
              "fullname": "lab::mlp", "params": None, "param": None, "extra_info": {"status": "ok"},
              "options": {}, "stats": store.pytest_benchmark_stats(list(samples), 1)}
@@ -26,7 +27,7 @@ def test_results_round_trip_keeps_raw_samples(tmp_path):
     stats = doc["benchmarks"][0]["stats"]
     assert stats["data"] == [0.001, 0.0011, 0.0012]
     assert stats["median"] == pytest.approx(0.0011) and stats["rounds"] == 3
-    assert doc["machine_info"]["lab_machine_id"] == store.machine_id()
+    assert doc["machine_info"]["lab_machine_id"] == provenance.machine_id()
 
 
 @pytest.mark.parametrize("content, message", [
@@ -48,7 +49,7 @@ def test_missing_results_is_an_error(tmp_path):
 
 
 def test_fingerprint_names_hardware_versions_and_threads():
-    fp = store.fingerprint(threads=3)
+    fp = provenance.fingerprint(threads=3)
     assert fp["threads"] == 3
     assert fp["hardware"]["cpu_count"] >= 1 and fp["hardware"]["cpu_model"]
     assert "python" in fp["versions"] and "numpy" in fp["versions"]

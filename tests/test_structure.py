@@ -30,8 +30,8 @@ def test_the_cores_this_process_may_use_are_counted_in_one_place():
 def test_the_cores_follow_the_process_affinity():
     """A process allowed one core: the thread default and the fingerprint both say 1."""
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from lab.running.loop import default_threads; from lab.store import folders; "
-            "print(default_threads(), folders.hardware()['cpu_count'])")
+            "from lab.running.loop import default_threads; from lab.store import provenance; "
+            "print(default_threads(), provenance.hardware()['cpu_count'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=LAB.parent, check=True).stdout
     assert out.split() == ["1", "1"]

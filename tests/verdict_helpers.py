@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.store import folders as store
+from lab.store import provenance
 
 HARDWARE = {"cpu_model": "Test CPU", "cpu_count": 2, "memory_gib": 8.0, "machine": "x86_64",
             "gpus": []}
@@ -51,7 +52,7 @@ def document(entries: list[dict], hardware: dict | None = None) -> dict:
     unmeasured = [e for e in entries if "stats" not in e]
     hw = hardware or HARDWARE
     info = {"machine_info": {"node": "test", "lab_hardware": hw,
-                             "lab_machine_id": store.machine_id(hw)},
+                             "lab_machine_id": provenance.machine_id(hw)},
             "commit_info": {"id": "test"}}
     run = {"run_id": "test", "complete": True, "started": "2026-01-01T00:00:00"}
     return store.results_document({"hardware": hw}, measured, unmeasured, run, info)

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from lab.campaign import stored
 from lab.core.errors import UsageError
 from lab.store import folders as store
+from lab.store import provenance
 
 MAX_FILES = 8
 
@@ -115,7 +116,7 @@ def _check(tar: tarfile.TarFile, name: str, out: Path) -> dict[PurePosixPath, by
             raise UsageError(f"{name}: {machine}/{run} has no {store.FINGERPRINT}")
         try:
             hw = json.loads(fp)["hardware"]
-            found = store.machine_id(hw)
+            found = provenance.machine_id(hw)
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"{name}: {machine}/{run}/{store.FINGERPRINT} unreadable") from None
         if found != machine:

@@ -24,6 +24,7 @@ from lab.campaign import lease as lease_mod
 from lab.campaign import stored
 from lab.campaign.plan import LAB, Step
 from lab.store import folders as store
+from lab.store import provenance
 from lab.store import reader as results
 
 GRACE_S = 20  # after SIGINT, how long the lab gets to store what it finished
@@ -57,7 +58,7 @@ def gpu_count(steps: list[Step]) -> int:
     """The GPUs the lease's processes can use: torch.cuda.device_count() in a child process
     (CUDA_VISIBLE_DEVICES counts; the campaign's own process keeps no CUDA context), asked
     only when a step needs several and nvidia-smi lists several; else nvidia-smi's count."""
-    listed = len(store.fingerprint()["hardware"].get("gpus") or [])
+    listed = len(provenance.fingerprint()["hardware"].get("gpus") or [])
     if listed < 2 or not any(s.needs_gpus > 1 for s in steps):
         return listed
     try:
@@ -106,7 +107,7 @@ class Campaign:
         self.out, self.steps, self.root = out, steps, root
         self.judge_claims = judge_claims  # the seed's claims judged on the run after a lease
         self.machines = stored.read_root(out)
-        fp_gpus = store.fingerprint()["hardware"].get("gpus") or []
+        fp_gpus = provenance.fingerprint()["hardware"].get("gpus") or []
         self.machine = self.machines.get(machine_id) or stored.Machine(
             machine_id, fp_gpus[0]["name"] if fp_gpus else None)
         self.folder = out / machine_id
@@ -135,7 +136,7 @@ class Campaign:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         lease_dir = self.folder / f"{stamp}-gpu-campaign"
         lease_dir.mkdir(parents=True, exist_ok=False)
-        store.atomic_write_json(lease_dir / store.FINGERPRINT, store.fingerprint())
+        store.atomic_write_json(lease_dir / store.FINGERPRINT, provenance.fingerprint())
         this = {"stamp": stamp, "folder": lease_dir.name, "limit_s": limit_s, "stopped": {},
                 "cannot_run_here": {i.name: why for p in plans for i, why in p.cannot}}
         self.state.setdefault("leases", []).append(this)

@@ -33,7 +33,7 @@ class StepPlan:
 
 
 def gpu_count(machine_id: str) -> int:
-    """The GPUs of a machine kind, from its id (`nvidia-h100-x1`: lab.store.folders.machine_id
+    """The GPUs of a machine kind, from its id (`nvidia-h100-x1`: lab.store.provenance.machine_id
     ends a GPU machine's id with its GPU count); 0 for a CPU's."""
     head, sep, count = machine_id.rpartition("-x")
     return int(count) if sep and head and count.isdigit() else 0

@@ -114,9 +114,9 @@ def _resume(args, cells):
             raise UsageError("--resume-anyway goes with --resume RUN")
         return None
     from lab.running import resume
-    from lab.store import folders as store
+    from lab.store import provenance
 
-    fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
+    fp = provenance.fingerprint(threads=cells[0].spec.threads if cells else None)
     return resume.prepare(args.resume, args.out, cells, fp, anyway=args.resume_anyway)
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from lab.core.errors import UsageError
 from lab.judge import history, verdict
 from lab.judge.checks import claims_json, finite, gate_json, gate_runs, judge_claims
-from lab.store import folders as store
-from lab.store import identity, outputs
+from lab.store import identity, outputs, provenance
 
 
 def print_json(document: dict) -> None:
@@ -66,7 +65,7 @@ def _history_verdict(found) -> str:
 
 def cmd_history(args) -> int:
     out = Path(args.out)
-    machine = args.machine or store.machine_id()
+    machine = args.machine or provenance.machine_id()
     root = out / machine
     if not root.is_dir():
         known = sorted(p.name for p in out.glob("*") if p.is_dir()) if out.is_dir() else []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from lab.core.errors import UsageError
 from lab.judge import diff, verdict
 from lab.judge import gate as regression
-from lab.store import folders as store
+from lab.store import provenance
 from lab.store import reader as results
 
 
@@ -63,7 +63,7 @@ def _run_for_claims(todo: list[tuple], device: str, out: str,
 def _refuse_other_machine(run: str, doc: dict) -> None:
     """Cells measured here beside a stored run's from another machine would make one verdict
     of two machines' numbers (labelled with one of them): refused, both machine ids named."""
-    here = store.machine_id()
+    here = provenance.machine_id()
     there = sorted(regression.run_machines(doc)) or [results.machine_id(doc)]
     if there != [here]:
         raise UsageError(f"run {run} was measured on {', '.join(there)} and the cells it lacks "
@@ -107,7 +107,7 @@ def judge_claims(claims_path: str, run: str | None = None, stored_only: bool = F
         suite_cells = suite_claims.index(results.cells(doc), device)  # both sizes of a model
     else:
         device = resolve_device("auto")
-        hardware = results.describe_hardware(store.hardware())
+        hardware = results.describe_hardware(provenance.hardware())
         stored, suite_cells = {}, None
     todo, skipped = verdict.missing_cells(claims, stored, device)
     new_run = None

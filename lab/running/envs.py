@@ -31,7 +31,7 @@ from lab.compile import FRAMEWORK_PACKAGE, BackendChoice
 from lab.core.errors import UsageError
 from lab.running import envbuild
 from lab.store import envs as naming
-from lab.store import folders as store
+from lab.store import provenance
 
 PROBE_TIMEOUT_S = 120.0  # a cold interpreter on a loaded machine importing numpy and scipy
 
@@ -179,9 +179,9 @@ def resolve(items: list[str], choices: list[BackendChoice]) -> list[Env]:
 
 def read_back(envs: list[Env]) -> list[str]:
     """The packages each cell process reports the version of: the lab's frameworks
-    (lab.store.folders.PACKAGES) and every package whose version differs between the
+    (lab.store.provenance.PACKAGES) and every package whose version differs between the
     environments (what the run compares, whatever it is: torch, transformers, numpy, ...)."""
-    names = {p.lower() for p in store.PACKAGES}
+    names = {p.lower() for p in provenance.PACKAGES}
     every = set().union(*(e.packages for e in envs)) if envs else set()
     differing = {p for p in every if len({e.packages.get(p) for e in envs}) > 1}
     return sorted((names & every) | differing)

@@ -35,7 +35,7 @@ from lab.running.defaults import (
 from lab.running.executors import EXECUTORS, CellJob, Executor
 from lab.running.writer import RunRecorder
 from lab.store import folders as store
-from lab.store import identity
+from lab.store import identity, provenance
 from lab.workloads.user import UserWorkloadError
 
 LATENCY_MODE = "infer"  # per-call latency is a serving measure: infer cells only
@@ -317,7 +317,7 @@ class StoreWriteError(UsageError):
 def new_run_dir(out: str | Path, fp: dict, label: str) -> Path:
     """A new run folder, created now and exclusively: a run started in the same second into
     the same --out gets its own, and an unusable --out is refused before any cell runs."""
-    parent = Path(out) / store.machine_id(fp["hardware"])
+    parent = Path(out) / provenance.machine_id(fp["hardware"])
     try:
         return store.create_run_dir(parent, label)
     except OSError as exc:
@@ -379,7 +379,7 @@ def run_cells(cells: list[PlannedCell], *, out: str | Path, label: str, argv: li
     INFO, as each phase of a cell and each cell ends (the phases where the executor sees
     them: the local one does). `resume` (lab.running.resume.Resume): the cells go into that stored
     run's folder, beside the cells it holds."""
-    fp = store.fingerprint(threads=cells[0].spec.threads if cells else None)
+    fp = provenance.fingerprint(threads=cells[0].spec.threads if cells else None)
     if any(c.spec.env for c in cells):  # `--env`: what each interpreter holds, asked of it
         from lab.running import envs
 

@@ -21,7 +21,7 @@ from lab import compile as backends
 from lab import workloads
 from lab.compile import BackendChoice
 from lab.core.errors import UsageError
-from lab.store import folders as store
+from lab.store import provenance
 from lab.store import reader as results
 from lab.workloads import footprint
 
@@ -168,7 +168,7 @@ def _step_time(cell, root: str | Path | None) -> str:
     if root is None or not flops == flops or flops <= 0:
         return cannot
     best = None
-    for path in sorted((Path(root) / store.machine_id()).glob(f"*/{results.RESULTS}")):
+    for path in sorted((Path(root) / provenance.machine_id()).glob(f"*/{results.RESULTS}")):
         try:
             doc = results.load(path)
         except results.StoreError:

@@ -13,6 +13,7 @@ from lab import compile as backends
 from lab.cell.spec import CellOutcome, benchmark_name
 from lab.core import stats
 from lab.store import folders as store
+from lab.store import provenance
 from lab.workloads.base import shape_label
 
 
@@ -156,14 +157,14 @@ class RunRecorder:
         self._order: list[str] = []
         self.run = {"run_id": self.run_dir.name, "kind": kind, "complete": False,
                     # a --ray-address may carry user:password@: never stored
-                    "argv": [store.redact(arg) for arg in argv],
+                    "argv": [provenance.redact(arg) for arg in argv],
                     "started": _dt.datetime.now().isoformat(timespec="seconds"),
                     "finished": None, "fingerprint": store.FINGERPRINT,
                     "load_avg_1m_at_start": fp.get("load_avg_1m_at_start"),
                     # local, or a cluster (ray): then each cell names the node it ran on
                     "executor": (fp.get("executor") or {}).get("name", "local")}
         self._cached = {"machine_info": store.machine_info(fp), "commit_info": store.commit_info()}
-        self._machine_id = store.machine_id(fp["hardware"])
+        self._machine_id = provenance.machine_id(fp["hardware"])
         store.atomic_write_json(self.run_dir / store.FINGERPRINT, fp)
 
     def set_order(self, names: list[str]) -> None:

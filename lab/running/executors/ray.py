@@ -39,7 +39,7 @@ from lab.cell.spec import CellOutcome, CellResult, CellSpec
 from lab.core.errors import UsageError
 from lab.core.status import Status
 from lab.running.executors import CellJob, measure
-from lab.store import folders as store
+from lab.store import provenance
 
 MAX_ATTEMPTS = 2  # a lost cell is tried once more
 CANCEL_GRACE_S = 10.0  # interrupted tasks get this long to kill their cells before force
@@ -84,13 +84,13 @@ def run_on_node(job: CellJob) -> NodeAnswer:
     # a fork server would outlive the task in the worker, with its temp folder in the task's
     # scratch folder, which the guard removes: each cell process starts fresh on a node
     os.environ[fork.FORK_VAR] = "0"
-    fp = store.fingerprint(threads=job.spec.threads)
+    fp = provenance.fingerprint(threads=job.spec.threads)
     with guard.cells_die_with_this_process():
         outcome = measure(job)  # the node's load is sampled on the node
     node = {"node_id": ray.get_runtime_context().get_node_id(),
             "hostname": socket.gethostname(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "fingerprint": fp}
-    return NodeAnswer(outcome, node, store.machine_id(fp["hardware"]))
+    return NodeAnswer(outcome, node, provenance.machine_id(fp["hardware"]))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -264,7 +264,7 @@ class RayExecutor:
             raise
         return {
             "name": self.name, "ray_version": ray.__version__,
-            "address": store.redact(self.address) if self.address else None,
+            "address": provenance.redact(self.address) if self.address else None,
             "nodes": [{"node_id": n["NodeID"], "hostname": n.get("NodeManagerHostname"),
                        "ip": n.get("NodeManagerAddress"), "cpus": _node_resources(n)[0],
                        "gpus": _node_resources(n)[1]} for n in nodes],
