@@ -114,8 +114,8 @@ MEMORY_TOLERANCE = 0.05
 
 
 def hardware_differences(a: dict, b: dict) -> list[str]:
-    """What tells two machines' hardware (lab.store.provenance.hardware) apart, one `key: a vs b` each;
-    empty for the same kind of machine. Memory counts only beyond MEMORY_TOLERANCE."""
+    """What tells two machines' hardware (lab.store.provenance.hardware) apart, one `key: a vs
+    b` each; empty for the same kind of machine. Memory counts only beyond MEMORY_TOLERANCE."""
     out = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
