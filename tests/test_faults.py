@@ -15,36 +15,19 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import ROOT, factory, lab, one_line_error, slow_factory, stored_run
 from verdict_helpers import cell, samples, write_run
 
 from lab import cli
 from lab.running import machine_load
 from lab.store import folders as store
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--repeats", "3", "--device", "cpu", "--threads", "1"]
 SMALL = ["--batch", "2", *COMMON]  # built-in workloads; a user's factory fixes its own shape
-
-
-def lab(*args: str, timeout: float = 240, env: dict | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`lab ARGS` in a process of its own, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd or ROOT,
-                          env={**os.environ, **(env or {})})
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    """The refusal a user sees: exit 2, one line on stderr, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lab: error: "), proc.stderr
-    return lines[0]
 
 
 def refused(capsys, *args: str) -> str:
@@ -59,19 +42,12 @@ def refused(capsys, *args: str) -> str:
 
 
 def stored(out: Path) -> dict:
-    [path] = list(out.glob("*/*/results.json"))
-    return json.loads(path.read_text())
+    return stored_run(out)[1]
 
 
 def cells(doc: dict) -> dict[str, dict]:
     entries = doc["benchmarks"] + doc["lab"]["unmeasured"]
     return {e["extra_info"]["workload"]: e["extra_info"] for e in entries}
-
-
-def factory(tmp_path: Path, name: str, body: str) -> str:
-    path = tmp_path / f"{name}.py"
-    path.write_text("import torch\nimport torch.nn as nn\n\n" + textwrap.dedent(body))
-    return f"{path}:make"
 
 
 # ---------------------------------------------------------------- data lost or a wrong answer
@@ -268,18 +244,7 @@ def _lab_processes(marker: str) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for left-over processes")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_keeps_finished_cells_and_leaves_nothing(tmp_path, sig):
-    slow = factory(tmp_path, "slow", """
-        import time
-        class Slow(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = nn.Linear(4, 4)
-            def forward(self, x):
-                time.sleep(0.5)
-                return self.fc(x)
-        def make():
-            return Slow(), torch.randn(2, 4)
-        """)
+    slow = slow_factory(tmp_path, 0.5)
     temp = tmp_path / "tmp"  # the lab's temp folders (cell specs, compile caches) go here
     temp.mkdir()
     out = tmp_path / "out"

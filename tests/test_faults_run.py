@@ -20,49 +20,17 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import ROOT, factory, lab, one_line_error, slow_factory
 
 from lab import api
 from lab.core.errors import UsageError
 from lab.store import reader as results
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--repeats", "3", "--device", "cpu", "--threads", "1"]
 SMALL = ["--batch", "2", *COMMON]
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (perflab[ray])")
 
-
-def lab(*args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lab: error: "), proc.stderr
-    return lines[0]
-
-
-def factory(tmp_path: Path, name: str, body: str) -> str:
-    path = tmp_path / f"{name}.py"
-    path.write_text("import torch\nimport torch.nn as nn\n\n" + textwrap.dedent(body))
-    return f"{path}:make"
-
-
-SLOW = """
-    import time
-    class Slow(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(4, 4)
-        def forward(self, x):
-            time.sleep(0.5)
-            return self.fc(x)
-    def make():
-        return Slow(), torch.randn(2, 4)
-    """
 
 
 def wait_for_first_cell(out: Path, proc: subprocess.Popen, seconds: float,
@@ -259,7 +227,7 @@ def test_a_ray_address_without_the_ray_executor_is_refused(tmp_path):
 def test_sigterm_stops_a_ray_run_like_ctrl_c_and_the_node_samples_its_load(tmp_path):
     """Ray's driver handler made SIGTERM exit 15 (or abort) and leave the cells' folders; the
     lab's handler must stay in place. The finished cell carries the node's load sample."""
-    slow = factory(tmp_path, "slow", SLOW)
+    slow = slow_factory(tmp_path, 0.5)
     temp = tmp_path / "tmp"
     temp.mkdir()
     ray_tmp = tempfile.mkdtemp(prefix="ray-")  # Ray's socket paths must stay short
@@ -300,7 +268,7 @@ def test_sigterm_stops_a_ray_run_like_ctrl_c_and_the_node_samples_its_load(tmp_p
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for left-over processes")
 def test_two_quick_ctrl_cs_still_end_in_130_with_the_clean_up_done(tmp_path):
     """The second Ctrl-C used to kill the lab by SIGINT in the middle of its clean-up."""
-    slow = factory(tmp_path, "slow", SLOW)
+    slow = slow_factory(tmp_path, 0.5)
     temp = tmp_path / "tmp"
     temp.mkdir()
     out = tmp_path / "out"
@@ -353,7 +321,7 @@ def test_the_api_refuses_what_the_command_line_refuses_before_anything_runs(tmp_
 
 @pytest.mark.slow
 def test_ctrl_c_in_the_api_keeps_the_finished_cells_and_stops_the_callers_loop(tmp_path):
-    slow = factory(tmp_path, "slow", SLOW)
+    slow = slow_factory(tmp_path, 0.5)
     out = tmp_path / "out"
     events = []
 

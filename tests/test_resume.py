@@ -8,31 +8,14 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import ROOT, lab, slow_factory, stored_run
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--backend", "torch-eager", "--mode", "infer", "--repeats", "3", "--device", "cpu",
           "--threads", "1"]
-
-
-def _factory(tmp_path: Path, name: str, body: str) -> str:
-    path = tmp_path / f"{name}.py"
-    path.write_text("import torch\nimport torch.nn as nn\n\n" + textwrap.dedent(body))
-    return f"{path}:make"
-
-
-def _lab(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
-
-
-def _doc(out: Path) -> tuple[Path, dict]:
-    [path] = list(out.glob("*/*/results.json"))
-    return path.parent, json.loads(path.read_text())
 
 
 def _names(doc: dict) -> list[str]:
@@ -43,18 +26,7 @@ def _names(doc: dict) -> list[str]:
 @pytest.mark.slow
 def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
     # the second workload sleeps in its forward: the interrupt lands while it runs
-    slow = _factory(tmp_path, "slow", """
-        import time
-        class Slow(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = nn.Linear(4, 4)
-            def forward(self, x):
-                time.sleep(0.3)
-                return self.fc(x)
-        def make():
-            return Slow(), torch.randn(2, 4)
-        """)
+    slow = slow_factory(tmp_path, 0.3)
     out = tmp_path / "out"
     selection = ["--workload", f"mlp,{slow}", "--batch", "2", *COMMON, "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *selection], cwd=ROOT,
@@ -76,14 +48,14 @@ def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, output[-3000:]
-    run_dir, first = _doc(out)
+    run_dir, first = stored_run(out)
     assert first["lab"]["complete"] is False
     assert len(_names(first)) == 1
     kept_samples = first["benchmarks"][0]["stats"]["data"]
 
-    done = _lab("run", *selection, "--resume", str(run_dir))
+    done = lab("run", *selection, "--resume", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    again, doc = _doc(out)  # no second run folder
+    again, doc = stored_run(out)  # no second run folder
     assert again == run_dir
     names = _names(doc)
     assert len(names) == 2 and len(set(names)) == 2, names
@@ -97,17 +69,17 @@ def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
 
     # resumed once more, by the run alone (its stored command line is the selection):
     # nothing is left, nothing runs, nothing is added
-    idle = _lab("run", "--resume", str(run_dir))
+    idle = lab("run", "--resume", str(run_dir))
     assert idle.returncode == 0, idle.stderr[-3000:]
-    assert sorted(_names(_doc(out)[1])) == sorted(names)
+    assert sorted(_names(stored_run(out)[1])) == sorted(names)
 
 
 def _stored_run(tmp_path: Path) -> tuple[Path, list[str]]:
     out = tmp_path / "out"
     selection = ["--workload", "mlp", "--batch", "2", *COMMON, "--out", str(out)]
-    done = _lab("run", *selection)
+    done = lab("run", *selection)
     assert done.returncode == 0, done.stderr[-3000:]
-    return _doc(out)[0], selection
+    return stored_run(out)[0], selection
 
 
 @pytest.mark.slow
@@ -115,14 +87,14 @@ def test_a_resume_with_other_settings_is_refused_unless_told(tmp_path):
     run_dir, selection = _stored_run(tmp_path)
     before = (run_dir / "results.json").read_bytes()
     other = [a if a != "3" else "4" for a in selection]  # --repeats 4: samples differ
-    refused = _lab("run", *other, "--resume", str(run_dir))
+    refused = lab("run", *other, "--resume", str(run_dir))
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab: error: --resume"), refused.stderr
     assert "repeats 3 (stored) vs 4 (now)" in lines[0] and "--resume-anyway" in lines[0]
     assert (run_dir / "results.json").read_bytes() == before  # nothing written
     # told: the stored mlp cell is finished, so nothing is measured again
-    anyway = _lab("run", *other, "--resume", str(run_dir), "--resume-anyway")
+    anyway = lab("run", *other, "--resume", str(run_dir), "--resume-anyway")
     assert anyway.returncode == 0, anyway.stderr[-3000:]
     assert len(_names(json.loads((run_dir / "results.json").read_text()))) == 1
 
