@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import pytest
 from conftest import ROOT
-from verdict_helpers import cell, document, run_lab_main, samples, write_run
+from verdict_helpers import (
+    cell,
+    check_one,
+    claim_of,
+    run_lab_main,
+    samples,
+    write_run,
+)
 
 from lab.judge import claims, verdict
 
-HW = "Test CPU, 2 cores (CPU)"
 SEED = ROOT / "claims" / "seed.toml"
 DISTRIBUTED = ("distributed-training-pytorch", "distributed-training-tensorflow",
                "distributed-training-alike")
@@ -29,18 +35,6 @@ def ranked(workload: str, backend: str, efficiency: float, busy: bool = False, s
                 scaling_efficiency=efficiency)
 
 
-def _claim(**fields):
-    text = "\n".join(["[[claim]]", 'id = "t"', 'quote = "q"'] +
-                     [f"{k} = {v!r}".replace("'", '"') for k, v in fields.items()])
-    (claim,) = claims.parse(text)
-    return claim
-
-
-def _check(claim, entries):
-    (result,) = verdict.check([claim], verdict.index(document(entries), "cpu"), "cpu", HW)
-    return result
-
-
 SCALING = dict(metric="scaling", backend="torch-eager", ranks=2, workload="transformer",
                mode="train", expect="at_least", value=0.7)
 
@@ -56,7 +50,7 @@ SCALING = dict(metric="scaling", backend="torch-eager", ranks=2, workload="trans
 ])
 def test_a_scaling_claim_is_judged_on_the_cells_two_passes(efficiency, busy, cores, want,
                                                             words):
-    result = _check(_claim(**SCALING), [ranked("transformer", "torch-eager+ddp@2", efficiency,
+    result = check_one(claim_of(**SCALING), [ranked("transformer", "torch-eager+ddp@2", efficiency,
                                                busy=busy, cores=cores)])
     assert result.verdict == want, result
     (c,) = result.cells
@@ -71,26 +65,26 @@ def test_a_scaling_claim_is_judged_on_the_cells_two_passes(efficiency, busy, cor
 
 
 def test_a_strategy_picks_the_cells_and_a_single_process_cell_is_not_read():
-    fsdp = _claim(**SCALING, strategy="fsdp")
+    fsdp = claim_of(**SCALING, strategy="fsdp")
     entries = [ranked("transformer", "torch-eager+ddp@2", 0.9),
                ranked("transformer", "torch-eager+fsdp@2", 0.3, seed=4),
                cell("transformer", "torch-eager", "train", samples(0.1))]
-    assert _check(fsdp, entries).verdict == "refuted"
-    assert _check(_claim(**SCALING), entries).verdict == "supported"  # ddp: the default
-    alone = _check(_claim(**SCALING), entries[2:])
+    assert check_one(fsdp, entries).verdict == "refuted"
+    assert check_one(claim_of(**SCALING), entries).verdict == "supported"  # ddp: the default
+    alone = check_one(claim_of(**SCALING), entries[2:])
     assert alone.verdict == "inconclusive" and "torch-eager+ddp@2: not measured" in alone.reason
     assert "lab run --mode train --ranks 2" in alone.reason
 
 
 def test_two_frameworks_efficiencies_compare_through_the_run_to_run_spread():
-    alike = _claim(**{**SCALING, "backend": "tf-graph", "versus": "torch-eager",
+    alike = claim_of(**{**SCALING, "backend": "tf-graph", "versus": "torch-eager",
                       "expect": "about", "value": 1.0, "tolerance": 0.25})
-    far = _check(alike, [ranked("transformer", "tf-graph+mirrored@2", 0.95),
+    far = check_one(alike, [ranked("transformer", "tf-graph+mirrored@2", 0.95),
                          ranked("transformer", "torch-eager+ddp@2", 0.2, seed=2)])
     (c,) = far.cells
     assert far.verdict == "refuted" and c.ratio == pytest.approx(0.95 / 0.2, rel=0.05)
     # a difference the run-to-run spread could make is not decided either way
-    near = _check(alike, [ranked("transformer", "tf-graph+mirrored@2", 0.85),
+    near = check_one(alike, [ranked("transformer", "tf-graph+mirrored@2", 0.85),
                           ranked("transformer", "torch-eager+ddp@2", 0.8, seed=2)])
     (c,) = near.cells
     assert near.verdict == "inconclusive" and c.ci95[1] / c.ci95[0] > 2
@@ -118,13 +112,13 @@ def test_the_seeds_row_is_judged_on_a_stored_run(tmp_path):
 def test_the_cells_a_scaling_claim_lacks_are_the_data_parallel_ones():
     from lab.judge.scaling import parse_label
 
-    todo, skipped = verdict.missing_cells([_claim(**{**SCALING, "workload": ["transformer",
+    todo, skipped = verdict.missing_cells([claim_of(**{**SCALING, "workload": ["transformer",
                                                                          "gpt2"]})], {}, "cpu")
     assert [t[2] for t in todo] == ["torch-eager+ddp@2"] * 2 and not skipped
     assert parse_label("torch-compile:max-autotune+fsdp-ca@4") == (
         "torch-compile:max-autotune", "fsdp-ca", 4)
     assert parse_label("torch-eager") is None
-    tf = _claim(**{**SCALING, "backend": "tf-xla", "workload": "gpt2"})
+    tf = claim_of(**{**SCALING, "backend": "tf-xla", "workload": "gpt2"})
     todo, skipped = verdict.missing_cells([tf], {}, "cpu")
     assert not todo and "no tf version" in skipped[("gpt2", "tf-xla+mirrored@2", "train",
                                                     "fp32")]["reason"]
@@ -150,7 +144,7 @@ def test_malformed_scaling_claims_name_the_line(edit, key, words):
     assert str(err.value).startswith(f"mine.toml:{line}: claim t: ") and words in str(err.value)
 
 
-def test_lab_check_exits_2_on_a_malformed_scaling_claim(tmp_path):
+def test_lab_check_exits_2_on_a_malformed_scalingclaim_of(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("\n".join(["[[claim]]", 'id = "dp"', 'quote = "scales"',
                               'metric = "scaling"', 'backend = "torch-eager"', "ranks = 0",
@@ -179,7 +173,7 @@ def test_lab_check_plans_a_missing_data_parallel_cell_as_lab_run_ranks_does(monk
         raise Planned([c.choice.label for c in cells], [c.spec.extra for c in cells])
 
     monkeypatch.setattr(loop, "run_cells", run_cells)
-    todo, _ = verdict.missing_cells([_claim(**{**SCALING, "backend": "tf-graph"})], {}, "cpu")
+    todo, _ = verdict.missing_cells([claim_of(**{**SCALING, "backend": "tf-graph"})], {}, "cpu")
     with pytest.raises(Planned) as planned:
         checks._run_for_claims(todo, "cpu", "unused", progress=lambda _: None)
     labels, extras = planned.value.args
@@ -189,12 +183,12 @@ def test_lab_check_plans_a_missing_data_parallel_cell_as_lab_run_ranks_does(monk
 
 def test_ranks_compare_two_backends_data_parallel_cells():
     # "does torch.compile still pay under DDP": the two DDP cells' throughputs
-    pays = _claim(metric="throughput", backend="torch-compile", versus="torch-eager", ranks=2,
+    pays = claim_of(metric="throughput", backend="torch-compile", versus="torch-eager", ranks=2,
                   workload="transformer", mode="train", expect="at_least", value=1.0)
     entries = [ranked("transformer", "torch-compile+ddp@2", 0.8, step_s=0.02),
                ranked("transformer", "torch-eager+ddp@2", 0.8, seed=2, step_s=0.2),
                cell("transformer", "torch-compile", "train", samples(0.5))]  # not read
-    result = _check(pays, entries)
+    result = check_one(pays, entries)
     (c,) = result.cells
     assert c.ratio == pytest.approx(10, rel=0.05) and result.verdict == "supported"
     assert "across processes" in c.reason

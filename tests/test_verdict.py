@@ -2,24 +2,16 @@
 
 import pytest
 from conftest import ROOT
-from verdict_helpers import cell, document, run_lab_main, samples, speedup_cell, write_run
-
-from lab.judge import claims, verdict
-
-HW = "Test CPU, 2 cores (CPU)"
-
-
-def _claim(**fields):
-    text = "\n".join(["[[claim]]", 'id = "t"', 'quote = "q"'] +
-                     [f"{k} = {v!r}".replace("'", '"') for k, v in fields.items()])
-    (claim,) = claims.parse(text)
-    return claim
-
-
-def _check(claim, entries):
-    (result,) = verdict.check([claim], verdict.index(document(entries), "cpu"), "cpu", HW)
-    return result
-
+from verdict_helpers import (
+    HW,
+    cell,
+    check_one,
+    claim_of,
+    run_lab_main,
+    samples,
+    speedup_cell,
+    write_run,
+)
 
 SPEEDUP = dict(metric="speedup", backend="torch-compile", workload="mlp", mode="infer")
 
@@ -33,8 +25,8 @@ SPEEDUP = dict(metric="speedup", backend="torch-compile", workload="mlp", mode="
     (1.0, "about", 1.0, "supported"),
 ])
 def test_speedup_claims_follow_the_rules(measured, expect, value, want):
-    claim = _claim(**SPEEDUP, expect=expect, value=value)
-    result = _check(claim, [speedup_cell("mlp", "torch-compile", "infer", measured)])
+    claim = claim_of(**SPEEDUP, expect=expect, value=value)
+    result = check_one(claim, [speedup_cell("mlp", "torch-compile", "infer", measured)])
     assert result.verdict == want
     (c,) = result.cells
     assert c.ci95[0] <= c.ratio <= c.ci95[1] and abs(c.ratio - measured) / measured < 0.05
@@ -42,10 +34,10 @@ def test_speedup_claims_follow_the_rules(measured, expect, value, want):
 
 
 def test_failed_or_missing_cells_never_give_a_speedup_verdict():
-    claim = _claim(**{**SPEEDUP, "mode": ["infer", "train"]}, expect="at_least", value=1.5)
+    claim = claim_of(**{**SPEEDUP, "mode": ["infer", "train"]}, expect="at_least", value=1.5)
     bad = speedup_cell("mlp", "torch-compile", "infer", 3.0)
     bad["extra_info"]["status"] = "fail_accuracy"
-    result = _check(claim, [bad])
+    result = check_one(claim, [bad])
     assert result.verdict == "inconclusive"
     assert [c.ratio for c in result.cells] == [None, None]
     assert "fail_accuracy" in result.cells[0].reason and "not measured" in result.cells[1].reason
@@ -54,43 +46,43 @@ def test_failed_or_missing_cells_never_give_a_speedup_verdict():
 def test_up_to_takes_the_best_case_and_all_needs_every_cell():
     cells = [speedup_cell("mlp", "torch-compile", "infer", 0.8),
              speedup_cell("mlp", "torch-compile", "train", 1.9, seed=5)]
-    best = _check(_claim(**{**SPEEDUP, "mode": ["infer", "train"]}, expect="up_to", value=2.0),
+    best = check_one(claim_of(**{**SPEEDUP, "mode": ["infer", "train"]}, expect="up_to", value=2.0),
                   cells)
     assert best.verdict == "supported" and "mlp train" in best.reason
-    every = _check(_claim(**{**SPEEDUP, "mode": ["infer", "train"]}, expect="at_least",
+    every = check_one(claim_of(**{**SPEEDUP, "mode": ["infer", "train"]}, expect="at_least",
                           value=1.5), cells)
     assert every.verdict == "refuted"
 
 
 def test_cross_process_ratios_are_widened():
-    claim = _claim(metric="throughput", backend="tf-graph", versus="torch-eager", workload="mlp",
+    claim = claim_of(metric="throughput", backend="tf-graph", versus="torch-eager", workload="mlp",
                    mode="train", expect="about", value=1.0, tolerance=0.1)
     entries = [cell("mlp", "tf-graph", "train", samples(1e-3, seed=1)),
                cell("mlp", "torch-eager", "train", samples(1e-3, seed=2))]
-    result = _check(claim, entries)
+    result = check_one(claim, entries)
     (c,) = result.cells
     # one process per side: the interval is the run-to-run floor's, far wider than the
     # within-process spread of 2%, so "about 1 within 10%" cannot be shown
     assert c.ci95[1] / c.ci95[0] > 1.3 and result.verdict == "inconclusive"
     assert "across processes" in c.reason
-    speed = _claim(metric="speedup", backend="tf-xla", versus="torch-compile", workload="mlp",
+    speed = claim_of(metric="speedup", backend="tf-xla", versus="torch-compile", workload="mlp",
                    expect="about", value=1.0, tolerance=0.25)
-    paired = _check(speed, [speedup_cell("mlp", "tf-xla", "infer", 1.5),
+    paired = check_one(speed, [speedup_cell("mlp", "tf-xla", "infer", 1.5),
                             speedup_cell("mlp", "torch-compile", "infer", 1.5, seed=3)])
     (c,) = paired.cells
     assert c.ratio == pytest.approx(1.0, rel=0.05) and c.ci95[0] < 0.9
 
 
 def test_gpu_and_memory_claims_say_why_they_are_inconclusive():
-    gpu = _claim(metric="throughput", backend="tf-graph", versus="torch-eager",
+    gpu = claim_of(metric="throughput", backend="tf-graph", versus="torch-eager",
                  workload="resnet50", mode="train", expect="about", value=1.0, device="cuda")
-    assert _check(gpu, []).reason.startswith("needs GPU")
-    memory = _claim(metric="memory", backend="tf-graph", versus="torch-eager", workload="mlp",
+    assert check_one(gpu, []).reason.startswith("needs GPU")
+    memory = claim_of(metric="memory", backend="tf-graph", versus="torch-eager", workload="mlp",
                     expect="about", value=1.0)
-    assert "not measured" in _check(memory, []).reason
+    assert "not measured" in check_one(memory, []).reason
 
 
-def test_lab_check_on_a_stored_run_prints_every_seed_claim(tmp_path):
+def test_lab_check_on_a_stored_run_prints_every_seedclaim_of(tmp_path):
     path = write_run(tmp_path, [speedup_cell("mlp", "torch-compile", "infer", 0.7),
                                 speedup_cell("transformer", "torch-compile", "train", 1.4)])
     result = run_lab_main("check", str(ROOT / "claims" / "seed.toml"), "--run", str(path),

@@ -86,3 +86,24 @@ def clear_busy(results_json: Path) -> None:
     for bench in doc["benchmarks"]:
         bench["extra_info"]["machine_busy"] = False
     results_json.write_text(json.dumps(doc))
+
+
+HW = "Test CPU, 2 cores (CPU)"  # the machine a synthetic run's verdicts name
+
+
+def claim_of(**fields):
+    """One claim from its fields, through the claims file's own parser."""
+    from lab.judge import claims
+
+    text = "\n".join(["[[claim]]", 'id = "t"', 'quote = "q"'] +
+                     [f"{k} = {v!r}".replace("'", '"') for k, v in fields.items()])
+    (claim,) = claims.parse(text)
+    return claim
+
+
+def check_one(claim, entries: list[dict]):
+    """The verdict on `claim` over a synthetic CPU run of `entries`."""
+    from lab.judge import verdict
+
+    (result,) = verdict.check([claim], verdict.index(document(entries), "cpu"), "cpu", HW)
+    return result
