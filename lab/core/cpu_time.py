@@ -38,12 +38,12 @@ def _stat(pid: int | str) -> tuple[int, float] | None:
     return int(fields[2]), (utime + stime + cutime + cstime) / _CLK_TCK
 
 
-def group_cpu_seconds(pgid: int, leader_excluded: bool = True) -> float:
+def group_cpu_seconds(pgid: int) -> float:
     """CPU seconds of the live processes of process group `pgid` (with the children they
-    reaped); the leader is left out by default: its parent waits for it and counts it."""
+    reaped), less its leader: the leader's parent waits for it and counts it."""
     total = 0.0
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit() or (leader_excluded and int(entry.name) == pgid):
+        if not entry.name.isdigit() or int(entry.name) == pgid:
             continue
         found = _stat(entry.name)
         if found is not None and found[0] == pgid:
