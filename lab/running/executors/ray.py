@@ -141,13 +141,15 @@ def _ask_gcs(where: str, given: str, source: str) -> None:
         try:
             stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_TIMEOUT_S)
         except grpc.RpcError as exc:
+            # any other answer (a cluster that wants a token the driver holds: UNAUTHENTICATED)
+            # is a GCS answering: ray.init goes on and says what it finds
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 why = f"it did not answer a cluster request within {PROBE_TIMEOUT_S:g} s"
             elif code == grpc.StatusCode.UNIMPLEMENTED:
                 why = "it does not serve Ray's cluster requests"
             else:
-                why = f"its answer to a cluster request: {code.name}"
+                return
             raise UsageError(f"{given} ({source}) is not a Ray cluster that answers: "
                              f"{why}") from None
 
