@@ -399,3 +399,25 @@ def test_a_data_parallel_cell_costs_at_most_its_two_timed_passes():
     (item,) = [i for i in plan.distributed_items() if i.key[1] == "torch-compile+ddp@2"
                and i.key[0] == "transformer"]
     assert item.bound_s == 2 * plan.CELL_TIMEOUT_S
+
+
+def test_the_campaign_ends_with_the_hf_suite_model_by_model_and_a_later_lease_extends_it():
+    """`make gpu`'s last step: the hf suite's inference cells at the real size, eager then
+    compiled per model; a lease takes what fits after the steps before it, and a cell stored
+    by one lease is covered for the next."""
+    from lab.workloads import suites
+
+    (step,) = [s for s in plan.gpu_steps(str(ROOT)) if s.name == "model-suite"]
+    assert plan.gpu_steps(str(ROOT))[-1].name == "model-suite"
+    assert [i.key[0] for i in step.items[:2]] == ["hf/bert", "hf/bert"]
+    assert {i.key[0] for i in step.items} == set(suites.names("hf"))
+    assert len(step.items) == 2 * len(suites.names("hf"))
+    assert all("|cuda|" in i.name and "tiny=0" in i.name and i.key[2] == "infer"
+               for i in step.items)
+    h100, machines = _machines()
+    first = lease.plan_lease([step], h100, machines, 300)[0]
+    assert first.now and first.later  # 66 cells do not fit five minutes
+    done = stored.Machine(h100.id, None, [_cell(i.key, 60.0, i.name) for i, _ in first.now])
+    second = lease.plan_lease([step], done, {**machines, h100.id: done}, 300)[0]
+    assert {i.name for i in second.covered} == {i.name for i, _ in first.now}
+    assert not {i.name for i, _ in second.now} & {i.name for i, _ in first.now}
