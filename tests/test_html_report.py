@@ -109,6 +109,21 @@ def test_statuses_are_coloured_and_a_busy_machine_is_warned_about(tmp_path):
     assert "the machine was busy when the run started (load 1.9 on 2 cores)" in text
 
 
+def test_a_load_at_the_start_is_no_warning_where_the_cells_sampled_their_own(tmp_path):
+    """The 1-minute load average lags (work that had just ended counts in it): where each cell
+    carries its own load sample, those decide, in the page and in the terminal table."""
+    from lab.reports import rows
+
+    doc = _doc(CPU_RUN / "results.json")
+    doc["lab"]["load_avg_1m_at_start"] = 1.9
+    assert rows.start_load_warning(doc) is not None  # no cell sampled its load: the start's
+    for bench in doc["benchmarks"]:
+        bench["extra_info"].update(other_load_cores=0.01, machine_busy=False)
+    assert rows.start_load_warning(doc) is None
+    text = write_report([doc], tmp_path / "r.html").read_text()
+    assert "busy when the run started" not in text
+
+
 def test_bad_sources_are_one_line_errors(tmp_path):
     with pytest.raises(ReportInputError, match="no results.json or kernels.json"):
         write_report([tmp_path], tmp_path / "r.html")

@@ -283,3 +283,19 @@ def of_run(doc: dict, workload: str | None = None) -> list[Row]:
 def is_profile_run(doc: dict) -> bool:
     """A `lab profile` run: cells traced instead of timed, so it has no numbers to table."""
     return (doc.get("lab") or {}).get("kind") == "profile"
+
+
+def start_load_warning(doc: dict) -> str | None:
+    """The 1-minute load average read at the run's start, above half the cores: a warning
+    only for a run whose cells carry no load of their own. The average lags by a minute
+    (work that had just ended still counts in it), while each cell's sample
+    (lab.running.machine_load: `other_load_cores`, `machine_busy`) says what ran beside it."""
+    lab = doc.get("lab") or {}
+    hardware = (doc.get("machine_info") or {}).get("lab_hardware") or {}
+    load, cores = lab.get("load_avg_1m_at_start"), hardware.get("cpu_count")
+    if load is None or not cores or load <= 0.5 * cores:
+        return None
+    if any("other_load_cores" in cell for cell in results.cells(doc)):
+        return None
+    return (f"the machine was busy when the run started (load {load:.1f} on {cores} cores): "
+            f"CPU timings are suspect")

@@ -94,11 +94,9 @@ def render(doc: dict, console=None) -> None:
         cells[COUNTS_COLUMN] = row.counts_text
         table.add_row(*(cells[column] for column in columns))
     console.print(table)
-    hardware = doc.get("machine_info", {}).get("lab_hardware", {})
-    load = lab.get("load_avg_1m_at_start")
-    if load is not None and hardware.get("cpu_count") and load > 0.5 * hardware["cpu_count"]:
-        console.print(f"[bold]warning:[/] the machine was busy when the run started (load "
-                      f"{load:.1f} on {hardware['cpu_count']} cores): CPU timings are suspect")
+    started_busy = rows.start_load_warning(doc)
+    if started_busy:
+        console.print(f"[bold]warning:[/] {started_busy}")
     busy = [row for row in run_rows if row.busy]
     if busy:
         worst = max(row.other_load_cores or 0 for row in busy)

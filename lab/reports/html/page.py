@@ -19,7 +19,6 @@ from lab.reports.html.runs import (
     commit_label,
     distinct,
     hardware_label,
-    load_warning,
     run_sort_key,
 )
 from lab.reports.html.tables import esc
@@ -116,7 +115,7 @@ def _run_header(run: Run) -> str:
               else "-"),
              ("cells", f"{len(run.cells)} ({sum(c.get('status') == 'ok' for c in run.cells)} ok)")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    warnings = [w for w in (load_warning(run.doc),) if w]
+    warnings = [w for w in (rows.start_load_warning(run.doc),) if w]
     if lab and not lab.get("complete"):
         warnings.append("the run is incomplete (interrupted or still running): cells it did "
                         "not reach are missing")

@@ -155,18 +155,6 @@ def size_label(size) -> str:
 
 # ---------------------------------------------------------------- header facts
 
-def load_warning(doc: dict) -> str | None:
-    """The same rule as the table's: a 1-minute load above half the cores at the start."""
-    lab = doc.get("lab") or {}
-    hardware = (doc.get("machine_info") or {}).get("lab_hardware") or {}
-    load = lab.get("load_avg_1m_at_start")
-    cores = hardware.get("cpu_count")
-    if load is not None and cores and load > 0.5 * cores:
-        return (f"the machine was busy when the run started (load {load:.1f} on {cores} "
-                f"cores): CPU timings are suspect")
-    return None
-
-
 def hardware_label(doc: dict) -> str:
     """The stored runs' hardware label; on a GPU machine the host's cores beside it, since
     the page's CPU-side numbers (compile seconds) depend on them."""
