@@ -24,21 +24,18 @@ def _names(doc: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
-    # the second workload sleeps in its forward: the interrupt lands while it runs
-    slow = slow_factory(tmp_path, 0.3)
-    out = tmp_path / "out"
-    selection = ["--workload", f"mlp,{slow}", "--batch", "2", *COMMON, "--out", str(out)]
+def _interrupted_after_the_first_cell(selection: list[str], out: Path) -> None:
+    """`lab run SELECTION`, Ctrl-C as soon as its first cell is stored; it must end with 130."""
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *selection], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # until the mlp cell is stored
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until the first cell is stored
             files = list(out.glob("*/*/results.json"))
             if files and json.loads(files[0].read_text())["benchmarks"]:
                 break
             assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
+            time.sleep(0.1)
         else:
             pytest.fail("the first cell never finished")
         proc.send_signal(signal.SIGINT)
@@ -48,6 +45,14 @@ def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, output[-3000:]
+
+
+def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
+    # the second workload sleeps in its forward: the interrupt lands while it runs
+    slow = slow_factory(tmp_path, 0.3)
+    out = tmp_path / "out"
+    selection = ["--workload", f"mlp,{slow}", "--batch", "2", *COMMON, "--out", str(out)]
+    _interrupted_after_the_first_cell(selection, out)
     run_dir, first = stored_run(out)
     assert first["lab"]["complete"] is False
     assert len(_names(first)) == 1
@@ -83,6 +88,25 @@ def _stored_run(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_an_interrupted_suite_run_resumed_holds_every_model_once_and_ends_with_its_summary(
+        tmp_path):
+    """A suite run (four tiny hf models) cut short by Ctrl-C after its first model, then
+    `--resume`d: every model's cell once, the run complete, the suite summary over all four."""
+    models = ["hf/albert", "hf/electra", "hf/distilbert", "hf/mobilenet-v2"]
+    out = tmp_path / "out"
+    selection = ["--workload", ",".join(models), "--size", "tiny", *COMMON, "--out", str(out)]
+    _interrupted_after_the_first_cell(selection, out)
+    run_dir, first = stored_run(out)
+    assert first["lab"]["complete"] is False and 1 <= len(_names(first)) < len(models)
+    done = lab("run", *selection, "--resume", str(run_dir), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again, doc = stored_run(out)
+    assert again == run_dir and doc["lab"]["complete"] is True
+    assert sorted(name.split("[")[0] for name in _names(doc)) == sorted(models)
+    assert "suite summary" in done.stdout and "4/4 (100%)" in done.stdout
+
+
 def test_a_resume_with_other_settings_is_refused_unless_told(tmp_path):
     run_dir, selection = _stored_run(tmp_path)
     before = (run_dir / "results.json").read_bytes()
