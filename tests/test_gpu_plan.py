@@ -23,7 +23,8 @@ def test_an_h100_lease_fits_twelve_minutes_with_the_tests_step_and_every_figure_
     assert sum(p.budget_s for p in plans) <= 12 * 60
     by_name = {p.step.name: p for p in plans}
     assert [p.step.name for p in plans] == ["cuda-tests", "claims", "distributed", "kernels",
-                                            "kernel-tests", "suite", "profile"]
+                                            "kernel-tests", "suite", "profile",
+                                            "model-suite"]
     assert len(by_name["cuda-tests"].now) == 1  # the tests run in every lease
     assert by_name["claims"].now, "the first lease reaches the seed claims' cells"
     for p in plans:
