@@ -19,9 +19,16 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # pytest-xdist's workers get COLUMNS=80 and LINES=24; the lab's tables follow COLUMNS, so the
 # `lab` commands the tests run would print a terminal's 80 columns where a piped run prints
 # its full width. Each worker sees what a plain pytest process sees.
+# Each worker also compiles into caches of its own (Inductor's default is one folder per user
+# under /tmp, which both workers would write at once while compiling the same kernels).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
+    import tempfile
+
+    _caches = tempfile.mkdtemp(prefix=f"lab-tests-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_caches, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(_caches, "triton"))
 
 # Cell subprocesses find `lab` through PYTHONPATH (the runner adds the tree too).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
