@@ -24,9 +24,12 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
+    import atexit
+    import shutil
     import tempfile
 
     _caches = tempfile.mkdtemp(prefix=f"lab-tests-{os.environ['PYTEST_XDIST_WORKER']}-")
+    atexit.register(shutil.rmtree, _caches, True)  # the worker's caches go with it
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_caches, "inductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(_caches, "triton"))
 
