@@ -42,7 +42,11 @@ def _eager_forward(name: str):
     workload = hf.workload(entry)
     shape = {**workload.default_shape("cpu"), "tiny": 1}
     task = workload.build("torch", shape, "train", "cpu", "float32", 0)
+    config = task.model.model.config.to_dict()
     out = task.model(*task.inputs)
+    # a step that sets the config (the classification loss's problem_type) fails a compiled
+    # model's guard on its next call: one recompile per model, beyond the first call's compile
+    assert task.model.model.config.to_dict() == config, name
     loss = task.loss_fn(out, None)
     assert all(isinstance(t, torch.Tensor) for t in out) and len(out) >= 2, name
     # the model's own loss from random labels: cross-entropy near log(classes) (CTC and

@@ -233,6 +233,10 @@ def make_model(entry: Entry, tiny: bool):
 
     config = make_config(entry, tiny)
     _zero_randomness(config)
+    if entry.task == "image-classification":
+        # what the loss sets on its first call for integer labels over several classes: left
+        # unset, a compiled model's guard on it fails on the second call (one recompile)
+        config.problem_type = "single_label_classification"
     return getattr(transformers, entry.model)(config)
 
 
