@@ -47,6 +47,14 @@ def _eager_forward(name: str):
     # a step that sets the config (the classification loss's problem_type) fails a compiled
     # model's guard on its next call: one recompile per model, beyond the first call's compile
     assert task.model.model.config.to_dict() == config, name
+    # a training step with every dropout and masking probability zeroed is a function of its
+    # inputs: the cell refuses a model whose two eager steps differ (eager_nondeterministic).
+    # Same machine, same threads: only a reordered fp32 sum may differ, ~1e-6 of the scale;
+    # a dropout of 0.1 moves logits by a tenth of theirs
+    again = task.model(*task.inputs)
+    for a, b in zip(out, again, strict=True):
+        scale = 1.0 + a.detach().abs().max().item()
+        assert (a - b).detach().abs().max().item() <= 1e-4 * scale, name
     loss = task.loss_fn(out, None)
     assert all(isinstance(t, torch.Tensor) for t in out) and len(out) >= 2, name
     # the model's own loss from random labels: cross-entropy near log(classes) (CTC and

@@ -29,8 +29,9 @@ from lab.workloads.suites import check_size_and_seq
 
 SUITE = "hf"
 # the probabilities that make a training step random, zeroed in every config and sub-config
-RANDOM_KEYS = ("dropout", "drop_path", "layerdrop", "mask_time_prob", "mask_feature_prob",
-               "attention_probs_dropout_prob", "hidden_dropout_prob")
+# (GPT-2 names its dropouts resid_pdrop, embd_pdrop, attn_pdrop)
+RANDOM_KEYS = ("dropout", "pdrop", "drop_path", "layerdrop", "mask_time_prob",
+               "mask_feature_prob")
 # CPU: a real-size cell within a couple of minutes on 2 cores (the harness uses batch 1 for
 # the largest models on the CPU too); CUDA: the harness's order of magnitude
 DEFAULT_SHAPES = {"cpu": {"batch": 1, "seq": 128}, "cuda": {"batch": 8, "seq": 512}}
