@@ -23,7 +23,6 @@ def _names(doc: dict) -> list[str]:
         [u["name"] for u in doc["lab"]["unmeasured"]]
 
 
-@pytest.mark.slow
 def _interrupted_after_the_first_cell(selection: list[str], out: Path) -> None:
     """`lab run SELECTION`, Ctrl-C as soon as its first cell is stored; it must end with 130."""
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *selection], cwd=ROOT,
@@ -47,6 +46,7 @@ def _interrupted_after_the_first_cell(selection: list[str], out: Path) -> None:
     assert proc.returncode == 130, output[-3000:]
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumed_holds_every_cell_once(tmp_path):
     # the second workload sleeps in its forward: the interrupt lands while it runs
     slow = slow_factory(tmp_path, 0.3)
@@ -88,7 +88,6 @@ def _stored_run(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_an_interrupted_suite_run_resumed_holds_every_model_once_and_ends_with_its_summary(
         tmp_path):
     """A suite run (four tiny hf models) cut short by Ctrl-C after its first model, then
@@ -107,6 +106,7 @@ def test_an_interrupted_suite_run_resumed_holds_every_model_once_and_ends_with_i
     assert "suite summary" in done.stdout and "4/4 (100%)" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_resume_with_other_settings_is_refused_unless_told(tmp_path):
     run_dir, selection = _stored_run(tmp_path)
     before = (run_dir / "results.json").read_bytes()
